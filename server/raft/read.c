@@ -1,0 +1,176 @@
+/*
+ * read.c - linearizable reads without log writes: ReadIndex with a quorum
+ * heartbeat round (§6.4), batched across requests, and optional leader
+ * leases (§6.4.1) under the clock assumption stated in raft.h.
+ */
+#include "step.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef KHO_PLANTED_BUGS
+#define PLANTED(bug) (raft_planted_bug == (bug))
+#else
+#define PLANTED(bug) false
+#endif
+
+static void push_read_state(struct raft *r, uint64_t ctx, uint64_t index,
+                            int status)
+{
+    /* raft_read_index() admits a request only if both queues together stay
+     * under max_pending_reads, so this cannot overflow. */
+    RAFT_ASSERT(r, r->read_states_n < r->cfg.max_pending_reads);
+    struct raft_read_state *rs = &r->read_states[r->read_states_n++];
+    rs->ctx = ctx;
+    rs->index = index;
+    rs->status = status;
+}
+
+void reads_fail_all(struct raft *r)
+{
+    for (uint32_t i = 0; i < r->reads_n; i++) {
+        push_read_state(r, r->reads[i].ctx, 0, KHO_ENOTLEADER);
+    }
+    r->reads_n = 0;
+}
+
+static bool lease_valid(const struct raft *r)
+{
+    return r->cfg.lease_reads && r->transferee == 0 &&
+           r->now_ticks < r->lease_until;
+}
+
+static bool voters_only_self(const struct raft *r)
+{
+    return raft_conf_voters(&r->conf) == 1 &&
+           raft_conf_is_voter(&r->conf, r->cfg.id);
+}
+
+int raft_read_index(struct raft *r, uint64_t ctx)
+{
+    RAFT_ASSERT(r, !r->in_ready);
+    if (r->err != KHO_OK) {
+        return r->err;
+    }
+    if (r->role != RAFT_LEADER) {
+        return KHO_ENOTLEADER;
+    }
+    if (r->reads_n + r->read_states_n >= r->cfg.max_pending_reads) {
+        return KHO_EBUSY;
+    }
+    if (PLANTED(RAFT_BUG_READ_NO_QUORUM)) {
+        /* Planted bug 3: trust our commit index without asking anyone. */
+        push_read_state(r, ctx, r->commit, KHO_OK);
+        return KHO_OK;
+    }
+    /* Until the no-op of this term commits, our commit index may be
+     * behind the group's (§6.4 step 1): such reads wait for it. */
+    if (r->committed_in_term && (voters_only_self(r) || lease_valid(r))) {
+        push_read_state(r, ctx, r->commit, KHO_OK);
+        return KHO_OK;
+    }
+    struct pending_read *pr = &r->reads[r->reads_n++];
+    pr->ctx = ctx;
+    pr->index = 0;
+    pr->round = 0;
+    return KHO_OK;
+}
+
+bool reads_need_flush(const struct raft *r)
+{
+    return r->role == RAFT_LEADER && r->committed_in_term && r->reads_n > 0 &&
+           r->reads[r->reads_n - 1].round == 0;
+}
+
+/* One heartbeat round to every member. Its number travels as ctx and comes
+ * back in the answers; a round a quorum answered proves we were leader
+ * when it was sent. */
+void heartbeat_round(struct raft *r)
+{
+    r->round++;
+    r->round_tick[r->round % RAFT_LEASE_ROUNDS] = r->now_ticks;
+    for (uint32_t i = 0; i < r->conf.n; i++) {
+        struct progress *pr = &r->prs[i];
+        if (pr->id == r->cfg.id) {
+            pr->read_ack = r->round;
+            continue;
+        }
+        struct raft_msg *m = msg_new(r, RAFT_MSG_HEARTBEAT, pr->id);
+        if (m == NULL) {
+            continue;
+        }
+        m->commit = pr->match < r->commit ? pr->match : r->commit;
+        m->ctx = r->round;
+    }
+}
+
+/* Starts one round for every read that arrived since the last ready: they
+ * share it, which is the batching. Their index is the commit index now,
+ * which is at least the commit index when each was requested. */
+void reads_flush(struct raft *r)
+{
+    heartbeat_round(r);
+    for (uint32_t i = 0; i < r->reads_n; i++) {
+        if (r->reads[i].round == 0) {
+            r->reads[i].round = r->round;
+            r->reads[i].index = r->commit;
+        }
+    }
+    reads_on_ack(r);
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+/* The newest round a quorum of voters has acknowledged. */
+static uint64_t acked_round(const struct raft *r)
+{
+    uint64_t acks[RAFT_MEMBERS_MAX];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->conf.n; i++) {
+        if (r->prs[i].voter) {
+            acks[n++] = r->prs[i].read_ack;
+        }
+    }
+    if (n == 0) {
+        return 0;
+    }
+    qsort(acks, n, sizeof(acks[0]), cmp_desc);
+    return acks[n / 2];
+}
+
+static void extend_lease(struct raft *r, uint64_t acked)
+{
+    if (!r->cfg.lease_reads || acked < r->lease_min_round || acked == 0 ||
+        acked + RAFT_LEASE_ROUNDS <= r->round) {
+        return;
+    }
+    /* Followers that answered round `acked` refuse votes for at least
+     * election_ticks after they received it, which is after it was sent;
+     * the drift allowance covers clocks that run at different rates. */
+    uint64_t until = r->round_tick[acked % RAFT_LEASE_ROUNDS] +
+                     r->cfg.election_ticks - r->cfg.lease_drift_ticks;
+    if (until > r->lease_until) {
+        r->lease_until = until;
+    }
+}
+
+void reads_on_ack(struct raft *r)
+{
+    uint64_t acked = acked_round(r);
+    extend_lease(r, acked);
+    uint32_t done = 0;
+    while (done < r->reads_n && r->reads[done].round != 0 &&
+           r->reads[done].round <= acked) {
+        push_read_state(r, r->reads[done].ctx, r->reads[done].index, KHO_OK);
+        done++;
+    }
+    if (done > 0) {
+        memmove(r->reads, r->reads + done,
+                sizeof(r->reads[0]) * (r->reads_n - done));
+        r->reads_n -= done;
+    }
+}
