@@ -111,6 +111,7 @@ struct raft {
     uint64_t round_tick[RAFT_LEASE_ROUNDS];
     uint64_t lease_until;
     uint64_t lease_min_round;
+    uint64_t vote_hold_until; /* no votes before this tick (restart+lease) */
 
     /* Output. */
     struct raft_msg *msgs;

@@ -253,7 +253,7 @@ static bool tally(const struct raft *r, bool *lost)
     }
     uint32_t quorum = voters / 2 + 1;
     if (lost != NULL) {
-        *lost = no >= quorum;
+        *lost = no > voters - quorum; /* the rest cannot make a quorum */
     }
     return voters > 0 && yes >= quorum;
 }
@@ -283,6 +283,10 @@ static void handle_vote_resp(struct raft *r, const struct raft_msg *m)
     int pos = conf_pos(r, m->from);
     if (pos < 0) {
         r->stats.dropped_unknown++;
+        return;
+    }
+    if (r->conf.members[pos].role != RAFT_VOTER) {
+        r->stats.dropped_unknown++; /* a learner's vote does not count */
         return;
     }
     if (r->votes[pos] == 0) {
@@ -329,8 +333,8 @@ static void handle_vote(struct raft *r, const struct raft_msg *m)
  * made on behalf of a leadership transfer is exempt. */
 static bool in_lease(const struct raft *r, const struct raft_msg *m)
 {
-    return r->cfg.check_quorum && r->lead != 0 &&
-           r->election_elapsed < r->cfg.election_ticks &&
+    bool heard = r->lead != 0 && r->election_elapsed < r->cfg.election_ticks;
+    return r->cfg.check_quorum && (heard || r->now_ticks < r->vote_hold_until) &&
            (m->flags & RAFT_MSGF_TRANSFER) == 0;
 }
 
@@ -508,6 +512,15 @@ static int load_state(struct raft *r, const char **why)
         *why = "commit index beyond the stored log";
         return KHO_ECORRUPT;
     }
+    /* Every stored entry was appended in a term the hard state reached
+     * first (both are written in one batch): a lower term means the hard
+     * state is stale, and trusting it could grant a second vote. */
+    uint64_t last_term = 0;
+    rc = log_term(r, last, &last_term);
+    if (rc != KHO_OK || last_term > r->term) {
+        *why = "hard state term below the stored log's last term";
+        return rc != KHO_OK ? rc : KHO_ECORRUPT;
+    }
     r->prev_hs = (struct raft_hard_state){r->term, r->vote, r->commit};
     rc = load_confs(r);
     if (rc != KHO_OK) {
@@ -545,9 +558,9 @@ int raft_create(const struct raft_config *c, struct raft **out,
     r->role = RAFT_FOLLOWER;
     reset_randomized_timeout(r);
     /* With leases, a restarted voter must not vote before any lease it may
-     * have backed expires: it behaves as if it just heard from a leader. */
+     * have backed expires: it forgot when it last heard from a leader. */
     if (c->lease_reads) {
-        r->lead = 0;
+        r->vote_hold_until = c->election_ticks;
     }
     *out = r;
     return KHO_OK;

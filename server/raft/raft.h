@@ -33,7 +33,25 @@
  *
  * Inputs from peers are validated: wrong group ids, out-of-range terms and
  * indexes, malformed entries and responses from unknown peers are counted in
- * `struct raft_stats` and dropped. They are never asserted on.
+ * `struct raft_stats` and dropped. They are never asserted on. Requests
+ * (APPEND, VOTE, ...) from ids outside our configuration are accepted: a
+ * node that lags or is joining does not know its newest peers yet.
+ *
+ * Errors: a storage failure or KHO_ENOMEM inside the core is sticky. Every
+ * later call returns it and raft_has_ready() is false; the host must drop
+ * the group and recreate it from storage.
+ *
+ * Semantics worth knowing when reading traces:
+ *   - A HEARTBEAT carries min(follower's match, commit), so a follower never
+ *     learns a commit index for entries it may not share with the leader.
+ *   - A SNAPSHOT whose last entry the follower already holds (same term) is
+ *     not installed; the log after it is kept and the commit moves up. When
+ *     rd.snapshot is set, every stored entry is discarded.
+ *   - A ReadIndex request made before the new leader's no-op commits waits
+ *     for it (§6.4) and is then confirmed by one heartbeat round.
+ *   - With lease_reads, a node refuses votes for election_ticks after
+ *     raft_create(), so a first election takes that long at least.
+ *   - Every pointer in a raft_ready stays valid until raft_advance().
  */
 #ifndef KHO_RAFT_H
 #define KHO_RAFT_H
@@ -58,6 +76,9 @@
 #define RAFT_INFLIGHT_MSGS_MAX 1024u
 #define RAFT_READS_MAX 65536u
 #define RAFT_READY_MSGS_MAX 65536u
+/* Entries appended but not yet handed to the host in a ready batch; a
+ * host that steps many messages between two readies meets this bound. */
+#define RAFT_UNSTABLE_ENTRIES_MAX 65536u
 /* Lease rounds remembered by a leader (a ring of heartbeat send times). */
 #define RAFT_LEASE_ROUNDS 64u
 
@@ -104,7 +125,9 @@ enum raft_conf_op {
     RAFT_CONF_REMOVE = 4,      /* remove a voter or learner (may be self) */
 };
 
-/* Encoded size of a configuration entry: 4 + n * 12 bytes, little-endian. */
+/* Encoded size of a configuration entry: u32 count, then per member u64 id
+ * and u32 role, all little-endian: 4 + n * 12 bytes. raft_conf_encode()
+ * returns the bytes written, or 0 if `cap` is too small (nothing written). */
 #define RAFT_CONF_ENCODED_MAX (4u + RAFT_MEMBERS_MAX * 12u)
 size_t raft_conf_encode(const struct raft_conf *c, uint8_t *buf, size_t cap);
 /* Returns KHO_OK or KHO_ECORRUPT (bad length, zero or duplicate id, bad role,
@@ -245,7 +268,10 @@ struct raft_config {
     bool lease_reads;
     uint32_t lease_drift_ticks;
 
-    /* Bounds (all required, all > 0). */
+    /* Bounds (all required, all > 0). raft_config_validate() also wants
+     * election_ticks in [2, 100000], max_entry_bytes >=
+     * RAFT_CONF_ENCODED_MAX, max_uncommitted_bytes >= max_entry_bytes and
+     * max_ready_msgs >= 2 * RAFT_MEMBERS_MAX. */
     uint32_t max_msg_bytes;       /* entry payload per append message */
     uint32_t max_msg_entries;     /* entries per append message */
     uint32_t max_inflight_msgs;   /* unacknowledged appends per follower */
@@ -304,7 +330,8 @@ struct raft_stats {
     uint64_t dropped_stale;    /* lower term, or stale response */
     uint64_t dropped_overflow; /* ready message buffer or log buffer full */
     uint64_t dropped_conflict; /* append conflicting with committed entries */
-    uint64_t elections;        /* campaigns started */
+    uint64_t lost_tail;        /* a follower refused what it had acked */
+    uint64_t elections;        /* campaigns started (not pre-vote rounds) */
     uint64_t leader_changes;   /* times this node became leader */
 };
 
@@ -368,7 +395,8 @@ int raft_propose_conf(struct raft *r, enum raft_conf_op op, raft_id id,
 int raft_read_index(struct raft *r, uint64_t ctx);
 
 /* Hands leadership to `to` (§3.10): proposals are refused until the
- * transfer completes or times out after election_ticks. Errors:
+ * transfer completes or times out after election_ticks. A second call for
+ * the same target is KHO_OK; for another target it retargets. Errors:
  * KHO_ENOTLEADER, KHO_EINVAL (not a voter, or self). */
 int raft_transfer_leader(struct raft *r, raft_id to);
 

@@ -555,6 +555,13 @@ static void handle_append_reject(struct raft *r, struct progress *pr,
         }
         pr_become_probe(pr);
     } else if (pr->state == PR_PROBE && pr->next - 1 == m->index) {
+        if (m->index <= pr->match) {
+            /* It refuses an entry it acknowledged: its disk lost the tail,
+             * which Raft's fault model excludes. Count it and repair from
+             * its hint rather than probing the same index forever. */
+            r->stats.lost_tail++;
+            pr->match = hint < m->index ? hint : m->index - 1;
+        }
         uint64_t next = m->index < hint + 1 ? m->index : hint + 1;
         pr->next = next > pr->match + 1 ? next : pr->match + 1;
         pr->probe_sent = false;
@@ -731,6 +738,10 @@ static bool append_from(struct raft *r, const struct raft_msg *m, uint32_t k)
         r->stats.dropped_conflict++;
         return false;
     }
+    if (r->u_n + (m->n_entries - k) > RAFT_UNSTABLE_ENTRIES_MAX) {
+        r->stats.dropped_overflow++; /* the leader will send it again */
+        return false;
+    }
     bool conf_cut = r->conf_index >= at;
     int rc = log_append(r, &m->entries[k], m->n_entries - k);
     if (rc == KHO_OK && conf_cut) {
@@ -847,7 +858,7 @@ static int check_proposer(struct raft *r)
     if (r->role != RAFT_LEADER) {
         return KHO_ENOTLEADER;
     }
-    if (r->transferee != 0) {
+    if (r->transferee != 0 || r->u_n >= RAFT_UNSTABLE_ENTRIES_MAX) {
         return KHO_EBUSY;
     }
     return KHO_OK;

@@ -217,6 +217,15 @@ int memstore_append(struct memstore *s, const struct raft_entry *e)
     return KHO_OK;
 }
 
+int memstore_truncate(struct memstore *s, uint64_t from)
+{
+    if (from <= s->snap.meta.index || from > memstore_last_index(s) + 1) {
+        return KHO_EINVAL;
+    }
+    drop_from(s, (size_t)(from - s->snap.meta.index - 1));
+    return KHO_OK;
+}
+
 int memstore_compact(struct memstore *s, uint64_t index,
                      const struct raft_conf *conf, const uint8_t *data,
                      size_t len)

@@ -43,6 +43,10 @@ int memstore_persist(struct memstore *s, const struct raft_ready *rd);
  * Used to pre-seed a node's durable log (the Raft paper's Figures 7 and 8). */
 int memstore_append(struct memstore *s, const struct raft_entry *e);
 
+/* Drops every stored entry with index >= from (> the snapshot index): a
+ * disk that lost its tail. Returns KHO_OK or KHO_EINVAL. */
+int memstore_truncate(struct memstore *s, uint64_t from);
+
 /* Compacts the log: a snapshot at `index` (<= last index) with the given
  * configuration and payload; entries <= index are dropped. */
 int memstore_compact(struct memstore *s, uint64_t index,
