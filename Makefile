@@ -51,7 +51,7 @@ CFLAGS = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow \
 	-fvisibility=hidden
 CPPFLAGS = -I. -Ibuild/gen -MMD -MP
 LDLIBS = -lm
-TEST_LDLIBS = -lcmocka -lprotobuf-c -lm
+TEST_LDLIBS = -lcmocka -lprotobuf-c -llmdb -lpthread -lm
 
 ASAN_FLAGS = -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=all
@@ -94,6 +94,7 @@ $(DEPS_STAMP): scripts/install-deps.sh
 # --- Sources ---------------------------------------------------------------
 
 RAFT_SRC = $(wildcard server/raft/*.c)
+STORE_SRC = $(wildcard server/store/*.c)
 COMMON_SRC = client/kho_err.c
 HARNESS_SRC = $(wildcard tests/harness/*.c)
 SIM_SRC = $(wildcard tests/sim/*.c)
@@ -115,7 +116,7 @@ FUZZ_LINK_SRC = $(CODEC_SRC) $(RAFT_SRC) $(COMMON_SRC)
 # What a unit test links besides its own file. A test may narrow this with
 # <test>_LINK_SRC: test_codec does, so the codec's tests never wait on the
 # raft core compiling.
-UNIT_LINK_SRC = $(RAFT_SRC) $(COMMON_SRC) $(HARNESS_SRC) $(CODEC_SRC)
+UNIT_LINK_SRC = $(RAFT_SRC) $(STORE_SRC) $(COMMON_SRC) $(HARNESS_SRC) $(CODEC_SRC)
 test_codec_LINK_SRC = $(CODEC_SRC) $(COMMON_SRC)
 unit_link_src = $(if $(value $(1)_LINK_SRC),$($(1)_LINK_SRC),$(UNIT_LINK_SRC))
 
