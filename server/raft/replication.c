@@ -170,6 +170,13 @@ static void infl_free_le(const struct raft *r, struct progress *pr,
     }
 }
 
+static void infl_free_first(const struct raft *r, struct progress *pr)
+{
+    if (pr->infl_count > 0) {
+        infl_free_le(r, pr, pr->infl_index[pr->infl_start]);
+    }
+}
+
 static void pr_become_probe(struct progress *pr)
 {
     pr->state = PR_PROBE;
@@ -618,6 +625,12 @@ static void handle_heartbeat_resp(struct raft *r, struct progress *pr,
 {
     pr->recent_active = true;
     pr->probe_sent = false;
+    if (pr->state == PR_REPLICATE && infl_full(r, pr)) {
+        /* Appends or their answers may have been lost, which would hold
+         * the window shut for good. Letting one more append through makes
+         * the follower answer: with a rejection if it has a gap. */
+        infl_free_first(r, pr);
+    }
     if (m->ctx > pr->read_ack && m->ctx <= r->round) {
         pr->read_ack = m->ctx;
         reads_on_ack(r);
