@@ -366,8 +366,13 @@ static bool step_term(struct raft *r, const struct raft_msg *m)
             if (out != NULL) {
                 out->term = r->term;
             }
-        } else if (m->type == RAFT_MSG_PREVOTE) {
-            struct raft_msg *out = msg_new(r, RAFT_MSG_PREVOTE_RESP, m->from);
+        } else if (is_vote) {
+            /* Figure 2: the reply carries our term, so a candidate stuck in
+             * an old term learns of the newer one even when nobody it can
+             * hear from would otherwise contact it (khosim seed 1719). */
+            uint32_t type = m->type == RAFT_MSG_PREVOTE ? RAFT_MSG_PREVOTE_RESP
+                                                        : RAFT_MSG_VOTE_RESP;
+            struct raft_msg *out = msg_new(r, type, m->from);
             if (out != NULL) {
                 out->term = r->term;
                 out->reject = true;

@@ -47,6 +47,8 @@
  *   - A SNAPSHOT whose last entry the follower already holds (same term) is
  *     not installed; the log after it is kept and the commit moves up. When
  *     rd.snapshot is set, every stored entry is discarded.
+ *   - A (pre-)vote request of an older term is refused with our term, so
+ *     the candidate catches up (Figure 2).
  *   - A ReadIndex request made before the new leader's no-op commits waits
  *     for it (§6.4) and is then confirmed by one heartbeat round.
  *   - With lease_reads, a node refuses votes for election_ticks after
