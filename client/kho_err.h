@@ -12,6 +12,11 @@
 extern "C" {
 #endif
 
+/* Marks the public symbols of libkho (built with -fvisibility=hidden). */
+#ifndef KHO_EXPORT
+#define KHO_EXPORT __attribute__((visibility("default")))
+#endif
+
 /* X(name, value, message) */
 #define KHO_ERR_TABLE(X)                                                       \
     X(KHO_OK, 0, "success")                                                    \
@@ -37,10 +42,10 @@ enum kho_err {
 };
 
 /* Returns a static, human-readable message for `err`; never NULL. */
-const char *kho_strerror(int err);
+KHO_EXPORT const char *kho_strerror(int err);
 
 /* Returns the symbolic name of `err` ("KHO_ENOTFOUND"); never NULL. */
-const char *kho_errname(int err);
+KHO_EXPORT const char *kho_errname(int err);
 
 #ifdef __cplusplus
 }

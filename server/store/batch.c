@@ -167,8 +167,9 @@ int store_batch_group_delete(struct store_batch *b, uint64_t group_id)
     }
     struct store *s = b->s;
     int rc = group_meta(b, group_id, &m);
-    MDB_dbi dbis[] = {s->dbi_log, s->dbi_meta, s->dbi_snap, s->dbi_kv};
-    for (size_t i = 0; rc == KHO_OK && i < 4; i++) {
+    MDB_dbi dbis[] = {s->dbi_log, s->dbi_meta, s->dbi_snap, s->dbi_kv,
+                      s->dbi_sess};
+    for (size_t i = 0; rc == KHO_OK && i < 5; i++) {
         rc = store_rec_del_group(s, b->txn, dbis[i], group_id);
     }
     return done(b, rc);
@@ -313,9 +314,39 @@ int store_batch_persist_ready(struct store_batch *b, uint64_t group_id,
 
 /* --- Applying committed entries ------------------------------------------ */
 
-static int apply_entry(struct store_batch *b, uint64_t group,
-                       const struct raft_entry *e, int *result)
+static int apply_normal(struct store_batch *b, uint64_t group,
+                        const struct raft_entry *e,
+                        struct store_apply_result *out)
 {
+    if (e->data != NULL && e->len > 0 && e->data[0] == STORE_CMD_SESSION) {
+        struct store_envelope env;
+        int bad = store_envelope_decode(e->data, e->len, &env);
+        if (bad != KHO_OK) {
+            out->result = bad;
+            return KHO_OK;
+        }
+        return store_kv_apply_envelope(b->s, b->txn, group, e->index, &env,
+                                       out);
+    }
+    struct store_cmd c;
+    int bad = e->data != NULL ? store_cmd_decode(e->data, e->len, &c)
+                              : KHO_EINVAL;
+    if (bad != KHO_OK) {
+        /* Every replica holds the same bytes and decides the same:
+         * a malformed command is a no-op with an error for its
+         * client, never a stuck group. */
+        out->result = bad;
+        return KHO_OK;
+    }
+    return store_kv_apply_cmd(b->s, b->txn, group, &c, &out->result);
+}
+
+static int apply_entry(struct store_batch *b, uint64_t group,
+                       const struct raft_entry *e,
+                       struct store_apply_result *out)
+{
+    int *result = &out->result;
+    out->revision = e->index;
     uint64_t applied = 0;
     int rc = group_applied(b, group, &applied);
     if (rc != KHO_OK) {
@@ -335,20 +366,9 @@ static int apply_entry(struct store_batch *b, uint64_t group,
     }
     *result = KHO_OK;
     switch (e->type) {
-    case RAFT_ENTRY_NORMAL: {
-        struct store_cmd c;
-        int bad = e->data != NULL ? store_cmd_decode(e->data, e->len, &c)
-                                  : KHO_EINVAL;
-        if (bad != KHO_OK) {
-            /* Every replica holds the same bytes and decides the same:
-             * a malformed command is a no-op with an error for its
-             * client, never a stuck group. */
-            *result = bad;
-        } else {
-            rc = store_kv_apply_cmd(b->s, b->txn, group, &c, result);
-        }
+    case RAFT_ENTRY_NORMAL:
+        rc = apply_normal(b, group, e, out);
         break;
-    }
     case RAFT_ENTRY_NOOP:
     case RAFT_ENTRY_CONF:
         break;
@@ -366,12 +386,23 @@ static int apply_entry(struct store_batch *b, uint64_t group,
 int store_batch_apply(struct store_batch *b, uint64_t group_id,
                       const struct raft_entry *e, int *result)
 {
-    int ignored = KHO_OK;
+    struct store_apply_result out = {0};
+    int rc = store_batch_apply_ex(b, group_id, e, &out);
+    if (result != NULL) {
+        *result = out.result;
+    }
+    return rc;
+}
+
+int store_batch_apply_ex(struct store_batch *b, uint64_t group_id,
+                         const struct raft_entry *e,
+                         struct store_apply_result *out)
+{
+    memset(out, 0, sizeof(*out));
     if (b->err != KHO_OK) {
         return b->err;
     }
-    return done(
-        b, apply_entry(b, group_id, e, result != NULL ? result : &ignored));
+    return done(b, apply_entry(b, group_id, e, out));
 }
 
 /* --- Compaction ---------------------------------------------------------- */

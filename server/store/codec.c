@@ -268,3 +268,49 @@ int store_cmd_decode(const uint8_t *buf, size_t len, struct store_cmd *out)
     *out = c;
     return KHO_OK;
 }
+
+/* --- Session envelopes --------------------------------------------------- */
+
+int store_envelope_encode(const struct store_envelope *e, uint8_t *buf,
+                          size_t cap, size_t *len_out)
+{
+    if (e->cond > STORE_COND_VERSION) {
+        return KHO_EINVAL;
+    }
+    if (cap < STORE_ENVELOPE_HEADER_BYTES) {
+        *len_out = STORE_ENVELOPE_HEADER_BYTES + STORE_CMD_HEADER_BYTES +
+                   e->cmd.key_len + e->cmd.value_len;
+        return KHO_ETOOLARGE;
+    }
+    size_t inner = 0;
+    int rc = store_cmd_encode(&e->cmd, buf + STORE_ENVELOPE_HEADER_BYTES,
+                              cap - STORE_ENVELOPE_HEADER_BYTES, &inner);
+    *len_out = STORE_ENVELOPE_HEADER_BYTES + inner;
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    buf[0] = (uint8_t)STORE_CMD_SESSION;
+    buf[1] = (uint8_t)e->cond;
+    put_le16(buf + 2, 0);
+    put_le32(buf + 4, 0);
+    put_le64(buf + 8, e->session);
+    put_le64(buf + 16, e->seq);
+    put_le64(buf + 24, e->expected_version);
+    return KHO_OK;
+}
+
+int store_envelope_decode(const uint8_t *buf, size_t len,
+                          struct store_envelope *out)
+{
+    if (buf == NULL || len < STORE_ENVELOPE_HEADER_BYTES ||
+        buf[0] != STORE_CMD_SESSION || buf[1] > STORE_COND_VERSION ||
+        get_le16(buf + 2) != 0 || get_le32(buf + 4) != 0) {
+        return KHO_EINVAL;
+    }
+    out->cond = buf[1];
+    out->session = get_le64(buf + 8);
+    out->seq = get_le64(buf + 16);
+    out->expected_version = get_le64(buf + 24);
+    return store_cmd_decode(buf + STORE_ENVELOPE_HEADER_BYTES,
+                            len - STORE_ENVELOPE_HEADER_BYTES, &out->cmd);
+}

@@ -26,7 +26,7 @@ _Noreturn void store_panic(const char *file, int line, const char *what);
 
 struct store {
     MDB_env *env;
-    MDB_dbi dbi_info, dbi_log, dbi_meta, dbi_snap, dbi_kv;
+    MDB_dbi dbi_info, dbi_log, dbi_meta, dbi_snap, dbi_kv, dbi_sess;
     struct store_opts opts;
     char *path; /* as given, for messages */
     dev_t dev;  /* identity of the directory in the open registry */
@@ -260,6 +260,10 @@ int store_rec_del_group(struct store *s, MDB_txn *txn, MDB_dbi dbi,
 /* Applies a decoded command; *result is the client's answer. */
 int store_kv_apply_cmd(struct store *s, MDB_txn *txn, uint64_t group,
                        const struct store_cmd *c, int *result);
+/* Applies a session envelope at raft index `index` (store.h). */
+int store_kv_apply_envelope(struct store *s, MDB_txn *txn, uint64_t group,
+                            uint64_t index, const struct store_envelope *e,
+                            struct store_apply_result *out);
 /* Reads one key in txn; value points into the map. */
 int store_kv_lookup(struct store *s, MDB_txn *txn, uint64_t group,
                     const uint8_t *key, size_t key_len, const uint8_t **value,

@@ -101,7 +101,7 @@ static int kv_decode(uint64_t group, const MDB_val *k, const MDB_val *v,
             return KHO_ECORRUPT;
         }
     }
-    if (rest_len > STORE_VALUE_BYTES_MAX ||
+    if (rest_len > STORE_STORED_VALUE_BYTES_MAX ||
         get_le32(p) !=
             kv_crc(group, r->key, r->key_len, p + 4, v->mv_size - 4)) {
         return KHO_ECORRUPT;
@@ -119,15 +119,17 @@ static int corrupt_kv(struct store *s, uint64_t group)
                       (unsigned long long)group);
 }
 
-/* Writes one record, overwriting whatever sits under its LMDB key. */
-static int kv_write(struct store *s, MDB_txn *txn, uint64_t group,
-                    const uint8_t *key, size_t key_len, const uint8_t *value,
-                    size_t value_len)
+/* Writes one record, overwriting whatever sits under its LMDB key. The
+ * stored value is `pre` (may be empty) followed by `value`. */
+static int kv_write_pre(struct store *s, MDB_txn *txn, uint64_t group,
+                        const uint8_t *key, size_t key_len, const uint8_t *pre,
+                        size_t pre_len, const uint8_t *value,
+                        size_t value_len)
 {
     uint8_t k[KV_LMDB_KEY_BYTES_MAX];
     size_t extra = is_long(key_len) ? key_len : 0;
     MDB_val kv = {.mv_size = kv_key(k, group, key, key_len), .mv_data = k};
-    MDB_val v = {.mv_size = KV_HEADER_BYTES + extra + value_len};
+    MDB_val v = {.mv_size = KV_HEADER_BYTES + extra + pre_len + value_len};
     int rc = mdb_put(txn, s->dbi_kv, &kv, &v, MDB_RESERVE);
     if (rc != MDB_SUCCESS) {
         return store_mdb_err(s, rc, "writing kv");
@@ -138,11 +140,22 @@ static int kv_write(struct store *s, MDB_txn *txn, uint64_t group,
     if (extra > 0) {
         memcpy(p + KV_HEADER_BYTES, key, key_len);
     }
+    if (pre_len > 0) {
+        memcpy(p + KV_HEADER_BYTES + extra, pre, pre_len);
+    }
     if (value_len > 0) {
-        memcpy(p + KV_HEADER_BYTES + extra, value, value_len);
+        memcpy(p + KV_HEADER_BYTES + extra + pre_len, value, value_len);
     }
     put_le32(p, kv_crc(group, key, key_len, p + 4, v.mv_size - 4));
     return KHO_OK;
+}
+
+static int kv_write(struct store *s, MDB_txn *txn, uint64_t group,
+                    const uint8_t *key, size_t key_len, const uint8_t *value,
+                    size_t value_len)
+{
+    return kv_write_pre(s, txn, group, key, key_len, NULL, 0, value,
+                        value_len);
 }
 
 /* Finds the record stored under key's LMDB key: KHO_OK with r set, or
@@ -220,6 +233,148 @@ int store_kv_apply_cmd(struct store *s, MDB_txn *txn, uint64_t group,
     *result = KHO_OK;
     return store_mdb_err(s, mdb_del(txn, s->dbi_kv, &kv, NULL),
                          "deleting from kv");
+}
+
+/* --- Sessions and versioned records ---------------------------------------- */
+
+#define SESS_KEY_BYTES 16u
+#define SESS_VALUE_BYTES 32u
+
+int store_rec_meta_decode(const uint8_t *v, size_t len, uint64_t *version,
+                          uint64_t *revision, const uint8_t **value,
+                          size_t *value_len)
+{
+    if (v == NULL || len < STORE_REC_META_BYTES) {
+        return KHO_ECORRUPT;
+    }
+    *version = get_le64(v);
+    *revision = get_le64(v + 8);
+    *value = v + STORE_REC_META_BYTES;
+    *value_len = len - STORE_REC_META_BYTES;
+    return KHO_OK;
+}
+
+static uint32_t sess_crc(const uint8_t *k, const uint8_t *v)
+{
+    uint32_t c = store_crc32c_init();
+    c = store_crc32c_update(c, k, SESS_KEY_BYTES);
+    c = store_crc32c_update(c, v + 4, SESS_VALUE_BYTES - 4);
+    return store_crc32c_final(c);
+}
+
+/* Looks up a session: KHO_OK with *seq and *out set, or KHO_ENOTFOUND. */
+static int sess_get(struct store *s, MDB_txn *txn, const uint8_t *k,
+                    uint64_t *seq, struct store_apply_result *out)
+{
+    MDB_val kv = {.mv_size = SESS_KEY_BYTES, .mv_data = (void *)k}, v;
+    int rc = mdb_get(txn, s->dbi_sess, &kv, &v);
+    if (rc == MDB_NOTFOUND) {
+        return KHO_ENOTFOUND;
+    }
+    if (rc != MDB_SUCCESS) {
+        return store_mdb_err(s, rc, "reading a session");
+    }
+    const uint8_t *p = v.mv_data;
+    if (v.mv_size != SESS_VALUE_BYTES || get_le32(p) != sess_crc(k, p)) {
+        return store_fail(s, KHO_ECORRUPT, "a session record is corrupt");
+    }
+    out->result = (int)get_le32(p + 4);
+    *seq = get_le64(p + 8);
+    out->version = get_le64(p + 16);
+    out->revision = get_le64(p + 24);
+    return KHO_OK;
+}
+
+static int sess_put(struct store *s, MDB_txn *txn, const uint8_t *k,
+                    uint64_t seq, const struct store_apply_result *r)
+{
+    uint8_t p[SESS_VALUE_BYTES];
+    put_le32(p + 4, (uint32_t)r->result);
+    put_le64(p + 8, seq);
+    put_le64(p + 16, r->version);
+    put_le64(p + 24, r->revision);
+    put_le32(p, sess_crc(k, p));
+    MDB_val kv = {.mv_size = SESS_KEY_BYTES, .mv_data = (void *)k};
+    MDB_val v = {.mv_size = SESS_VALUE_BYTES, .mv_data = p};
+    return store_mdb_err(s, mdb_put(txn, s->dbi_sess, &kv, &v, 0),
+                         "writing a session");
+}
+
+/* Applies the command of an envelope with its precondition. */
+static int apply_versioned(struct store *s, MDB_txn *txn, uint64_t group,
+                           uint64_t index, const struct store_envelope *e,
+                           struct store_apply_result *out)
+{
+    const struct store_cmd *c = &e->cmd;
+    struct kv_rec r;
+    bool other = false;
+    int rc = kv_find(s, txn, group, c->key, c->key_len, &r, &other);
+    if (rc != KHO_OK && rc != KHO_ENOTFOUND) {
+        return rc;
+    }
+    bool exists = rc == KHO_OK;
+    uint64_t cur = 0;
+    if (exists && r.value_len >= STORE_REC_META_BYTES) {
+        cur = get_le64(r.value);
+    }
+    out->version = cur;
+    if ((e->cond == STORE_COND_ABSENT && exists) ||
+        (e->cond == STORE_COND_VERSION && cur != e->expected_version) ||
+        (c->op == STORE_CMD_PUT && other)) {
+        out->result = KHO_ECONFLICT;
+        return KHO_OK;
+    }
+    if (c->op == STORE_CMD_PUT) {
+        uint8_t meta[STORE_REC_META_BYTES];
+        put_le64(meta, cur + 1);
+        put_le64(meta + 8, index);
+        out->result = KHO_OK;
+        out->version = cur + 1;
+        return kv_write_pre(s, txn, group, c->key, c->key_len, meta,
+                            sizeof(meta), c->value, c->value_len);
+    }
+    if (!exists) {
+        out->result = KHO_ENOTFOUND;
+        return KHO_OK;
+    }
+    uint8_t k[KV_LMDB_KEY_BYTES_MAX];
+    MDB_val kv = {.mv_size = kv_key(k, group, c->key, c->key_len),
+                  .mv_data = k};
+    out->result = KHO_OK;
+    return store_mdb_err(s, mdb_del(txn, s->dbi_kv, &kv, NULL),
+                         "deleting from kv");
+}
+
+int store_kv_apply_envelope(struct store *s, MDB_txn *txn, uint64_t group,
+                            uint64_t index, const struct store_envelope *e,
+                            struct store_apply_result *out)
+{
+    uint8_t k[SESS_KEY_BYTES];
+    put_be64(k, group);
+    put_be64(k + 8, e->session);
+    out->revision = index;
+    if (e->session != 0) {
+        uint64_t last = 0;
+        struct store_apply_result prev = {0};
+        int rc = sess_get(s, txn, k, &last, &prev);
+        if (rc != KHO_OK && rc != KHO_ENOTFOUND) {
+            return rc;
+        }
+        if (rc == KHO_OK && e->seq <= last) {
+            if (e->seq == last) {
+                *out = prev;
+                out->duplicate = true;
+            } else {
+                out->result = KHO_ESTALE;
+            }
+            return KHO_OK;
+        }
+    }
+    int rc = apply_versioned(s, txn, group, index, e, out);
+    if (rc == KHO_OK && e->session != 0) {
+        rc = sess_put(s, txn, k, e->seq, out);
+    }
+    return rc;
 }
 
 /* --- Snapshots ----------------------------------------------------------- */
@@ -365,7 +520,7 @@ static bool snap_next(const uint8_t *data, size_t end, size_t *off,
     r->key_len = get_le16(p);
     r->value_len = get_le32(p + 2);
     if (r->key_len == 0 || r->key_len > STORE_KEY_BYTES_MAX ||
-        r->value_len > STORE_VALUE_BYTES_MAX ||
+        r->value_len > STORE_STORED_VALUE_BYTES_MAX ||
         end - *off - SNAP_RECORD_HEADER_BYTES < r->key_len + r->value_len) {
         return false;
     }

@@ -421,9 +421,9 @@ static int open_dbis(struct store *s)
         return store_mdb_err(s, rc, "beginning the set-up transaction");
     }
     static const char *const names[] = {"info", "raft_log", "raft_meta", "snap",
-                                        "kv"};
+                                        "kv", "sess"};
     MDB_dbi *all[] = {&s->dbi_info, &s->dbi_log, &s->dbi_meta, &s->dbi_snap,
-                      &s->dbi_kv};
+                      &s->dbi_kv, &s->dbi_sess};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         rc = mdb_dbi_open(txn, names[i], MDB_CREATE, all[i]);
         if (rc != MDB_SUCCESS) {

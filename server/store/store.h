@@ -133,6 +133,65 @@ int store_cmd_encode(const struct store_cmd *c, uint8_t *buf, size_t cap,
  * (malformed), KHO_ETOOLARGE (over a limit). */
 int store_cmd_decode(const uint8_t *buf, size_t len, struct store_cmd *out);
 
+/*
+ * Client sessions (exactly-once). khod wraps each client command in an
+ * envelope (little-endian):
+ *   u8 STORE_CMD_SESSION, u8 cond, u16 0, u32 0, u64 session, u64 seq,
+ *   u64 expected_version, then a store_cmd
+ * Applying it checks the `sess` database (group u64 | session u64 -> u32
+ * crc, u32 result, u64 seq, u64 version, u64 revision): a seq equal to the
+ * session's last one is a retry and gets the recorded answer without being
+ * applied again; an older seq gets KHO_ESTALE. The session record is written
+ * in the same transaction as the command it covers. Session 0 means "no
+ * session" (no deduplication).
+ *
+ * Records written through envelopes carry STORE_REC_META_BYTES before the
+ * user value in the kv database: u64 version (1 on create, +1 per put),
+ * u64 modify revision (the raft index that wrote it). store_kv_get returns
+ * them with the value; store_rec_meta_decode() splits them off.
+ */
+#define STORE_CMD_SESSION 0x10u
+#define STORE_ENVELOPE_HEADER_BYTES 32u
+#define STORE_REC_META_BYTES 16u
+#define STORE_STORED_VALUE_BYTES_MAX (STORE_VALUE_BYTES_MAX + STORE_REC_META_BYTES)
+
+enum store_cond {
+    STORE_COND_NONE = 0,
+    STORE_COND_ABSENT = 1,  /* put only if the key does not exist */
+    STORE_COND_VERSION = 2, /* only if the version matches (0 = absent) */
+};
+
+struct store_envelope {
+    uint64_t session;
+    uint64_t seq;
+    uint32_t cond; /* enum store_cond */
+    uint64_t expected_version;
+    struct store_cmd cmd;
+};
+
+/* The outcome of applying one entry, for the client that proposed it. */
+struct store_apply_result {
+    int result;         /* as store_batch_apply's *result, plus KHO_ECONFLICT
+                           (precondition failed) and KHO_ESTALE (old seq) */
+    uint64_t version;   /* of the record after a put */
+    uint64_t revision;  /* raft index that applied the command */
+    bool duplicate;     /* a retry answered from the session table */
+};
+
+/* Encodes an envelope. Errors: those of store_cmd_encode(), KHO_EINVAL (bad
+ * cond). */
+int store_envelope_encode(const struct store_envelope *e, uint8_t *buf,
+                          size_t cap, size_t *len_out);
+/* Errors: KHO_EINVAL (malformed), KHO_ETOOLARGE. */
+int store_envelope_decode(const uint8_t *buf, size_t len,
+                          struct store_envelope *out);
+
+/* Splits a stored record into version, revision and user value. Errors:
+ * KHO_ECORRUPT (shorter than the meta). */
+int store_rec_meta_decode(const uint8_t *v, size_t len, uint64_t *version,
+                          uint64_t *revision, const uint8_t **value,
+                          size_t *value_len);
+
 /* Checks that `data` is a well-formed snapshot payload for `group_id` at
  * `index` with an intact checksum, without installing it: for the host to
  * call before handing a peer's snapshot to the core. Errors: KHO_ECORRUPT. */
@@ -260,6 +319,12 @@ int store_batch_persist_ready(struct store_batch *b, uint64_t group_id,
  */
 int store_batch_apply(struct store_batch *b, uint64_t group_id,
                       const struct raft_entry *e, int *result);
+
+/* store_batch_apply() with the full outcome (version, revision, whether
+ * the entry was a retried session request). Same errors. */
+int store_batch_apply_ex(struct store_batch *b, uint64_t group_id,
+                         const struct raft_entry *e,
+                         struct store_apply_result *out);
 
 /*
  * Log compaction in the batch: snapshots the group's kv range into `snap`

@@ -1,0 +1,190 @@
+#!/bin/sh
+# cluster.sh - a local kho cluster on loopback, for development and tests.
+#
+#   cluster.sh start N DIR     start N nodes with data in DIR/nodeI; prints
+#                              KHO_ENDPOINTS=... once every node answers
+#   cluster.sh stop DIR        SIGTERM every node (SIGKILL after 10 s)
+#   cluster.sh kill I DIR      SIGKILL node I (1-based)
+#   cluster.sh restart I DIR   start node I again (killing it first if alive)
+#   cluster.sh pause I DIR     SIGSTOP node I;  resume I DIR: SIGCONT
+#   cluster.sh leader DIR      print the number of the node leading the
+#                              first registry's group (empty + exit 1: none)
+#   cluster.sh endpoints DIR   print KHO_ENDPOINTS=...
+#
+# Environment: KHO_BASE_PORT (default 7100): node I serves clients on
+# BASE+I and peers on BASE+100+I. KHO_REGISTRIES (default demo).
+# KHOD / KHOCTL override the binaries (default build/bin/).
+set -eu
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+KHOD=${KHOD:-$root/build/bin/khod}
+KHOCTL=${KHOCTL:-$root/build/bin/khoctl}
+
+die() { echo "cluster.sh: $*" >&2; exit 2; }
+
+load() {
+    dir=$1
+    [ -f "$dir/cluster.env" ] || die "$dir has no cluster (cluster.env missing)"
+    # shellcheck disable=SC1091
+    . "$dir/cluster.env"
+}
+
+client_url() { echo "tcp://127.0.0.1:$((BASE + $1))"; }
+peer_url() { echo "tcp://127.0.0.1:$((BASE + 100 + $1))"; }
+
+endpoints() {
+    eps=""
+    i=1
+    while [ "$i" -le "$N" ]; do
+        eps="$eps${eps:+,}$(client_url "$i")"
+        i=$((i + 1))
+    done
+    echo "$eps"
+}
+
+peers() {
+    p=""
+    i=1
+    while [ "$i" -le "$N" ]; do
+        p="$p${p:+,}$i=$(peer_url "$i")=$(client_url "$i")"
+        i=$((i + 1))
+    done
+    echo "$p"
+}
+
+alive() {
+    [ -f "$dir/node$1.pid" ] && kill -0 "$(cat "$dir/node$1.pid")" 2>/dev/null
+}
+
+start_node() {
+    i=$1
+    alive "$i" && return 0
+    mkdir -p "$dir/node$i"
+    # setsid: a Ctrl-C in the calling terminal reaches only the script,
+    # which then stops the nodes cleanly.
+    setsid "$KHOD" --name "node$i" --id "$i" --data "$dir/node$i" \
+        --peer-listen "$(peer_url "$i")" --client-listen "$(client_url "$i")" \
+        --peers "$(peers)" --registries "$REGISTRIES" --cluster "$CLUSTER" \
+        --log-level "${KHO_LOG_LEVEL:-info}" \
+        >>"$dir/node$i.log" 2>&1 </dev/null &
+    echo $! >"$dir/node$i.pid"
+}
+
+wait_serving() {
+    i=$1
+    tries=0
+    while ! "$KHOCTL" --endpoints "$(client_url "$i")" --timeout 300 \
+        cluster status >/dev/null 2>&1; do
+        tries=$((tries + 1))
+        if ! alive "$i"; then
+            echo "cluster.sh: node $i exited; last log lines:" >&2
+            tail -n 5 "$dir/node$i.log" >&2
+            exit 3
+        fi
+        [ "$tries" -lt 100 ] || die "node $i does not answer"
+        sleep 0.1
+    done
+}
+
+stop_node() {
+    i=$1
+    alive "$i" || return 0
+    pid=$(cat "$dir/node$i.pid")
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
+    t=0
+    while kill -0 "$pid" 2>/dev/null && [ "$t" -lt 100 ]; do
+        sleep 0.1
+        t=$((t + 1))
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$dir/node$i.pid"
+}
+
+cmd=${1:-}
+case "$cmd" in
+start)
+    [ $# -eq 3 ] || die "usage: cluster.sh start N DIR"
+    N=$2
+    dir=$3
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    if [ -f "$dir/cluster.env" ]; then
+        load "$dir"
+    else
+        BASE=${KHO_BASE_PORT:-7100}
+        REGISTRIES=${KHO_REGISTRIES:-demo}
+        CLUSTER=${KHO_CLUSTER:-kho-local}
+        printf 'N=%s\nBASE=%s\nREGISTRIES=%s\nCLUSTER=%s\n' "$N" "$BASE" \
+            "$REGISTRIES" "$CLUSTER" >"$dir/cluster.env"
+    fi
+    i=1
+    while [ "$i" -le "$N" ]; do start_node "$i"; i=$((i + 1)); done
+    i=1
+    while [ "$i" -le "$N" ]; do wait_serving "$i"; i=$((i + 1)); done
+    echo "KHO_ENDPOINTS=$(endpoints)"
+    ;;
+stop)
+    [ $# -eq 2 ] || die "usage: cluster.sh stop DIR"
+    dir=$2
+    load "$dir"
+    i=1
+    while [ "$i" -le "$N" ]; do stop_node "$i"; i=$((i + 1)); done
+    ;;
+kill)
+    [ $# -eq 3 ] || die "usage: cluster.sh kill I DIR"
+    dir=$3
+    load "$dir"
+    if alive "$2"; then
+        kill -KILL "$(cat "$dir/node$2.pid")"
+        # Reap-free wait until it is gone, so a restart can take the ports.
+        while alive "$2"; do sleep 0.05; done
+    fi
+    rm -f "$dir/node$2.pid"
+    ;;
+restart)
+    [ $# -eq 3 ] || die "usage: cluster.sh restart I DIR"
+    dir=$3
+    load "$dir"
+    if alive "$2"; then
+        kill -KILL "$(cat "$dir/node$2.pid")"
+        while alive "$2"; do sleep 0.05; done
+    fi
+    start_node "$2"
+    wait_serving "$2"
+    ;;
+pause | resume)
+    [ $# -eq 3 ] || die "usage: cluster.sh $cmd I DIR"
+    dir=$3
+    load "$dir"
+    sig=STOP
+    [ "$cmd" = resume ] && sig=CONT
+    alive "$2" && kill -"$sig" "$(cat "$dir/node$2.pid")"
+    ;;
+leader)
+    [ $# -eq 2 ] || die "usage: cluster.sh leader DIR"
+    dir=$2
+    load "$dir"
+    i=1
+    while [ "$i" -le "$N" ]; do
+        if alive "$i" && "$KHOCTL" --endpoints "$(client_url "$i")" \
+            --timeout 500 cluster status --json 2>/dev/null |
+            grep -q '"group":1,[^}]*"role":"leader"'; then
+            echo "$i"
+            exit 0
+        fi
+        i=$((i + 1))
+    done
+    exit 1
+    ;;
+endpoints)
+    [ $# -eq 2 ] || die "usage: cluster.sh endpoints DIR"
+    dir=$2
+    load "$dir"
+    echo "KHO_ENDPOINTS=$(endpoints)"
+    ;;
+*)
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac

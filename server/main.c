@@ -1,0 +1,445 @@
+/*
+ * main.c - khod, the kho node daemon: flags and config file, start-up,
+ * signals.
+ *
+ *   khod --name hanoi --id 1 --data DIR --peer-listen URL --client-listen URL
+ *        --peers 1=PEERURL=CLIENTURL,2=...,3=... [--registries demo,land]
+ *        [--cluster NAME] [--log-level info] [--map-size-mb N]
+ *        [--config FILE]
+ *
+ * A config file (inih) holds the same keys without the dashes, in a
+ * [khod] section or none; flags given on the command line win.
+ *
+ * Start-up order: data directory and identity, store, node (groups),
+ * transport, client API, then the raft thread. SIGTERM or SIGINT stops in
+ * the reverse order: raft thread (pending requests are answered
+ * KHO_EUNAVAILABLE), API, transport, store.
+ */
+#include <errno.h>
+#include <ini.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "common/log.h"
+#include "node/node.h"
+#include "store/store.h"
+#include "transport/peer.h"
+
+#define MAIN_OPT_BYTES 1024u
+
+struct peer_conf {
+    uint64_t id;
+    char peer_url[NET_URL_BYTES_MAX];
+    char client_url[API_URL_BYTES_MAX];
+};
+
+struct opts {
+    char name[NODE_NAME_BYTES];
+    uint64_t id;
+    char data[MAIN_OPT_BYTES];
+    char peer_listen[NET_URL_BYTES_MAX];
+    char client_listen[API_URL_BYTES_MAX];
+    char peers[MAIN_OPT_BYTES * 4];
+    char registries[MAIN_OPT_BYTES];
+    char cluster[NODE_NAME_BYTES];
+    char log_level[16];
+    uint64_t map_size_mb;
+    bool set[16];
+    struct peer_conf peer[NET_PEERS_MAX];
+    size_t n_peers;
+};
+
+enum { O_NAME, O_ID, O_DATA, O_PL, O_CL, O_PEERS, O_REG, O_CLUSTER, O_LOG,
+       O_MAP, O_COUNT };
+static const char *const opt_names[O_COUNT] = {
+    "name", "id", "data", "peer-listen", "client-listen", "peers",
+    "registries", "cluster", "log-level", "map-size-mb"};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: khod --name NAME --id ID --data DIR --peer-listen URL\n"
+            "            --client-listen URL --peers "
+            "ID=PEERURL=CLIENTURL,...\n"
+            "            [--registries R1,R2] [--cluster NAME] "
+            "[--log-level error|warn|info|debug]\n"
+            "            [--map-size-mb N] [--config FILE]\n");
+}
+
+static int set_opt(struct opts *o, int which, const char *v, bool override)
+{
+    if (o->set[which] && !override) {
+        return 0;
+    }
+    o->set[which] = true;
+    char *end = NULL;
+    switch (which) {
+    case O_NAME:
+        snprintf(o->name, sizeof(o->name), "%s", v);
+        break;
+    case O_ID:
+        errno = 0;
+        o->id = strtoull(v, &end, 10);
+        if (errno != 0 || *end != '\0' || o->id == 0) {
+            fprintf(stderr, "khod: --id must be a positive integer\n");
+            return -1;
+        }
+        break;
+    case O_DATA:
+        snprintf(o->data, sizeof(o->data), "%s", v);
+        break;
+    case O_PL:
+        snprintf(o->peer_listen, sizeof(o->peer_listen), "%s", v);
+        break;
+    case O_CL:
+        snprintf(o->client_listen, sizeof(o->client_listen), "%s", v);
+        break;
+    case O_PEERS:
+        snprintf(o->peers, sizeof(o->peers), "%s", v);
+        break;
+    case O_REG:
+        snprintf(o->registries, sizeof(o->registries), "%s", v);
+        break;
+    case O_CLUSTER:
+        snprintf(o->cluster, sizeof(o->cluster), "%s", v);
+        break;
+    case O_LOG:
+        snprintf(o->log_level, sizeof(o->log_level), "%s", v);
+        break;
+    case O_MAP:
+        errno = 0;
+        o->map_size_mb = strtoull(v, &end, 10);
+        if (errno != 0 || *end != '\0' || o->map_size_mb == 0) {
+            fprintf(stderr, "khod: --map-size-mb must be a positive "
+                            "integer\n");
+            return -1;
+        }
+        break;
+    }
+    return 0;
+}
+
+static int ini_cb(void *user, const char *section, const char *name,
+                  const char *value)
+{
+    struct opts *o = user;
+    if (section[0] != '\0' && strcmp(section, "khod") != 0) {
+        return 1;
+    }
+    for (int i = 0; i < O_COUNT; i++) {
+        if (strcmp(name, opt_names[i]) == 0) {
+            return set_opt(o, i, value, false) == 0;
+        }
+    }
+    fprintf(stderr, "khod: config: unknown key '%s'\n", name);
+    return 0;
+}
+
+/* "1=tcp://a:1=tcp://a:2,2=..." */
+static int parse_peers(struct opts *o)
+{
+    char buf[sizeof(o->peers)];
+    snprintf(buf, sizeof(buf), "%s", o->peers);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *e1 = strchr(tok, '=');
+        char *e2 = e1 != NULL ? strchr(e1 + 1, '=') : NULL;
+        if (e2 == NULL || o->n_peers >= NET_PEERS_MAX) {
+            fprintf(stderr, "khod: --peers: bad entry '%s' (want "
+                            "ID=PEERURL=CLIENTURL)\n", tok);
+            return -1;
+        }
+        *e1 = *e2 = '\0';
+        struct peer_conf *p = &o->peer[o->n_peers];
+        char *end = NULL;
+        p->id = strtoull(tok, &end, 10);
+        if (*end != '\0' || p->id == 0) {
+            fprintf(stderr, "khod: --peers: bad node id '%s'\n", tok);
+            return -1;
+        }
+        for (size_t i = 0; i < o->n_peers; i++) {
+            if (o->peer[i].id == p->id) {
+                fprintf(stderr, "khod: --peers: node id %llu twice\n",
+                        (unsigned long long)p->id);
+                return -1;
+            }
+        }
+        snprintf(p->peer_url, sizeof(p->peer_url), "%s", e1 + 1);
+        snprintf(p->client_url, sizeof(p->client_url), "%s", e2 + 1);
+        o->n_peers++;
+    }
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+    const char *config = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (strncmp(argv[i], "--", 2) != 0 || i + 1 >= argc) {
+            fprintf(stderr, "khod: bad argument '%s'\n", argv[i]);
+            usage(stderr);
+            return -1;
+        }
+        const char *name = argv[i] + 2, *v = argv[++i];
+        if (strcmp(name, "config") == 0) {
+            config = v;
+            continue;
+        }
+        int which = -1;
+        for (int k = 0; k < O_COUNT; k++) {
+            if (strcmp(name, opt_names[k]) == 0) {
+                which = k;
+            }
+        }
+        if (which < 0) {
+            fprintf(stderr, "khod: unknown flag --%s\n", name);
+            usage(stderr);
+            return -1;
+        }
+        if (set_opt(o, which, v, true) != 0) {
+            return -1;
+        }
+    }
+    if (config != NULL) {
+        int line = ini_parse(config, ini_cb, o);
+        if (line < 0) {
+            fprintf(stderr, "khod: cannot read config file %s\n", config);
+            return -1;
+        }
+        if (line > 0) {
+            fprintf(stderr, "khod: config file %s: error on line %d\n",
+                    config, line);
+            return -1;
+        }
+    }
+    const int required[] = {O_NAME, O_ID, O_DATA, O_PL, O_CL, O_PEERS};
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        if (!o->set[required[i]]) {
+            fprintf(stderr, "khod: --%s is required\n",
+                    opt_names[required[i]]);
+            usage(stderr);
+            return -1;
+        }
+    }
+    return parse_peers(o);
+}
+
+/* FNV-1a: the cluster name as the 64-bit id every peer frame carries. */
+static uint64_t cluster_id(const char *name)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (const char *p = name; *p != '\0'; p++) {
+        h = (h ^ (uint8_t)*p) * UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+/* Creates the data directory if needed and checks that it belongs to this
+ * node of this cluster (the identity file), so a node never starts on
+ * another node's data. */
+static int check_data_dir(const struct opts *o)
+{
+    if (mkdir(o->data, 0750) != 0 && errno != EEXIST) {
+        fprintf(stderr, "khod: cannot create data directory %s: %s\n",
+                o->data, strerror(errno));
+        return -1;
+    }
+    if (access(o->data, R_OK | W_OK | X_OK) != 0) {
+        fprintf(stderr, "khod: data directory %s is not usable: %s\n",
+                o->data, strerror(errno));
+        return -1;
+    }
+    char path[MAIN_OPT_BYTES + 32], want[256], have[256] = "";
+    snprintf(path, sizeof(path), "%s/identity", o->data);
+    snprintf(want, sizeof(want), "cluster=%s id=%llu\n", o->cluster,
+             (unsigned long long)o->id);
+    FILE *f = fopen(path, "r");
+    if (f != NULL) {
+        if (fgets(have, sizeof(have), f) == NULL) {
+            have[0] = '\0';
+        }
+        fclose(f);
+        if (strcmp(have, want) != 0) {
+            fprintf(stderr,
+                    "khod: data directory %s belongs to another node "
+                    "(identity: %.*s; this node: cluster=%s id=%llu)\n",
+                    o->data, (int)strcspn(have, "\n"), have, o->cluster,
+                    (unsigned long long)o->id);
+            return -1;
+        }
+        return 0;
+    }
+    if (errno != ENOENT) {
+        fprintf(stderr, "khod: cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    f = fopen(path, "w");
+    if (f == NULL || fputs(want, f) == EOF || fflush(f) != 0 ||
+        fsync(fileno(f)) != 0) {
+        fprintf(stderr, "khod: cannot write %s: %s\n", path, strerror(errno));
+        if (f != NULL) {
+            fclose(f);
+        }
+        return -1;
+    }
+    fclose(f);
+    return 0;
+}
+
+static int build_node_config(const struct opts *o, struct node_config *nc)
+{
+    memset(nc, 0, sizeof(*nc));
+    nc->id = o->id;
+    snprintf(nc->name, sizeof(nc->name), "%s", o->name);
+    bool self = false;
+    for (size_t i = 0; i < o->n_peers; i++) {
+        nc->initial.members[i].id = o->peer[i].id;
+        nc->initial.members[i].role = RAFT_VOTER;
+        self = self || o->peer[i].id == o->id;
+    }
+    nc->initial.n = (uint32_t)o->n_peers;
+    if (!self) {
+        fprintf(stderr, "khod: --peers does not list this node (id %llu)\n",
+                (unsigned long long)o->id);
+        return -1;
+    }
+    char buf[sizeof(o->registries)];
+    snprintf(buf, sizeof(buf), "%s", o->registries);
+    char *save = NULL;
+    /* Registry i is group i + 1; group 0 stays for the meta group. */
+    for (char *tok = strtok_r(buf, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (nc->n_groups >= NODE_GROUPS_MAX || strlen(tok) == 0 ||
+            strlen(tok) >= NODE_REGISTRY_BYTES) {
+            fprintf(stderr, "khod: --registries: bad or too many names\n");
+            return -1;
+        }
+        nc->groups[nc->n_groups].group_id = nc->n_groups + 1;
+        snprintf(nc->groups[nc->n_groups].registry, NODE_REGISTRY_BYTES, "%s",
+                 tok);
+        nc->n_groups++;
+    }
+    if (nc->n_groups == 0) {
+        fprintf(stderr, "khod: --registries lists no registry\n");
+        return -1;
+    }
+    return 0;
+}
+
+static const char *peer_client_url(void *ctx, uint64_t id)
+{
+    const struct opts *o = ctx;
+    for (size_t i = 0; i < o->n_peers; i++) {
+        if (o->peer[i].id == id) {
+            return o->peer[i].client_url;
+        }
+    }
+    return "";
+}
+
+int main(int argc, char **argv)
+{
+    static struct opts o;
+    snprintf(o.registries, sizeof(o.registries), "demo");
+    snprintf(o.cluster, sizeof(o.cluster), "kho");
+    snprintf(o.log_level, sizeof(o.log_level), "info");
+    o.map_size_mb = STORE_MAP_BYTES_DEFAULT >> 20;
+    if (parse_args(argc, argv, &o) != 0) {
+        return 2;
+    }
+    int level = log_level_parse(o.log_level);
+    if (level < 0) {
+        fprintf(stderr, "khod: bad --log-level '%s'\n", o.log_level);
+        return 2;
+    }
+    log_setup((enum log_level)level, o.name);
+    static struct node_config nc;
+    if (build_node_config(&o, &nc) != 0 || check_data_dir(&o) != 0) {
+        return 2;
+    }
+
+    /* Threads started from here on inherit this mask; main sigwaits. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char dbdir[MAIN_OPT_BYTES + 8], err[512] = "";
+    snprintf(dbdir, sizeof(dbdir), "%s/db", o.data);
+    struct store_opts so;
+    store_opts_defaults(&so);
+    so.map_size_bytes = o.map_size_mb << 20;
+    struct store *st = NULL;
+    struct node *node = NULL;
+    struct net *net = NULL;
+    struct api *api = NULL;
+    int exit_code = 1;
+    int rc = store_open(dbdir, &so, &st);
+    if (rc != KHO_OK) {
+        LOGE("cannot open the store in %s: %s (%s)", dbdir, kho_strerror(rc),
+             store_errmsg(NULL));
+        return 1;
+    }
+    rc = node_create(&nc, st, &node, err, sizeof(err));
+    if (rc != KHO_OK) {
+        LOGE("cannot start the node: %s", err);
+        goto out;
+    }
+    rc = net_open(cluster_id(o.cluster), o.id, o.peer_listen, node_on_batch,
+                  node, &net, err, sizeof(err));
+    if (rc != KHO_OK) {
+        LOGE("%s%s", err,
+             rc == KHO_EBUSY ? " (is another process using the port?)" : "");
+        goto out;
+    }
+    for (size_t i = 0; i < o.n_peers; i++) {
+        if (o.peer[i].id != o.id &&
+            net_add_peer(net, o.peer[i].id, o.peer[i].peer_url) != KHO_OK) {
+            goto out;
+        }
+    }
+    node_set_net(node, net);
+    rc = api_open(o.client_listen, node, st, peer_client_url, &o, &api, err,
+                  sizeof(err));
+    if (rc != KHO_OK) {
+        LOGE("%s%s", err,
+             rc == KHO_EBUSY ? " (is another process using the port?)" : "");
+        goto out;
+    }
+    if (node_start(node) != KHO_OK) {
+        LOGE("cannot start the raft thread");
+        goto out;
+    }
+    LOGI("node %llu serving clients on %s, peers on %s, %zu registries",
+         (unsigned long long)o.id, o.client_listen, o.peer_listen,
+         nc.n_groups);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    LOGI("signal %d: stopping", sig);
+    exit_code = 0;
+out:
+    if (node != NULL) {
+        node_stop(node);
+    }
+    api_close(api);
+    net_close(net);
+    node_destroy(node);
+    store_close(st);
+    if (exit_code == 0) {
+        LOGI("stopped cleanly");
+    }
+    return exit_code;
+}

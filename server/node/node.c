@@ -1,0 +1,734 @@
+/*
+ * node.c - see node.h.
+ */
+#include "node.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/log.h"
+
+/* An assertion that stays on in release builds: a failed invariant here is
+ * a bug in kho, never bad input. */
+#define NODE_ASSERT(cond)                                                      \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            LOGE("assertion failed at %s:%d: %s", __FILE__, __LINE__, #cond); \
+            abort();                                                           \
+        }                                                                      \
+    } while (0)
+
+struct inbatch {
+    struct codec_batch b;
+    struct inbatch *next;
+};
+
+struct group {
+    uint64_t id;
+    char registry[NODE_REGISTRY_BYTES];
+    struct raft *raft;
+    struct store_group *sg;
+    struct node_req *props; /* pending proposals */
+    struct node_req *reads; /* pending reads */
+    size_t n_pending;
+    uint64_t applied;
+    /* Per loop: the ready batch and the apply outcomes. */
+    bool has_rd;
+    struct raft_ready rd;
+    struct store_apply_result *results;
+    size_t results_cap;
+};
+
+struct node {
+    uint64_t id;
+    char name[NODE_NAME_BYTES];
+    struct store *st;
+    struct net *net;
+    struct group groups[NODE_GROUPS_MAX];
+    size_t n_groups;
+    struct raft_conf initial;
+
+    pthread_t thread;
+    bool started;
+
+    pthread_mutex_t mu; /* guards the fields below */
+    pthread_cond_t cv;
+    bool stopping;
+    struct inbatch *in_head, *in_tail;
+    struct node_req *req_head, *req_tail;
+    size_t queued;
+    uint64_t next_req_id;
+
+    pthread_mutex_t status_mu;
+    struct node_group_status status[NODE_GROUPS_MAX];
+
+    /* Scratch for grouping outgoing messages by peer. */
+    struct raft_msg *out;
+    size_t out_cap;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void raft_panic_cb(void *ctx, const char *what, uint64_t group_id,
+                          raft_id id, uint64_t term, uint64_t index)
+{
+    LOGE("raft invariant failed: %s (group %llu node %llu term %llu index "
+         "%llu)",
+         what, (unsigned long long)group_id, (unsigned long long)id,
+         (unsigned long long)term, (unsigned long long)index);
+}
+
+/* --- Set-up ------------------------------------------------------------- */
+
+static int bootstrap_group(struct node *n, uint64_t gid, char *err,
+                           size_t err_len)
+{
+    struct store_batch *b = NULL;
+    int rc = store_write_begin(n->st, &b);
+    if (rc == KHO_OK) {
+        rc = store_batch_group_create(b, gid, &n->initial);
+    }
+    if (rc == KHO_OK) {
+        rc = store_write_commit(b);
+    } else {
+        store_write_abort(b);
+    }
+    if (rc != KHO_OK) {
+        snprintf(err, err_len, "creating group %llu: %s",
+                 (unsigned long long)gid, store_errmsg(n->st));
+    }
+    return rc;
+}
+
+static int open_group(struct node *n, struct group *g, char *err,
+                      size_t err_len)
+{
+    struct raft_config c;
+    raft_config_defaults(&c);
+    int rc = store_group_load(n->st, g->id, &c.hs, &c.applied);
+    if (rc == KHO_ENOTFOUND) {
+        LOGI("bootstrapping group %llu (%s) with %u voters",
+             (unsigned long long)g->id, g->registry, n->initial.n);
+        rc = bootstrap_group(n, g->id, err, err_len);
+        if (rc != KHO_OK) {
+            return rc;
+        }
+        rc = store_group_load(n->st, g->id, &c.hs, &c.applied);
+    }
+    if (rc == KHO_OK) {
+        rc = store_group_open(n->st, g->id, &g->sg);
+    }
+    if (rc != KHO_OK) {
+        snprintf(err, err_len, "loading group %llu: %s",
+                 (unsigned long long)g->id, store_errmsg(n->st));
+        return rc;
+    }
+    c.id = n->id;
+    c.group_id = g->id;
+    c.election_ticks = NODE_ELECTION_TICKS;
+    c.heartbeat_ticks = NODE_HEARTBEAT_TICKS;
+    c.seed = now_ms() ^ (n->id * UINT64_C(0x9e3779b97f4a7c15)) ^ g->id;
+    c.storage = store_raft_storage(g->sg);
+    c.panic = raft_panic_cb;
+    c.panic_ctx = n;
+    g->applied = c.applied;
+    const char *why = NULL;
+    rc = raft_create(&c, &g->raft, &why);
+    if (rc != KHO_OK) {
+        snprintf(err, err_len, "starting raft for group %llu: %s",
+                 (unsigned long long)g->id,
+                 why != NULL ? why : kho_strerror(rc));
+        return rc;
+    }
+    LOGI("group %llu (%s): term %llu, commit %llu, applied %llu",
+         (unsigned long long)g->id, g->registry,
+         (unsigned long long)c.hs.term, (unsigned long long)c.hs.commit,
+         (unsigned long long)c.applied);
+    return KHO_OK;
+}
+
+int node_create(const struct node_config *c, struct store *st,
+                struct node **out, char *err, size_t err_len)
+{
+    if (c->n_groups == 0 || c->n_groups > NODE_GROUPS_MAX ||
+        !raft_conf_is_voter(&c->initial, c->id)) {
+        snprintf(err, err_len, "bad node configuration");
+        return KHO_EINVAL;
+    }
+    struct node *n = calloc(1, sizeof(*n));
+    if (n == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return KHO_ENOMEM;
+    }
+    n->id = c->id;
+    snprintf(n->name, sizeof(n->name), "%s", c->name);
+    n->st = st;
+    n->initial = c->initial;
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_mutex_init(&n->status_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    for (size_t i = 0; i < c->n_groups; i++) {
+        struct group *g = &n->groups[i];
+        g->id = c->groups[i].group_id;
+        snprintf(g->registry, sizeof(g->registry), "%s",
+                 c->groups[i].registry);
+        n->n_groups++;
+        int rc = open_group(n, g, err, err_len);
+        if (rc != KHO_OK) {
+            node_destroy(n);
+            return rc;
+        }
+    }
+    *out = n;
+    return KHO_OK;
+}
+
+void node_set_net(struct node *n, struct net *net)
+{
+    n->net = net;
+}
+
+uint64_t node_id(const struct node *n)
+{
+    return n->id;
+}
+
+const char *node_name(const struct node *n)
+{
+    return n->name;
+}
+
+uint64_t node_registry_group(const struct node *n, const char *registry)
+{
+    for (size_t i = 0; i < n->n_groups; i++) {
+        if (strcmp(n->groups[i].registry, registry) == 0) {
+            return n->groups[i].id;
+        }
+    }
+    return 0;
+}
+
+size_t node_status(struct node *n, struct node_group_status *out, size_t cap)
+{
+    size_t k = n->n_groups < cap ? n->n_groups : cap;
+    pthread_mutex_lock(&n->status_mu);
+    memcpy(out, n->status, k * sizeof(*out));
+    pthread_mutex_unlock(&n->status_mu);
+    return k;
+}
+
+/* --- Inbound queue ------------------------------------------------------ */
+
+void node_on_batch(void *ctx, uint64_t from, struct codec_batch *b)
+{
+    struct node *n = ctx;
+    struct inbatch *ib = malloc(sizeof(*ib));
+    if (ib == NULL) {
+        codec_batch_free(b);
+        return;
+    }
+    ib->b = *b;
+    ib->next = NULL;
+    pthread_mutex_lock(&n->mu);
+    if (n->stopping || n->queued >= NODE_QUEUE_MAX) {
+        pthread_mutex_unlock(&n->mu);
+        codec_batch_free(&ib->b);
+        free(ib);
+        return; /* Raft tolerates a lost message. */
+    }
+    if (n->in_tail != NULL) {
+        n->in_tail->next = ib;
+    } else {
+        n->in_head = ib;
+    }
+    n->in_tail = ib;
+    n->queued++;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+}
+
+int node_submit(struct node *n, struct node_req *r)
+{
+    r->next_ = NULL;
+    r->err = KHO_OK;
+    r->leader = 0;
+    memset(&r->res, 0, sizeof(r->res));
+    pthread_mutex_lock(&n->mu);
+    if (n->stopping) {
+        pthread_mutex_unlock(&n->mu);
+        return KHO_EUNAVAILABLE;
+    }
+    if (n->queued >= NODE_QUEUE_MAX) {
+        pthread_mutex_unlock(&n->mu);
+        return KHO_EBUSY;
+    }
+    r->id_ = ++n->next_req_id;
+    r->deadline_ms_ = now_ms() + NODE_REQ_TIMEOUT_MS;
+    if (n->req_tail != NULL) {
+        n->req_tail->next_ = r;
+    } else {
+        n->req_head = r;
+    }
+    n->req_tail = r;
+    n->queued++;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+    return KHO_OK;
+}
+
+/* --- Answering ---------------------------------------------------------- */
+
+static void finish(struct node_req *r, int err, uint64_t leader)
+{
+    r->err = err;
+    r->leader = leader;
+    r->next_ = NULL;
+    r->done_cb(r);
+}
+
+static uint64_t leader_of(const struct group *g)
+{
+    struct raft_status st;
+    raft_status(g->raft, &st);
+    return st.leader;
+}
+
+static struct group *find_group(struct node *n, uint64_t gid)
+{
+    for (size_t i = 0; i < n->n_groups; i++) {
+        if (n->groups[i].id == gid) {
+            return &n->groups[i];
+        }
+    }
+    return NULL;
+}
+
+static void push(struct node_req **list, struct node_req *r)
+{
+    r->next_ = *list;
+    *list = r;
+}
+
+static void handle_req(struct node *n, struct node_req *r)
+{
+    struct group *g = find_group(n, r->group_id);
+    if (g == NULL) {
+        finish(r, KHO_ENOTFOUND, 0);
+        return;
+    }
+    if (g->n_pending >= NODE_PENDING_MAX) {
+        finish(r, KHO_EBUSY, 0);
+        return;
+    }
+    int rc;
+    if (r->kind == NODE_REQ_PROPOSE) {
+        rc = raft_propose(g->raft, r->data, r->len, &r->index_, &r->term_);
+        if (rc == KHO_OK) {
+            push(&g->props, r);
+        }
+    } else {
+        r->index_ = 0;
+        rc = raft_read_index(g->raft, r->id_);
+        if (rc == KHO_OK) {
+            push(&g->reads, r);
+        }
+    }
+    if (rc == KHO_OK) {
+        g->n_pending++;
+        return;
+    }
+    finish(r, rc, rc == KHO_ENOTLEADER ? leader_of(g) : 0);
+}
+
+static void step_batch(struct node *n, struct codec_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        struct group *g = find_group(n, b->msgs[i].group_id);
+        if (g == NULL) {
+            LOGD("dropped a message for unknown group %llu",
+                 (unsigned long long)b->msgs[i].group_id);
+            continue;
+        }
+        int rc = raft_step(g->raft, &b->msgs[i]);
+        if (rc != KHO_OK) {
+            LOGE("group %llu: raft_step failed: %s; stopping",
+                 (unsigned long long)g->id, kho_strerror(rc));
+            abort();
+        }
+    }
+}
+
+/* Answers the proposals whose entries this loop applied, or whose index was
+ * taken by another term's entry (the command was lost: the client retries
+ * with the same session and seq). Cost: O(pending). */
+static void answer_props(struct group *g)
+{
+    const struct raft_ready *rd = &g->rd;
+    uint64_t lo = rd->n_committed > 0 ? rd->committed[0].index : 0;
+    uint64_t hi = rd->n_committed > 0 ? lo + rd->n_committed : 0;
+    struct node_req **pp = &g->props;
+    while (*pp != NULL) {
+        struct node_req *r = *pp;
+        bool done = false;
+        if (r->index_ >= lo && r->index_ < hi) {
+            size_t k = (size_t)(r->index_ - lo);
+            done = true;
+            if (rd->committed[k].term == r->term_) {
+                r->res = g->results[k];
+                *pp = r->next_;
+                g->n_pending--;
+                finish(r, KHO_OK, 0);
+                continue;
+            }
+        } else if (r->index_ <= g->applied) {
+            done = true;
+        }
+        if (done) {
+            *pp = r->next_;
+            g->n_pending--;
+            finish(r, KHO_ENOTLEADER, leader_of(g));
+            continue;
+        }
+        pp = &r->next_;
+    }
+}
+
+static void answer_reads(struct group *g)
+{
+    for (size_t i = 0; i < g->rd.n_reads; i++) {
+        const struct raft_read_state *rs = &g->rd.reads[i];
+        for (struct node_req *r = g->reads; r != NULL; r = r->next_) {
+            if (r->id_ == rs->ctx && r->index_ == 0) {
+                r->index_ = rs->index;
+                r->err = rs->status;
+                if (rs->status != KHO_OK) {
+                    r->index_ = UINT64_MAX; /* answer below */
+                }
+            }
+        }
+    }
+    struct node_req **pp = &g->reads;
+    while (*pp != NULL) {
+        struct node_req *r = *pp;
+        if (r->index_ != 0 && (r->index_ == UINT64_MAX || r->index_ <= g->applied)) {
+            *pp = r->next_;
+            g->n_pending--;
+            int err = r->index_ == UINT64_MAX ? r->err : KHO_OK;
+            finish(r, err, err == KHO_ENOTLEADER ? leader_of(g) : 0);
+            continue;
+        }
+        pp = &r->next_;
+    }
+}
+
+static void expire_list(struct group *g, struct node_req **pp, uint64_t now)
+{
+    while (*pp != NULL) {
+        struct node_req *r = *pp;
+        if (now >= r->deadline_ms_) {
+            *pp = r->next_;
+            g->n_pending--;
+            finish(r, KHO_ETIMEOUT, leader_of(g));
+            continue;
+        }
+        pp = &r->next_;
+    }
+}
+
+static void fail_all(struct group *g, int err)
+{
+    struct node_req *lists[2] = {g->props, g->reads};
+    g->props = g->reads = NULL;
+    for (int i = 0; i < 2; i++) {
+        while (lists[i] != NULL) {
+            struct node_req *r = lists[i];
+            lists[i] = r->next_;
+            finish(r, err, 0);
+        }
+    }
+    g->n_pending = 0;
+}
+
+/* --- The ready cycle ------------------------------------------------------ */
+
+static int reserve_results(struct group *g, size_t n)
+{
+    if (n <= g->results_cap) {
+        return KHO_OK;
+    }
+    void *p = realloc(g->results, n * sizeof(*g->results));
+    if (p == NULL) {
+        return KHO_ENOMEM;
+    }
+    g->results = p;
+    g->results_cap = n;
+    return KHO_OK;
+}
+
+static int persist_and_apply(struct node *n)
+{
+    struct store_batch *b = NULL;
+    int rc = store_write_begin(n->st, &b);
+    for (size_t i = 0; rc == KHO_OK && i < n->n_groups; i++) {
+        struct group *g = &n->groups[i];
+        if (!g->has_rd) {
+            continue;
+        }
+        rc = store_batch_persist_ready(b, g->id, &g->rd);
+        if (rc == KHO_OK) {
+            rc = reserve_results(g, g->rd.n_committed);
+        }
+        for (size_t k = 0; rc == KHO_OK && k < g->rd.n_committed; k++) {
+            rc = store_batch_apply_ex(b, g->id, &g->rd.committed[k],
+                                      &g->results[k]);
+        }
+    }
+    if (rc == KHO_OK) {
+        return store_write_commit(b);
+    }
+    store_write_abort(b);
+    return rc;
+}
+
+static int reserve_out(struct node *n, size_t cap)
+{
+    if (cap <= n->out_cap) {
+        return KHO_OK;
+    }
+    void *p = realloc(n->out, cap * sizeof(*n->out));
+    if (p == NULL) {
+        return KHO_ENOMEM;
+    }
+    n->out = p;
+    n->out_cap = cap;
+    return KHO_OK;
+}
+
+/* Sends every group's messages: one frame per destination node. */
+static void send_all(struct node *n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n->n_groups; i++) {
+        total += n->groups[i].has_rd ? n->groups[i].rd.n_msgs : 0;
+    }
+    if (total == 0 || n->net == NULL || reserve_out(n, total) != KHO_OK) {
+        return;
+    }
+    for (uint32_t p = 0; p < n->initial.n; p++) {
+        uint64_t to = n->initial.members[p].id;
+        size_t k = 0;
+        for (size_t i = 0; i < n->n_groups; i++) {
+            struct group *g = &n->groups[i];
+            for (size_t m = 0; g->has_rd && m < g->rd.n_msgs; m++) {
+                if (g->rd.msgs[m].to == to) {
+                    n->out[k++] = g->rd.msgs[m];
+                }
+            }
+        }
+        if (k > 0 && to != n->id) {
+            net_send(n->net, to, n->out, k);
+        }
+    }
+}
+
+static void publish_status(struct node *n)
+{
+    struct node_group_status st[NODE_GROUPS_MAX];
+    for (size_t i = 0; i < n->n_groups; i++) {
+        struct raft_status rs;
+        raft_status(n->groups[i].raft, &rs);
+        st[i] = (struct node_group_status){
+            .group_id = n->groups[i].id,
+            .role = rs.role,
+            .term = rs.term,
+            .leader = rs.leader,
+            .commit = rs.commit,
+            .applied = n->groups[i].applied,
+            .last_index = rs.last_index,
+        };
+        memcpy(st[i].registry, n->groups[i].registry, NODE_REGISTRY_BYTES);
+    }
+    pthread_mutex_lock(&n->status_mu);
+    memcpy(n->status, st, n->n_groups * sizeof(st[0]));
+    pthread_mutex_unlock(&n->status_mu);
+}
+
+static bool ready_cycle(struct node *n)
+{
+    bool any = false;
+    for (size_t i = 0; i < n->n_groups; i++) {
+        struct group *g = &n->groups[i];
+        g->has_rd = raft_has_ready(g->raft);
+        if (!g->has_rd) {
+            continue;
+        }
+        int rc = raft_ready(g->raft, &g->rd);
+        if (rc != KHO_OK) {
+            LOGE("group %llu: raft_ready failed: %s; stopping",
+                 (unsigned long long)g->id, kho_strerror(rc));
+            abort();
+        }
+        any = true;
+    }
+    if (!any) {
+        return false;
+    }
+    int rc = persist_and_apply(n);
+    if (rc != KHO_OK) {
+        /* The core believes nothing of this ready is durable yet and may
+         * not be told otherwise; restarting from the store is the safe way
+         * out (nothing acknowledged depends on this batch). */
+        LOGE("store write failed: %s (%s); stopping", kho_strerror(rc),
+             store_errmsg(n->st));
+        abort();
+    }
+    send_all(n);
+    for (size_t i = 0; i < n->n_groups; i++) {
+        struct group *g = &n->groups[i];
+        if (!g->has_rd) {
+            continue;
+        }
+        if (g->rd.n_committed > 0) {
+            g->applied = g->rd.committed[g->rd.n_committed - 1].index;
+        }
+        answer_props(g);
+        answer_reads(g);
+        raft_advance(g->raft);
+        g->has_rd = false;
+    }
+    return true;
+}
+
+/* --- The raft thread ---------------------------------------------------- */
+
+static void *raft_main(void *arg)
+{
+    struct node *n = arg;
+    uint64_t next_tick = now_ms() + NODE_TICK_MS;
+    uint64_t next_status = 0;
+    for (;;) {
+        pthread_mutex_lock(&n->mu);
+        while (!n->stopping && n->queued == 0 && now_ms() < next_tick) {
+            struct timespec ts;
+            ts.tv_sec = (time_t)(next_tick / 1000u);
+            ts.tv_nsec = (long)(next_tick % 1000u) * 1000000L;
+            pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+        }
+        if (n->stopping) {
+            pthread_mutex_unlock(&n->mu);
+            return NULL;
+        }
+        struct inbatch *ib = n->in_head;
+        struct node_req *rq = n->req_head;
+        n->in_head = n->in_tail = NULL;
+        n->req_head = n->req_tail = NULL;
+        n->queued = 0;
+        pthread_mutex_unlock(&n->mu);
+
+        while (ib != NULL) {
+            struct inbatch *next = ib->next;
+            step_batch(n, &ib->b);
+            codec_batch_free(&ib->b);
+            free(ib);
+            ib = next;
+        }
+        while (rq != NULL) {
+            struct node_req *next = rq->next_;
+            handle_req(n, rq);
+            rq = next;
+        }
+        uint64_t now = now_ms();
+        if (now >= next_tick) {
+            for (size_t i = 0; i < n->n_groups; i++) {
+                raft_tick(n->groups[i].raft);
+                expire_list(&n->groups[i], &n->groups[i].props, now);
+                expire_list(&n->groups[i], &n->groups[i].reads, now);
+            }
+            next_tick += NODE_TICK_MS;
+            if (now > next_tick + 10u * NODE_TICK_MS) {
+                next_tick = now + NODE_TICK_MS; /* do not burst after a stall */
+            }
+        }
+        if (ready_cycle(n) || now >= next_status) {
+            publish_status(n);
+            next_status = now + 50u;
+        }
+    }
+}
+
+int node_start(struct node *n)
+{
+    publish_status(n);
+    if (pthread_create(&n->thread, NULL, raft_main, n) != 0) {
+        return KHO_EIO;
+    }
+    n->started = true;
+    return KHO_OK;
+}
+
+void node_stop(struct node *n)
+{
+    pthread_mutex_lock(&n->mu);
+    n->stopping = true;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+    if (n->started) {
+        pthread_join(n->thread, NULL);
+        n->started = false;
+    }
+    /* The thread is gone: what it left is ours to answer. */
+    struct node_req *rq = n->req_head;
+    struct inbatch *ib = n->in_head;
+    n->req_head = n->req_tail = NULL;
+    n->in_head = n->in_tail = NULL;
+    while (rq != NULL) {
+        struct node_req *next = rq->next_;
+        finish(rq, KHO_EUNAVAILABLE, 0);
+        rq = next;
+    }
+    while (ib != NULL) {
+        struct inbatch *next = ib->next;
+        codec_batch_free(&ib->b);
+        free(ib);
+        ib = next;
+    }
+    for (size_t i = 0; i < n->n_groups; i++) {
+        fail_all(&n->groups[i], KHO_EUNAVAILABLE);
+    }
+}
+
+void node_destroy(struct node *n)
+{
+    if (n == NULL) {
+        return;
+    }
+    NODE_ASSERT(!n->started);
+    for (size_t i = 0; i < n->n_groups; i++) {
+        struct group *g = &n->groups[i];
+        if (g->raft != NULL) {
+            raft_destroy(g->raft);
+        }
+        if (g->sg != NULL) {
+            store_group_close(g->sg);
+        }
+        free(g->results);
+    }
+    free(n->out);
+    pthread_mutex_destroy(&n->mu);
+    pthread_mutex_destroy(&n->status_mu);
+    pthread_cond_destroy(&n->cv);
+    free(n);
+}

@@ -1,0 +1,119 @@
+/*
+ * node.h - the multi-raft host: one raft thread drives every local group.
+ *
+ * Each loop of the raft thread (raft.h, "Driving a group"):
+ *   1. drain the bounded inbound queue: peer batches (stepped into their
+ *      groups), client proposals (raft_propose) and linearizable reads
+ *      (raft_read_index);
+ *   2. tick every group when the tick timer (NODE_TICK_MS) is due;
+ *   3. for every group with a ready batch: persist its snapshot, entries and
+ *      hard state and apply its committed entries, all groups in ONE store
+ *      write transaction committed once (group commit: one fsync);
+ *   4. send every group's messages, one NNG frame per peer;
+ *   5. answer proposals whose entry applied (same index and term) and reads
+ *      whose read index is applied; raft_advance() every group.
+ *
+ * Client requests are `struct node_req`s owned by the caller; the raft
+ * thread fills in the outcome and calls req->done_cb exactly once, on the
+ * raft thread (the callback must not block: the API hands the request back
+ * to an NNG worker). Requests not answered within NODE_REQ_TIMEOUT_MS get
+ * KHO_ETIMEOUT: the outcome of a proposal is then unknown.
+ */
+#ifndef KHO_NODE_H
+#define KHO_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../client/kho_err.h"
+#include "../raft/raft.h"
+#include "../store/store.h"
+#include "../transport/peer.h"
+
+#define NODE_GROUPS_MAX 64u
+#define NODE_NAME_BYTES 64u
+#define NODE_REGISTRY_BYTES 64u
+#define NODE_TICK_MS 10u
+#define NODE_ELECTION_TICKS 15u
+#define NODE_HEARTBEAT_TICKS 3u
+/* Inbound queue bound (peer frames and client requests together). */
+#define NODE_QUEUE_MAX 16384u
+/* Proposals and reads waiting for an answer, per group. */
+#define NODE_PENDING_MAX 16384u
+#define NODE_REQ_TIMEOUT_MS 3000u
+
+enum node_req_kind {
+    NODE_REQ_PROPOSE = 1, /* data: a store envelope */
+    NODE_REQ_READ = 2,    /* linearizable read barrier (ReadIndex) */
+};
+
+struct node_req {
+    /* Set by the caller. */
+    uint32_t kind;
+    uint64_t group_id;
+    const uint8_t *data; /* stays valid until done_cb */
+    size_t len;
+    void (*done_cb)(struct node_req *r);
+    void *ctx;
+    /* Set by the node before done_cb. */
+    int err;          /* KHO_OK or why the request failed */
+    uint64_t leader;  /* leader id hint with KHO_ENOTLEADER (0: unknown) */
+    struct store_apply_result res; /* NODE_REQ_PROPOSE on KHO_OK */
+    /* Private to the node. */
+    uint64_t id_, index_, term_, deadline_ms_;
+    struct node_req *next_;
+};
+
+struct node_group_conf {
+    uint64_t group_id;
+    char registry[NODE_REGISTRY_BYTES];
+};
+
+struct node_config {
+    uint64_t id;
+    char name[NODE_NAME_BYTES];
+    struct raft_conf initial; /* voters of every group at bootstrap */
+    struct node_group_conf groups[NODE_GROUPS_MAX];
+    size_t n_groups;
+};
+
+struct node_group_status {
+    uint64_t group_id;
+    char registry[NODE_REGISTRY_BYTES];
+    enum raft_role role;
+    uint64_t term, leader, commit, applied, last_index;
+};
+
+struct node;
+
+/*
+ * Creates the node: opens (bootstrapping on first start) every configured
+ * group in `st`. Does not start the thread. Errors: KHO_EINVAL, KHO_ENOMEM,
+ * store errors; a message in err.
+ */
+int node_create(const struct node_config *c, struct store *st,
+                struct node **out, char *err, size_t err_len);
+/* Attaches the transport (before node_start). */
+void node_set_net(struct node *n, struct net *net);
+int node_start(struct node *n);
+/* Stops the raft thread; every queued or pending request is answered
+ * KHO_EUNAVAILABLE and later submissions fail at once. */
+void node_stop(struct node *n);
+void node_destroy(struct node *n);
+
+/* The transport's receive callback (net_recv_cb). */
+void node_on_batch(void *ctx, uint64_t from, struct codec_batch *b);
+
+/* Queues a request. Errors (done_cb is then NOT called): KHO_EBUSY (queue
+ * full), KHO_EUNAVAILABLE (node stopping). */
+int node_submit(struct node *n, struct node_req *r);
+
+/* Group of a registry name; 0 when there is none. Thread-safe. */
+uint64_t node_registry_group(const struct node *n, const char *registry);
+/* Latest published status of the groups (copied); returns the count. */
+size_t node_status(struct node *n, struct node_group_status *out, size_t cap);
+uint64_t node_id(const struct node *n);
+const char *node_name(const struct node *n);
+
+#endif /* KHO_NODE_H */

@@ -1,0 +1,304 @@
+/*
+ * peer.c - see peer.h.
+ */
+#include "peer.h"
+
+#include <nng/nng.h>
+#include <nng/protocol/pipeline0/pull.h>
+#include <nng/protocol/pipeline0/push.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/log.h"
+
+struct peer {
+    uint64_t id;
+    nng_socket sock;
+    nng_dialer dialer;
+};
+
+struct net {
+    uint64_t cluster_id;
+    uint64_t self_id;
+    nng_socket pull;
+    nng_listener listener;
+    pthread_t thread;
+    net_recv_cb cb;
+    void *cb_ctx;
+    struct peer peers[NET_PEERS_MAX];
+    size_t n_peers;
+    atomic_uint_fast64_t sent_frames, dropped_full, dropped_encode,
+        recv_frames, dropped_bad;
+};
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        v |= (uint32_t)p[i] << (8 * i);
+    }
+    return v;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v |= (uint64_t)p[i] << (8 * i);
+    }
+    return v;
+}
+
+static bool known_peer(const struct net *n, uint64_t id)
+{
+    for (size_t i = 0; i < n->n_peers; i++) {
+        if (n->peers[i].id == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Validates one frame and hands its batch to the callback. */
+static void on_frame(struct net *n, const uint8_t *p, size_t len)
+{
+    if (len < NET_FRAME_HEADER_BYTES || get_le32(p) != NET_MAGIC ||
+        get_le32(p + 4) != NET_VERSION) {
+        atomic_fetch_add(&n->dropped_bad, 1);
+        LOGW("peer: dropped a frame of %zu bytes: bad header", len);
+        return;
+    }
+    uint64_t cluster = get_le64(p + 8), from = get_le64(p + 16);
+    if (cluster != n->cluster_id || from == n->self_id ||
+        !known_peer(n, from)) {
+        atomic_fetch_add(&n->dropped_bad, 1);
+        LOGW("peer: dropped a frame from node %llu of cluster %016llx "
+             "(ours: %016llx)",
+             (unsigned long long)from, (unsigned long long)cluster,
+             (unsigned long long)n->cluster_id);
+        return;
+    }
+    struct codec_batch b;
+    const char *why = NULL;
+    if (codec_batch_decode(p + NET_FRAME_HEADER_BYTES,
+                           len - NET_FRAME_HEADER_BYTES, &b, &why) != KHO_OK) {
+        codec_batch_free(&b);
+        atomic_fetch_add(&n->dropped_bad, 1);
+        LOGW("peer: dropped a frame from node %llu: %s",
+             (unsigned long long)from, why != NULL ? why : "undecodable");
+        return;
+    }
+    /* Messages must claim the sender they came from. */
+    for (size_t i = 0; i < b.n; i++) {
+        if (b.msgs[i].from != from || b.msgs[i].to != n->self_id) {
+            codec_batch_free(&b);
+            atomic_fetch_add(&n->dropped_bad, 1);
+            LOGW("peer: dropped a frame from node %llu: message for "
+                 "%llu from %llu",
+                 (unsigned long long)from, (unsigned long long)b.msgs[i].to,
+                 (unsigned long long)b.msgs[i].from);
+            return;
+        }
+    }
+    atomic_fetch_add(&n->recv_frames, 1);
+    n->cb(n->cb_ctx, from, &b);
+}
+
+static void *recv_main(void *arg)
+{
+    struct net *n = arg;
+    for (;;) {
+        nng_msg *m = NULL;
+        int rv = nng_recvmsg(n->pull, &m, 0);
+        if (rv == NNG_ECLOSED) {
+            return NULL;
+        }
+        if (rv != 0) {
+            continue;
+        }
+        on_frame(n, nng_msg_body(m), nng_msg_len(m));
+        nng_msg_free(m);
+    }
+}
+
+static int nng_to_kho(int rv)
+{
+    switch (rv) {
+    case NNG_EADDRINUSE:
+        return KHO_EBUSY;
+    case NNG_EADDRINVAL:
+    case NNG_EINVAL:
+    case NNG_ENOTSUP:
+        return KHO_EINVAL;
+    case NNG_ENOMEM:
+        return KHO_ENOMEM;
+    default:
+        return KHO_EIO;
+    }
+}
+
+int net_open(uint64_t cluster_id, uint64_t self_id, const char *listen_url,
+             net_recv_cb cb, void *cb_ctx, struct net **out, char *err,
+             size_t err_len)
+{
+    struct net *n = calloc(1, sizeof(*n));
+    if (n == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return KHO_ENOMEM;
+    }
+    n->cluster_id = cluster_id;
+    n->self_id = self_id;
+    n->cb = cb;
+    n->cb_ctx = cb_ctx;
+    int rv = nng_pull0_open(&n->pull);
+    if (rv == 0) {
+        rv = nng_listener_create(&n->listener, n->pull, listen_url);
+    }
+    if (rv == 0) {
+        rv = nng_listener_set_size(n->listener, NNG_OPT_RECVMAXSZ,
+                                   NET_FRAME_BYTES_MAX);
+    }
+    if (rv == 0) {
+        rv = nng_listener_start(n->listener, 0);
+    }
+    if (rv != 0) {
+        snprintf(err, err_len, "peer listener on %s: %s", listen_url,
+                 nng_strerror(rv));
+        nng_close(n->pull);
+        free(n);
+        return nng_to_kho(rv);
+    }
+    if (pthread_create(&n->thread, NULL, recv_main, n) != 0) {
+        snprintf(err, err_len, "cannot start the peer receive thread");
+        nng_close(n->pull);
+        free(n);
+        return KHO_EIO;
+    }
+    *out = n;
+    return KHO_OK;
+}
+
+int net_add_peer(struct net *n, uint64_t id, const char *url)
+{
+    if (id == 0 || id == n->self_id || known_peer(n, id)) {
+        return KHO_EINVAL;
+    }
+    if (n->n_peers >= NET_PEERS_MAX) {
+        return KHO_EBUSY;
+    }
+    struct peer *p = &n->peers[n->n_peers];
+    int rv = nng_push0_open(&p->sock);
+    if (rv == 0) {
+        rv = nng_socket_set_int(p->sock, NNG_OPT_SENDBUF, NET_SEND_QUEUE_MSGS);
+    }
+    if (rv == 0) {
+        rv = nng_dialer_create(&p->dialer, p->sock, url);
+    }
+    if (rv == 0) {
+        rv = nng_dialer_set_size(p->dialer, NNG_OPT_RECVMAXSZ,
+                                 NET_FRAME_BYTES_MAX);
+    }
+    if (rv == 0) {
+        rv = nng_dialer_set_ms(p->dialer, NNG_OPT_RECONNMINT,
+                               NET_RECONNECT_MIN_MS);
+    }
+    if (rv == 0) {
+        rv = nng_dialer_set_ms(p->dialer, NNG_OPT_RECONNMAXT,
+                               NET_RECONNECT_MAX_MS);
+    }
+    if (rv == 0) {
+        /* Non-blocking: a peer that is down now is dialed again later. */
+        rv = nng_dialer_start(p->dialer, NNG_FLAG_NONBLOCK);
+    }
+    if (rv != 0) {
+        LOGE("peer: cannot dial node %llu at %s: %s", (unsigned long long)id,
+             url, nng_strerror(rv));
+        nng_close(p->sock);
+        return nng_to_kho(rv);
+    }
+    p->id = id;
+    n->n_peers++;
+    return KHO_OK;
+}
+
+int net_send(struct net *n, uint64_t to, const struct raft_msg *msgs,
+             size_t count)
+{
+    struct peer *p = NULL;
+    for (size_t i = 0; i < n->n_peers; i++) {
+        if (n->peers[i].id == to) {
+            p = &n->peers[i];
+        }
+    }
+    if (p == NULL) {
+        return KHO_ENOTFOUND;
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = codec_batch_encode(msgs, count, &buf, &len);
+    if (rc != KHO_OK) {
+        atomic_fetch_add(&n->dropped_encode, 1);
+        LOGW("peer: cannot encode %zu messages for node %llu: %s", count,
+             (unsigned long long)to, kho_strerror(rc));
+        return KHO_OK;
+    }
+    nng_msg *m = NULL;
+    if (nng_msg_alloc(&m, NET_FRAME_HEADER_BYTES + len) != 0) {
+        free(buf);
+        atomic_fetch_add(&n->dropped_full, 1);
+        return KHO_OK;
+    }
+    uint8_t *body = nng_msg_body(m);
+    put_le32(body, NET_MAGIC);
+    put_le32(body + 4, NET_VERSION);
+    put_le64(body + 8, n->cluster_id);
+    put_le64(body + 16, n->self_id);
+    memcpy(body + NET_FRAME_HEADER_BYTES, buf, len);
+    free(buf);
+    if (nng_sendmsg(p->sock, m, NNG_FLAG_NONBLOCK) != 0) {
+        nng_msg_free(m);
+        atomic_fetch_add(&n->dropped_full, 1);
+        return KHO_OK;
+    }
+    atomic_fetch_add(&n->sent_frames, 1);
+    return KHO_OK;
+}
+
+void net_get_stats(struct net *n, struct net_stats *out)
+{
+    out->sent_frames = atomic_load(&n->sent_frames);
+    out->dropped_full = atomic_load(&n->dropped_full);
+    out->dropped_encode = atomic_load(&n->dropped_encode);
+    out->recv_frames = atomic_load(&n->recv_frames);
+    out->dropped_bad = atomic_load(&n->dropped_bad);
+}
+
+void net_close(struct net *n)
+{
+    if (n == NULL) {
+        return;
+    }
+    nng_close(n->pull);
+    pthread_join(n->thread, NULL);
+    for (size_t i = 0; i < n->n_peers; i++) {
+        nng_close(n->peers[i].sock);
+    }
+    free(n);
+}

@@ -1,0 +1,79 @@
+/*
+ * peer.h - NNG links between kho nodes.
+ *
+ * Each node listens on one PULL socket (its peer URL) and keeps one PUSH
+ * socket per peer, dialing that peer's URL with NNG's own reconnect and
+ * back-off. One NNG message carries a frame header and a raft_codec batch
+ * holding the messages of every group for that peer (batched per node
+ * pair). The PUSH socket's send buffer is the bounded outbound queue:
+ * a send that would block is dropped and counted - Raft tolerates loss, and
+ * a slow peer must never stall the raft thread.
+ *
+ * Frame (little-endian): u32 NET_MAGIC, u32 NET_VERSION, u64 cluster id,
+ * u64 sender node id, then the codec batch. Frames from another cluster,
+ * from ourselves, from an unknown node, or that fail decoding are dropped,
+ * counted and logged; they never reach the raft core.
+ */
+#ifndef KHO_PEER_H
+#define KHO_PEER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../client/kho_err.h"
+#include "../raft/raft.h"
+#include "raft_codec.h"
+
+#define NET_PEERS_MAX RAFT_MEMBERS_MAX
+#define NET_URL_BYTES_MAX 256u
+#define NET_MAGIC 0x50484b4bu /* "KKHP" */
+#define NET_VERSION 1u
+#define NET_FRAME_HEADER_BYTES 24u
+/* Messages queued per peer before sends are dropped. */
+#define NET_SEND_QUEUE_MSGS 256
+/* Largest frame accepted (NNG_OPT_RECVMAXSZ on every listener and dialer). */
+#define NET_FRAME_BYTES_MAX (CODEC_BATCH_BYTES_MAX + NET_FRAME_HEADER_BYTES)
+/* Reconnect back-off bounds. */
+#define NET_RECONNECT_MIN_MS 50
+#define NET_RECONNECT_MAX_MS 1000
+
+struct net;
+
+struct net_stats {
+    uint64_t sent_frames;
+    uint64_t dropped_full;     /* outbound queue full or peer unreachable */
+    uint64_t dropped_encode;   /* batch refused by the codec */
+    uint64_t recv_frames;
+    uint64_t dropped_bad;      /* bad header, cluster, sender or batch */
+};
+
+/* Called on the receive thread for every good frame; takes ownership of
+ * `b` (release it with codec_batch_free()). */
+typedef void (*net_recv_cb)(void *ctx, uint64_t from, struct codec_batch *b);
+
+/*
+ * Opens the listener on `listen_url` and starts the receive thread.
+ * Errors: KHO_EINVAL (bad URL), KHO_EBUSY (address in use), KHO_EIO,
+ * KHO_ENOMEM; a message in err.
+ */
+int net_open(uint64_t cluster_id, uint64_t self_id, const char *listen_url,
+             net_recv_cb cb, void *cb_ctx, struct net **out, char *err,
+             size_t err_len);
+
+/* Adds a peer and starts dialing it in the background. Call before traffic
+ * flows (not thread-safe against net_send). Errors: KHO_EINVAL, KHO_EBUSY
+ * (NET_PEERS_MAX), KHO_EIO. */
+int net_add_peer(struct net *n, uint64_t id, const char *url);
+
+/* Encodes `count` messages (all to peer `to`) as one frame and queues it
+ * without blocking. Errors: KHO_ENOTFOUND (unknown peer); a full queue or
+ * an unreachable peer is KHO_OK with the frame counted as dropped. */
+int net_send(struct net *n, uint64_t to, const struct raft_msg *msgs,
+             size_t count);
+
+void net_get_stats(struct net *n, struct net_stats *out);
+
+/* Stops the receive thread and closes every socket. NULL is allowed. */
+void net_close(struct net *n);
+
+#endif /* KHO_PEER_H */
