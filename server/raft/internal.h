@@ -16,6 +16,13 @@
         }                                                                      \
     } while (0)
 
+/* True when this build plants `bug` (make sim-planted); false otherwise. */
+#ifdef KHO_PLANTED_BUGS
+#define PLANTED(bug) (raft_planted_bug == (bug))
+#else
+#define PLANTED(bug) false
+#endif
+
 struct raft;
 _Noreturn void raft_assert_fail(const struct raft *r, const char *expr,
                                 const char *file, int line);

@@ -7,12 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef KHO_PLANTED_BUGS
-#define PLANTED(bug) (raft_planted_bug == (bug))
-#else
-#define PLANTED(bug) false
-#endif
-
 void set_err(struct raft *r, int err)
 {
     if (r->err == KHO_OK) {
@@ -440,6 +434,26 @@ static int cmp_desc(const void *a, const void *b)
     return x < y ? 1 : (x > y ? -1 : 0);
 }
 
+/* The largest value that a quorum of voters has reached, for `what` of
+ * each voter's progress; 0 without voters. Sorting at most
+ * RAFT_MEMBERS_MAX values is cheaper than anything cleverer. */
+uint64_t quorum_value(const struct raft *r, enum quorum_of what)
+{
+    uint64_t v[RAFT_MEMBERS_MAX];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->conf.n; i++) {
+        const struct progress *pr = &r->prs[i];
+        if (pr->voter) {
+            v[n++] = what == QUORUM_MATCH ? pr->match : pr->read_ack;
+        }
+    }
+    if (n == 0) {
+        return 0;
+    }
+    qsort(v, n, sizeof(v[0]), cmp_desc);
+    return v[n / 2];
+}
+
 /* Once a leader has committed its removal it steps down (§4.2.2); it hands
  * leadership to the most up-to-date voter first so the group does not
  * wait for an election timeout. */
@@ -478,18 +492,7 @@ static void commit_to(struct raft *r, uint64_t index)
  * current term (§3.6.2, Figure 3.7): older entries commit with it. */
 static bool maybe_commit(struct raft *r)
 {
-    uint64_t match[RAFT_MEMBERS_MAX];
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < r->conf.n; i++) {
-        if (r->prs[i].voter) {
-            match[n++] = r->prs[i].match;
-        }
-    }
-    if (n == 0) {
-        return false;
-    }
-    qsort(match, n, sizeof(match[0]), cmp_desc);
-    uint64_t mci = match[n / 2];
+    uint64_t mci = quorum_value(r, QUORUM_MATCH);
     if (mci <= r->commit) {
         return false;
     }

@@ -31,6 +31,8 @@ void handle_heartbeat(struct raft *r, const struct raft_msg *m);
 void handle_snapshot(struct raft *r, const struct raft_msg *m);
 void apply_conf_entry(struct raft *r, const struct raft_entry *e);
 void set_err(struct raft *r, int err);
+enum quorum_of { QUORUM_MATCH, QUORUM_READ_ACK };
+uint64_t quorum_value(const struct raft *r, enum quorum_of what);
 
 /* read.c */
 void reads_fail_all(struct raft *r);
