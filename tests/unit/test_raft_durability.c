@@ -27,31 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../harness/net.h"
+#include "net_fixture.h"
 
-/* The net of the running test, freed by teardown even when an assertion
- * fails half-way. */
-static struct net *g_net;
 
-static struct net *new_net(uint64_t seed)
-{
-    g_net = net_new(seed);
-    return g_net;
-}
-
-static int teardown(void **state)
-{
-    net_free(g_net);
-    g_net = NULL;
-    return 0;
-}
-
-static struct raft_status status_of(struct net *n, raft_id id)
-{
-    struct raft_status st;
-    raft_status(n->nodes[id].r, &st);
-    return st;
-}
 
 static void done(struct net *n)
 {

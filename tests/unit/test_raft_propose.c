@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../harness/net.h"
+#include "net_fixture.h"
 
 struct tune {
     uint32_t max_entry_bytes;
@@ -57,22 +57,6 @@ static void tune_cb(struct raft_config *c, void *arg)
     }
 }
 
-/* The net of the running test, freed by teardown even when an assertion
- * fails half-way. */
-static struct net *g_net;
-
-static struct net *new_net(uint64_t seed)
-{
-    g_net = net_new(seed);
-    return g_net;
-}
-
-static int teardown(void **state)
-{
-    net_free(g_net);
-    g_net = NULL;
-    return 0;
-}
 
 /* A cluster of `count` nodes with node 1 elected. */
 static struct net *cluster(uint32_t count, struct tune *t)
@@ -95,12 +79,6 @@ static void done(struct net *n)
     g_net = NULL;
 }
 
-static struct raft_status status_of(struct net *n, raft_id id)
-{
-    struct raft_status st;
-    raft_status(n->nodes[id].r, &st);
-    return st;
-}
 
 static int propose(struct net *n, raft_id id, size_t len)
 {
