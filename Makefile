@@ -51,7 +51,7 @@ CFLAGS = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow \
 	-fvisibility=hidden
 CPPFLAGS = -I. -Ibuild/gen -MMD -MP
 LDLIBS = -lm
-TEST_LDLIBS = -lcmocka -lprotobuf-c -llmdb -lpthread -lm
+TEST_LDLIBS = -lcmocka -lprotobuf-c -llmdb -lnng -lpthread -lm
 
 ASAN_FLAGS = -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=all
@@ -118,6 +118,8 @@ FUZZ_LINK_SRC = $(CODEC_SRC) $(RAFT_SRC) $(COMMON_SRC)
 # raft core compiling.
 UNIT_LINK_SRC = $(RAFT_SRC) $(STORE_SRC) $(COMMON_SRC) $(HARNESS_SRC) $(CODEC_SRC)
 test_codec_LINK_SRC = $(CODEC_SRC) $(COMMON_SRC)
+# test_libkho runs libkho against fake nodes on inproc:// (hence -lnng).
+test_libkho_LINK_SRC = client/libkho.c $(COMMON_SRC) build/gen/proto/api.pb-c.c
 unit_link_src = $(if $(value $(1)_LINK_SRC),$($(1)_LINK_SRC),$(UNIT_LINK_SRC))
 
 # Hooks for the next issues (one variable and one rule each):
@@ -210,7 +212,9 @@ LIBKHO_LDLIBS = -lnng -lprotobuf-c -lpthread
 # These include the generated api header, which -MMD only learns about
 # after the first compile.
 build/obj/server/api/api.o build/obj/client/libkho.o \
-build/pic/obj/client/libkho.o: build/gen/proto/api.pb-c.h
+build/pic/obj/client/libkho.o build/asan/obj/client/libkho.o \
+build/obj/tests/unit/test_libkho.o \
+build/asan/obj/tests/unit/test_libkho.o: build/gen/proto/api.pb-c.h
 
 build/bin/khod: $(call objs,build,$(KHOD_SRC))
 	@echo "  LD      $@"
@@ -239,17 +243,19 @@ build/lib/pkgconfig/kho.pc: Makefile
 	$(Q)mkdir -p $(@D)
 	$(Q)printf 'prefix=/usr/local\nincludedir=$${prefix}/include\nlibdir=$${prefix}/lib\n\nName: kho\nDescription: client library of the kho registry database\nVersion: 0.1.0\nRequires.private: libprotobuf-c\nLibs: -L$${libdir} -lkho\nLibs.private: -lnng -lpthread\nCflags: -I$${includedir}\n' > $@
 
-build/bin/khoctl: build/obj/client/khoctl.o build/lib/libkho.a
+# khoctl: the command plus its helpers (client/ctl_*.c), never in libkho.
+KHOCTL_SRC = client/khoctl.c $(wildcard client/ctl_*.c)
+build/bin/khoctl: $(call objs,build,$(KHOCTL_SRC)) build/lib/libkho.a
 	@echo "  LD      $@"
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CFLAGS) $^ $(LIBKHO_LDLIBS) -o $@
+	$(Q)$(CC) $(CFLAGS) $^ $(LIBKHO_LDLIBS) -ljansson -o $@
 
 build/bin/khocheck: build/obj/tests/integration/khocheck.o build/lib/libkho.a
 	@echo "  LD      $@"
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $^ $(LIBKHO_LDLIBS) -o $@
 
-ALL_OBJS += $(call objs,build,$(KHOD_SRC) $(LIBKHO_SRC) client/khoctl.c \
+ALL_OBJS += $(call objs,build,$(KHOD_SRC) $(LIBKHO_SRC) $(KHOCTL_SRC) \
 	tests/integration/khocheck.c) \
 	$(call objs,build/pic,$(LIBKHO_SRC))
 KHO_PROGS = build/bin/khod build/bin/khoctl build/bin/khocheck \

@@ -2,7 +2,8 @@
  * kho.h - libkho, the C client of kho.
  *
  * A client talks to the nodes listed at open time, follows NOT_LEADER hints
- * to the leader of each registry, and retries a request - with the same
+ * to the leader of each registry (also to a node that was not listed), and
+ * retries a request - with the same
  * session id and sequence number, so the cluster applies it once - until it
  * succeeds, fails for good, or the client's timeout passes. A timeout is
  * KHO_ETIMEOUT: the outcome is UNKNOWN (the write may or may not have been
@@ -11,6 +12,17 @@
  * Every call is blocking and safe to call from several threads on one
  * client (calls on one client are serialised by a mutex; open one client
  * per thread for parallelism).
+ *
+ * Arguments are checked before anything is sent: a NULL pointer where data
+ * is needed, an empty key or a name out of bounds is KHO_EINVAL; a key over
+ * KHO_KEY_BYTES_MAX or a value over KHO_VALUE_BYTES_MAX is KHO_ETOOLARGE. An
+ * answer that breaks the protocol (a record without a key, more records
+ * than asked for, a field over its limit) is KHO_ECORRUPT. After a failed
+ * call kho_client_errmsg() says more.
+ *
+ * Memory: what a call hands back (values, records, tokens, arrays) is
+ * malloc'd and owned by the caller; each function says how to free it. On
+ * an error every output pointer is set to NULL and every count to 0.
  *
  * Link with -lkho (pkg-config kho).
  */
@@ -29,6 +41,25 @@ extern "C" {
 #define KHO_KEY_BYTES_MAX 1024u
 #define KHO_VALUE_BYTES_MAX (1u << 20)
 #define KHO_ENDPOINTS_MAX 16u
+/* Client (writer) names and registry names, in bytes of UTF-8. */
+#define KHO_NAME_BYTES_MAX 64u
+/* A node URL, terminating NUL included. */
+#define KHO_URL_BYTES_MAX 256u
+/* Compares and ops of one transaction, and the bytes of all their keys and
+ * values together. */
+#define KHO_TXN_CMPS_MAX 64u
+#define KHO_TXN_OPS_MAX 128u
+#define KHO_TXN_BYTES_MAX (4u << 20)
+/* Most records one scan or history page may ask for. */
+#define KHO_SCAN_LIMIT_MAX 10000u
+/* Longest continuation token (it names the last key of a page). */
+#define KHO_TOKEN_BYTES_MAX (KHO_KEY_BYTES_MAX + 256u)
+/* Replicas of one registry; registries one list answer may hold. */
+#define KHO_REPLICAS_MAX 7u
+#define KHO_REGISTRIES_MAX 4096u
+/* What one status answer may describe (see struct kho_node_status). */
+#define KHO_NODES_MAX 128u
+#define KHO_GROUPS_MAX 256u
 
 struct kho_client;
 
@@ -41,17 +72,48 @@ struct kho_record_meta {
 /* Options of one put or delete. */
 enum kho_cond {
     KHO_COND_NONE = 0,
-    KHO_COND_IF_ABSENT = 1,  /* put only if the key does not exist */
-    KHO_COND_IF_VERSION = 2, /* only if the version is `expected_version`
-                                (0: the key must not exist) */
+    KHO_COND_IF_ABSENT = 1,   /* put only if the key does not exist */
+    KHO_COND_IF_VERSION = 2,  /* only if the version is `expected_version`
+                                 (0: the key must not exist) */
+    KHO_COND_IF_REVISION = 3, /* only if the modify revision is
+                                 `expected_version` (0: the key must not
+                                 exist) */
 };
+
+/*
+ * A record with its metadata, as kho_get_record(), kho_scan() and
+ * kho_history() return it. key and value are malloc'd and never NULL (an
+ * empty value is a 1-byte allocation with value_len 0).
+ */
+struct kho_record {
+    void *key;
+    size_t key_len;
+    void *value;
+    size_t value_len;
+    uint64_t version;         /* 1 when created, +1 per put */
+    uint64_t create_revision; /* the revision that created the key */
+    uint64_t modify_revision; /* the revision of this version */
+    uint64_t time_ms;         /* when it was written (ms since the epoch) */
+    char writer[KHO_NAME_BYTES_MAX + 1]; /* client name of the writer */
+    int deleted; /* history: this version is a delete (no value) */
+};
+
+/* Frees the keys and values of r[0..n) and then the array. NULL is
+ * allowed. */
+KHO_EXPORT void kho_records_free(struct kho_record *r, size_t n);
+
+/* Frees the key and value of one record (not r itself) and zeroes it. NULL
+ * is allowed. */
+KHO_EXPORT void kho_record_clear(struct kho_record *r);
 
 /*
  * Opens a client on a comma-separated list of node client URLs
  * ("tcp://127.0.0.1:7101,tcp://127.0.0.1:7102"). `timeout_ms` bounds each
- * call, retries included (0: 5000). No connection is made yet.
+ * call, retries included (0: 5000). No connection is made yet. The client
+ * name (see kho_client_set_name) starts as $KHO_CLIENT_NAME, else
+ * "user@host", cut to KHO_NAME_BYTES_MAX bytes.
  * Errors: KHO_EINVAL (no endpoint, more than KHO_ENDPOINTS_MAX, a URL too
- * long), KHO_ENOMEM.
+ * long, out NULL), KHO_ENOMEM.
  */
 KHO_EXPORT int kho_client_open(const char *endpoints, uint32_t timeout_ms,
                                struct kho_client **out);
@@ -60,19 +122,25 @@ KHO_EXPORT int kho_client_open(const char *endpoints, uint32_t timeout_ms,
 KHO_EXPORT void kho_client_close(struct kho_client *c);
 
 /*
+ * Sets the name stored as the writer of every record this client writes
+ * from now on. Errors: KHO_EINVAL (NULL, empty, over KHO_NAME_BYTES_MAX
+ * bytes, or not valid UTF-8).
+ */
+KHO_EXPORT int kho_client_set_name(struct kho_client *c, const char *name);
+
+/*
  * Writes `value` under `key` in `registry`. `cond` and `expected_version`
  * make it conditional; `meta` (may be NULL) receives the new version.
- * Errors: KHO_EINVAL (empty key, bad cond), KHO_ETOOLARGE (key > 1 KiB or
- * value > 1 MiB), KHO_ENOTFOUND (unknown registry), KHO_ECONFLICT
- * (precondition failed), KHO_ETIMEOUT (outcome unknown), KHO_EUNAVAILABLE,
- * KHO_ENOSPC, KHO_ENOMEM, KHO_EIO, KHO_ESTALE (a newer request of this
- * client superseded it).
+ * Errors: KHO_EINVAL (empty key, bad cond, bad registry name),
+ * KHO_ETOOLARGE (key > 1 KiB or value > 1 MiB), KHO_ENOTFOUND (unknown
+ * registry), KHO_ECONFLICT (precondition failed), KHO_ETIMEOUT (outcome
+ * unknown), KHO_EUNAVAILABLE, KHO_ENOSPC, KHO_ENOMEM, KHO_EIO, KHO_ESTALE
+ * (a newer request of this client superseded it), KHO_EDENIED.
  */
 KHO_EXPORT int kho_put(struct kho_client *c, const char *registry,
                        const void *key, size_t key_len, const void *value,
                        size_t value_len, enum kho_cond cond,
-                       uint64_t expected_version,
-                       struct kho_record_meta *meta);
+                       uint64_t expected_version, struct kho_record_meta *meta);
 
 /*
  * Reads `key`. Linearizable unless `serializable` is non-zero (then any
@@ -80,7 +148,7 @@ KHO_EXPORT int kho_put(struct kho_client *c, const char *registry,
  * malloc'd copy (free it) of *value_len bytes; `meta` may be NULL.
  * Errors: KHO_ENOTFOUND (no such key or registry), KHO_EINVAL,
  * KHO_ETOOLARGE (key), KHO_ETIMEOUT, KHO_EUNAVAILABLE, KHO_ECORRUPT,
- * KHO_ENOMEM, KHO_EIO.
+ * KHO_ENOMEM, KHO_EIO, KHO_EDENIED.
  */
 KHO_EXPORT int kho_get(struct kho_client *c, const char *registry,
                        const void *key, size_t key_len, int serializable,
@@ -88,35 +156,238 @@ KHO_EXPORT int kho_get(struct kho_client *c, const char *registry,
                        struct kho_record_meta *meta);
 
 /*
- * Deletes `key`. Errors: KHO_ENOTFOUND (no such key or registry),
- * KHO_ECONFLICT (precondition failed), and those of kho_put().
+ * Reads `key` with all its metadata into *out (free its key and value with
+ * kho_record_clear). Same consistency as kho_get(). Errors: those of
+ * kho_get().
+ */
+KHO_EXPORT int kho_get_record(struct kho_client *c, const char *registry,
+                              const void *key, size_t key_len, int serializable,
+                              struct kho_record *out);
+
+/*
+ * Deletes `key`. `cond` may be KHO_COND_NONE, KHO_COND_IF_VERSION or
+ * KHO_COND_IF_REVISION. Errors: KHO_ENOTFOUND (no such key or registry),
+ * KHO_ECONFLICT (precondition failed), KHO_EINVAL (also for
+ * KHO_COND_IF_ABSENT), and those of kho_put().
  */
 KHO_EXPORT int kho_del(struct kho_client *c, const char *registry,
                        const void *key, size_t key_len, enum kho_cond cond,
                        uint64_t expected_version);
 
+/* --- Transactions ------------------------------------------------------- */
+
+/* What a compare looks at. A key that does not exist has version, create
+ * and modify revision 0, and every KHO_CMP_VALUE compare on it is false. */
+enum kho_cmp_target {
+    KHO_CMP_VERSION = 0,
+    KHO_CMP_CREATE_REVISION = 1,
+    KHO_CMP_MODIFY_REVISION = 2,
+    KHO_CMP_VALUE = 3, /* bytewise, like memcmp, a prefix sorts first */
+};
+
+enum kho_cmp_op {
+    KHO_CMP_EQUAL = 0,
+    KHO_CMP_NOT_EQUAL = 1,
+    KHO_CMP_LESS = 2,
+    KHO_CMP_GREATER = 3,
+};
+
+/* "the record's <target> <op> <number or value>" */
+struct kho_compare {
+    const void *key;
+    size_t key_len;
+    enum kho_cmp_target target;
+    enum kho_cmp_op op;
+    uint64_t number;   /* VERSION, CREATE_REVISION, MODIFY_REVISION */
+    const void *value; /* VALUE */
+    size_t value_len;
+};
+
+/* A put (is_delete 0) or a delete of one key. */
+struct kho_op {
+    int is_delete;
+    const void *key;
+    size_t key_len;
+    const void *value; /* put only */
+    size_t value_len;
+};
+
+/*
+ * Applies `ops` in order, atomically, on one registry if every compare in
+ * `cmps` holds; otherwise applies nothing. A delete of a missing key inside
+ * a transaction is not an error. *revision (may be NULL) receives the
+ * revision the transaction was applied at. *failed_compare (may be NULL)
+ * receives, with KHO_ECONFLICT, the 1-based index of the first compare
+ * that failed (0 when the conflict was not a compare's), else 0.
+ * Errors: KHO_EINVAL (no compare and no op, NULL arrays with a count, an
+ * empty key, a bad target or op, a delete with a value, two ops on one
+ * key), KHO_ETOOLARGE (over KHO_TXN_CMPS_MAX compares or KHO_TXN_OPS_MAX
+ * ops, a key or value over its limit, keys and values together over
+ * KHO_TXN_BYTES_MAX), KHO_ECONFLICT (a compare failed: nothing applied),
+ * KHO_ENOTFOUND (unknown registry), KHO_ECORRUPT (failed compare index out
+ * of range), and KHO_ETIMEOUT (outcome unknown), KHO_EUNAVAILABLE,
+ * KHO_ENOSPC, KHO_ENOMEM, KHO_EIO, KHO_ESTALE, KHO_EDENIED as for
+ * kho_put().
+ */
+KHO_EXPORT int kho_txn(struct kho_client *c, const char *registry,
+                       const struct kho_compare *cmps, size_t n_cmps,
+                       const struct kho_op *ops, size_t n_ops,
+                       uint64_t *revision, uint32_t *failed_compare);
+
+/* --- Scans and history ---------------------------------------------------- */
+
+/*
+ * What a scan reads: the keys in [start, end) in key order (start empty:
+ * from the first key; end empty: to the last), or instead every key that
+ * begins with `prefix` (then start and end must be empty). `limit` is the
+ * most records of one page (0: the server's default; at most
+ * KHO_SCAN_LIMIT_MAX). `token` (empty for the first page) is the
+ * continuation token of the previous page.
+ */
+struct kho_scan_opts {
+    const void *start;
+    size_t start_len;
+    const void *end;
+    size_t end_len;
+    const void *prefix;
+    size_t prefix_len;
+    uint32_t limit;
+    int serializable; /* as for kho_get() */
+    const void *token;
+    size_t token_len;
+};
+
+/*
+ * Reads one page of a scan. On KHO_OK *recs (free with kho_records_free)
+ * holds *n records (possibly none) in key order, and *token / *token_len
+ * a malloc'd continuation token (free it), or NULL / 0 when the range is
+ * exhausted: pass it back in opts.token, with the same range, for the next
+ * page. A page may hold fewer than `limit` records and still have a token
+ * (the server bounds a page's bytes, about 4 MiB).
+ * Errors: KHO_EINVAL (NULL outputs or opts, a NULL pointer with a length,
+ * a prefix together with start or end, limit over KHO_SCAN_LIMIT_MAX, a
+ * token over KHO_TOKEN_BYTES_MAX or one the server does not accept, a bad
+ * registry name), KHO_ETOOLARGE (start, end or prefix over
+ * KHO_KEY_BYTES_MAX), KHO_ENOTFOUND (unknown registry), KHO_ECORRUPT (a
+ * malformed answer: a record without a key, outside the range or over a
+ * limit, more records than asked for, a token over its limit),
+ * KHO_ETIMEOUT, KHO_EUNAVAILABLE, KHO_ENOMEM, KHO_EIO, KHO_EDENIED.
+ */
+KHO_EXPORT int kho_scan(struct kho_client *c, const char *registry,
+                        const struct kho_scan_opts *o, struct kho_record **recs,
+                        size_t *n, void **token, size_t *token_len);
+
+/*
+ * Reads one page of the kept versions of `key`, oldest first (a delete is
+ * a version with `deleted` set), at most `limit` of them (0: the server's
+ * default; at most KHO_SCAN_LIMIT_MAX). Paging through `token` as for
+ * kho_scan(). A key never written has no versions (KHO_OK, *n == 0).
+ * Errors: those of kho_scan(); also KHO_EINVAL / KHO_ETOOLARGE for the key
+ * as for kho_get(), and KHO_ECORRUPT for a record of another key.
+ */
+KHO_EXPORT int kho_history(struct kho_client *c, const char *registry,
+                           const void *key, size_t key_len, uint32_t limit,
+                           const void *token, size_t token_len,
+                           struct kho_record **recs, size_t *n,
+                           void **token_out, size_t *token_out_len);
+
+/* --- Registries ------------------------------------------------------------
+ */
+
+struct kho_registry_info {
+    char name[KHO_NAME_BYTES_MAX + 1];
+    uint64_t group_id;
+    size_t n_replicas;
+    uint64_t replicas[KHO_REPLICAS_MAX];  /* node ids */
+    uint64_t created_ms;                  /* ms since the epoch */
+    char creator[KHO_NAME_BYTES_MAX + 1]; /* client name of the creator */
+    /* kho_registry_describe only (0 otherwise): the leader's view. */
+    uint64_t leader, term, commit, applied;
+};
+
+/*
+ * Creates registry `name` with `replicas` replicas (0: the cluster's
+ * default, 3; at most KHO_REPLICAS_MAX). Retried with the same session and
+ * seq like a put, so it is created once. `out` (may be NULL) receives the
+ * new registry as the server describes it (when the create answer does not
+ * describe it, libkho asks with kho_registry_describe()).
+ * Errors: KHO_EINVAL (NULL, empty, over KHO_NAME_BYTES_MAX bytes or not
+ * UTF-8 name, replicas over KHO_REPLICAS_MAX, a name the server refuses),
+ * KHO_EEXIST (a registry of that name exists), KHO_EUNAVAILABLE (fewer
+ * nodes than replicas, or no quorum), KHO_ETIMEOUT (outcome unknown),
+ * KHO_ECORRUPT, KHO_ENOSPC, KHO_ENOMEM, KHO_EIO, KHO_ESTALE, KHO_EDENIED.
+ */
+KHO_EXPORT int kho_registry_create(struct kho_client *c, const char *name,
+                                   uint32_t replicas,
+                                   struct kho_registry_info *out);
+
+/*
+ * Lists the registries: on KHO_OK *out is a malloc'd array (free it) of *n
+ * entries, NULL when there are none. Errors: KHO_EINVAL (NULL outputs),
+ * KHO_ECORRUPT (more than KHO_REGISTRIES_MAX, a field over its limit),
+ * KHO_ETIMEOUT, KHO_EUNAVAILABLE, KHO_ENOMEM, KHO_EIO, KHO_EDENIED.
+ */
+KHO_EXPORT int kho_registry_list(struct kho_client *c,
+                                 struct kho_registry_info **out, size_t *n);
+
+/*
+ * Describes registry `name`, with its group's leader, term, commit and
+ * applied index. Errors: KHO_ENOTFOUND (no such registry), KHO_EINVAL (bad
+ * name, out NULL), KHO_ECORRUPT (no or another registry in the answer, a
+ * field over its limit), KHO_ETIMEOUT, KHO_EUNAVAILABLE, KHO_ENOMEM,
+ * KHO_EIO, KHO_EDENIED.
+ */
+KHO_EXPORT int kho_registry_describe(struct kho_client *c, const char *name,
+                                     struct kho_registry_info *out);
+
+/* --- Status -----------------------------------------------------------------
+ */
+
 /* Status of one group on one node. */
 struct kho_group_status {
     uint64_t group_id;
-    char registry[64];
+    char registry[KHO_NAME_BYTES_MAX + 1];
     char role[16];
     uint64_t term, leader, commit, applied, last_index;
 };
 
+/* One node of the cluster, as the answering node knows it. */
+struct kho_node_info {
+    uint64_t id;
+    char name[KHO_NAME_BYTES_MAX + 1];
+    char client_url[KHO_URL_BYTES_MAX];
+    char peer_url[KHO_URL_BYTES_MAX];
+};
+
+/*
+ * What one node reports: itself, its groups and the cluster's nodes. A
+ * node with more than KHO_GROUPS_MAX groups or a cluster of more than
+ * KHO_NODES_MAX nodes is cut to that many; n_groups_total and n_nodes_total
+ * say how many the node reported. About 110 KiB: do not put it on a small
+ * stack.
+ */
 struct kho_node_status {
     uint64_t node_id;
-    char name[64];
-    size_t n_groups;
-    struct kho_group_status groups[64];
+    char name[KHO_NAME_BYTES_MAX + 1];
+    size_t n_groups, n_groups_total;
+    struct kho_group_status groups[KHO_GROUPS_MAX];
+    size_t n_nodes, n_nodes_total;
+    struct kho_node_info nodes[KHO_NODES_MAX];
 };
 
 /* Number of endpoints the client was opened with. */
 KHO_EXPORT size_t kho_client_endpoints(const struct kho_client *c);
 
+/* The URL of endpoint number `i` (0-based), or NULL when i is out of
+ * range. Valid until the client is closed. */
+KHO_EXPORT const char *kho_client_endpoint(const struct kho_client *c,
+                                           size_t i);
+
 /*
  * Asks endpoint number `i` (0-based) for its status. One try, no
- * redirection. Errors: KHO_EINVAL (i out of range), KHO_ETIMEOUT,
- * KHO_EUNAVAILABLE (cannot reach it), KHO_ECORRUPT (bad answer), KHO_EIO.
+ * redirection. Errors: KHO_EINVAL (i out of range, out NULL),
+ * KHO_EUNAVAILABLE (cannot reach it, or no answer in time), KHO_ECORRUPT
+ * (bad answer), KHO_ENOMEM, KHO_EIO.
  */
 KHO_EXPORT int kho_node_status(struct kho_client *c, size_t i,
                                struct kho_node_status *out);

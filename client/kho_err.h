@@ -33,7 +33,8 @@ extern "C" {
     X(KHO_EBUSY, 11, "busy: retry later")                                      \
     X(KHO_ENOMEM, 12, "out of memory")                                         \
     X(KHO_EIO, 13, "input/output error")                                       \
-    X(KHO_ESTALE, 14, "stale: superseded by a newer term or configuration")
+    X(KHO_ESTALE, 14, "stale: superseded by a newer term or configuration")  \
+    X(KHO_EEXIST, 15, "already exists")
 
 enum kho_err {
 #define KHO_ERR_ENUM_(name, value, msg) name = (value),

@@ -9,39 +9,67 @@
  * back off and retry. Every try of a write carries the same session and
  * seq, so a write that did reach the leader before a timeout is not applied
  * twice.
+ *
+ * Everything a caller passes is checked before a byte is sent, and
+ * everything an answer carries is checked before it is handed back: the
+ * server is another program, and a bug there must surface as KHO_ECORRUPT,
+ * not as a crash or a silently wrong result here.
  */
 #include "kho.h"
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
+#include <pwd.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <unistd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "proto/api.pb-c.h"
 
-#define CLIENT_URL_BYTES 256u
 #define CLIENT_TRY_MS 800u
+#define CLIENT_STATUS_TRY_MS 2000u
 #define CLIENT_BACKOFF_MS 30u
 #define CLIENT_TIMEOUT_DEFAULT_MS 5000u
-#define CLIENT_RESPONSE_BYTES_MAX (KHO_VALUE_BYTES_MAX + (64u << 10))
+/* A scan page is cut at about 4 MiB of keys and values by the server; the
+ * rest is framing and metadata, far below the other 4 MiB. */
+#define CLIENT_RESPONSE_BYTES_MAX (8u << 20)
+/* The largest request: a transaction at KHO_TXN_BYTES_MAX plus the framing
+ * of its KHO_TXN_CMPS_MAX + KHO_TXN_OPS_MAX items and names. */
+#define CLIENT_REQUEST_BYTES_MAX (KHO_TXN_BYTES_MAX + (64u << 10))
+#define CLIENT_ERRMSG_BYTES 256u
+/* Leader URLs learned from NOT_LEADER hints that were not among the
+ * endpoints given at open (a client may be given one node only). When
+ * full, the oldest learned one is replaced. */
+#define CLIENT_LEARNED_MAX 16u
+#define CLIENT_URLS_MAX (KHO_ENDPOINTS_MAX + CLIENT_LEARNED_MAX)
+#define CLIENT_HOST_BYTES 256u
+
+_Static_assert(KHO_KEY_BYTES_MAX + KHO_VALUE_BYTES_MAX <= KHO_TXN_BYTES_MAX,
+               "a transaction can carry what a single put can");
+_Static_assert(KHO_VALUE_BYTES_MAX + (64u << 10) <= CLIENT_RESPONSE_BYTES_MAX,
+               "a get answer with a maximal value fits");
+_Static_assert(KHO_SCAN_LIMIT_MAX <= UINT32_MAX, "limit is a uint32");
 
 struct kho_client {
     pthread_mutex_t mu;
-    char urls[KHO_ENDPOINTS_MAX][CLIENT_URL_BYTES];
-    nng_socket socks[KHO_ENDPOINTS_MAX];
-    bool open[KHO_ENDPOINTS_MAX];
-    size_t n;
-    size_t cur; /* the endpoint believed to lead */
+    /* [0, n_given): the endpoints given at open; [n_given, n): learned. */
+    char urls[CLIENT_URLS_MAX][KHO_URL_BYTES_MAX];
+    nng_socket socks[CLIENT_URLS_MAX];
+    bool open[CLIENT_URLS_MAX];
+    size_t n_given, n;
+    size_t learned_next; /* the learned slot to replace when full */
+    size_t cur;          /* the endpoint believed to lead */
     uint64_t session;
     uint64_t seq;
     uint32_t timeout_ms;
-    char errmsg[256];
+    char name[KHO_NAME_BYTES_MAX + 1];
+    char errmsg[CLIENT_ERRMSG_BYTES];
 };
 
 static uint64_t now_ms(void)
@@ -58,12 +86,129 @@ static void sleep_ms(uint32_t ms)
     nanosleep(&ts, NULL);
 }
 
+/* Leaves a message for kho_client_errmsg() and returns err. */
+__attribute__((format(printf, 3, 4))) static int
+fail(struct kho_client *c, int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errmsg, sizeof(c->errmsg), fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+/* --- Names: UTF-8, bounded ------------------------------------------------ */
+
+/* Length of the well-formed UTF-8 sequence at s[0..n), or 0 if there is
+ * none (overlong forms, surrogates and code points over U+10FFFF are not
+ * well-formed: RFC 3629). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char b = s[0];
+    if (b < 0x80) {
+        return 1;
+    }
+    size_t len = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc2 ? 2 : 0;
+    if (len == 0 || b > 0xf4 || len > n) {
+        return 0;
+    }
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+    }
+    bool bad = (b == 0xe0 && s[1] < 0xa0) || (b == 0xed && s[1] >= 0xa0) ||
+               (b == 0xf0 && s[1] < 0x90) || (b == 0xf4 && s[1] >= 0x90);
+    return bad ? 0 : len;
+}
+
+static bool utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq(u + i, n - i);
+        if (len == 0) {
+            return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
+/* Copies src into dst (KHO_NAME_BYTES_MAX + 1 bytes) as valid UTF-8: bytes
+ * that are not are replaced by '?', and the copy is cut at a character
+ * boundary so it fits. */
+static void name_copy_lossy(char dst[KHO_NAME_BYTES_MAX + 1], const char *src)
+{
+    const unsigned char *u = (const unsigned char *)src;
+    size_t n = strlen(src);
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq(u + i, n - i);
+        size_t take = len > 0 ? len : 1;
+        if (o + take > KHO_NAME_BYTES_MAX) {
+            break;
+        }
+        if (len == 0) {
+            dst[o] = '?';
+        } else {
+            memcpy(dst + o, src + i, len);
+        }
+        o += take;
+        i += take;
+    }
+    dst[o] = '\0';
+}
+
+/* A registry or client name: 1..KHO_NAME_BYTES_MAX bytes of UTF-8. */
+static int check_name(const char *name)
+{
+    if (name == NULL) {
+        return KHO_EINVAL;
+    }
+    size_t n = strnlen(name, KHO_NAME_BYTES_MAX + 1);
+    if (n == 0 || n > KHO_NAME_BYTES_MAX || !utf8_valid(name, n)) {
+        return KHO_EINVAL;
+    }
+    return KHO_OK;
+}
+
+/* "user@host" for a client that was not given a name. */
+static void default_name(char dst[KHO_NAME_BYTES_MAX + 1])
+{
+    const char *env = getenv("KHO_CLIENT_NAME");
+    if (env != NULL && env[0] != '\0') {
+        name_copy_lossy(dst, env);
+        return;
+    }
+    char buf[KHO_NAME_BYTES_MAX + 1 + CLIENT_HOST_BYTES + 1];
+    char host[CLIENT_HOST_BYTES];
+    if (gethostname(host, sizeof(host)) != 0) {
+        snprintf(host, sizeof(host), "unknown");
+    }
+    host[sizeof(host) - 1] = '\0';
+    const char *user = getenv("USER");
+    struct passwd pw, *pwp = NULL;
+    char pwbuf[1024];
+    if (getpwuid_r(geteuid(), &pw, pwbuf, sizeof(pwbuf), &pwp) == 0 &&
+        pwp != NULL && pw.pw_name != NULL && pw.pw_name[0] != '\0') {
+        user = pw.pw_name;
+    }
+    snprintf(buf, sizeof(buf), "%.*s@%s", (int)KHO_NAME_BYTES_MAX,
+             user != NULL && user[0] != '\0' ? user : "unknown", host);
+    name_copy_lossy(dst, buf);
+}
+
+/* --- Opening and closing ----------------------------------------------------
+ */
+
 int kho_client_open(const char *endpoints, uint32_t timeout_ms,
                     struct kho_client **out)
 {
     if (endpoints == NULL || out == NULL) {
         return KHO_EINVAL;
     }
+    *out = NULL;
     struct kho_client *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         return KHO_ENOMEM;
@@ -72,7 +217,7 @@ int kho_client_open(const char *endpoints, uint32_t timeout_ms,
     while (*p != '\0') {
         size_t len = strcspn(p, ",");
         if (len > 0) {
-            if (c->n >= KHO_ENDPOINTS_MAX || len >= CLIENT_URL_BYTES) {
+            if (c->n >= KHO_ENDPOINTS_MAX || len >= KHO_URL_BYTES_MAX) {
                 free(c);
                 return KHO_EINVAL;
             }
@@ -89,12 +234,14 @@ int kho_client_open(const char *endpoints, uint32_t timeout_ms,
         free(c);
         return KHO_EINVAL;
     }
+    c->n_given = c->n;
     if (getrandom(&c->session, sizeof(c->session), 0) !=
             (ssize_t)sizeof(c->session) ||
         c->session == 0) {
         c->session = now_ms() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)c;
     }
     c->timeout_ms = timeout_ms != 0 ? timeout_ms : CLIENT_TIMEOUT_DEFAULT_MS;
+    default_name(c->name);
     pthread_mutex_init(&c->mu, NULL);
     *out = c;
     return KHO_OK;
@@ -114,15 +261,33 @@ void kho_client_close(struct kho_client *c)
     free(c);
 }
 
+int kho_client_set_name(struct kho_client *c, const char *name)
+{
+    if (c == NULL || check_name(name) != KHO_OK) {
+        return KHO_EINVAL;
+    }
+    pthread_mutex_lock(&c->mu);
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    pthread_mutex_unlock(&c->mu);
+    return KHO_OK;
+}
+
 size_t kho_client_endpoints(const struct kho_client *c)
 {
-    return c->n;
+    return c->n_given;
+}
+
+const char *kho_client_endpoint(const struct kho_client *c, size_t i)
+{
+    return i < c->n_given ? c->urls[i] : NULL;
 }
 
 const char *kho_client_errmsg(struct kho_client *c)
 {
     return c->errmsg;
 }
+
+/* --- One exchange, and a call with retries -------------------------------- */
 
 static int sock_of(struct kho_client *c, size_t i, nng_socket *out)
 {
@@ -152,8 +317,7 @@ static int sock_of(struct kho_client *c, size_t i, nng_socket *out)
         nng_close(s);
         snprintf(c->errmsg, sizeof(c->errmsg), "%s: %s", c->urls[i],
                  nng_strerror(rv));
-        return rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP ? KHO_EINVAL
-                                                         : KHO_EIO;
+        return rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP ? KHO_EINVAL : KHO_EIO;
     }
     c->socks[i] = s;
     c->open[i] = true;
@@ -187,30 +351,55 @@ static int exchange(struct kho_client *c, size_t i, const uint8_t *req,
     return *rs != NULL ? KHO_OK : KHO_ECORRUPT;
 }
 
-static size_t endpoint_of(const struct kho_client *c, const char *url)
+/* The endpoint a NOT_LEADER hint names: a known one, or a new learned
+ * one (replacing the oldest learned one when all slots are taken). c->n
+ * when there is no usable hint. */
+static size_t endpoint_of(struct kho_client *c, const char *url)
 {
-    for (size_t i = 0; url != NULL && url[0] != '\0' && i < c->n; i++) {
+    if (url == NULL || url[0] == '\0' ||
+        strnlen(url, KHO_URL_BYTES_MAX) >= KHO_URL_BYTES_MAX) {
+        return c->n;
+    }
+    for (size_t i = 0; i < c->n; i++) {
         if (strcmp(c->urls[i], url) == 0) {
             return i;
         }
     }
-    return c->n;
+    size_t i = c->n;
+    if (c->n < c->n_given + CLIENT_LEARNED_MAX) {
+        c->n++;
+    } else {
+        i = c->n_given + c->learned_next;
+        c->learned_next = (c->learned_next + 1) % CLIENT_LEARNED_MAX;
+        if (c->open[i]) {
+            nng_close(c->socks[i]);
+            c->open[i] = false;
+        }
+    }
+    snprintf(c->urls[i], sizeof(c->urls[i]), "%s", url);
+    return i;
 }
 
 /* Sends q until a final answer or the deadline. Returns the response's err
- * (with *rs set, freed by the caller) or KHO_ETIMEOUT. */
+ * (with *out set, freed by the caller) or a local error (*out NULL):
+ * KHO_ETIMEOUT, KHO_ETOOLARGE, KHO_ENOMEM, KHO_EINVAL (a bad URL). The
+ * caller holds c->mu. */
 static int call(struct kho_client *c, const Kho__Api__Request *q,
                 Kho__Api__Response **out)
 {
+    *out = NULL;
+    c->errmsg[0] = '\0';
     size_t len = kho__api__request__get_packed_size(q);
+    if (len > CLIENT_REQUEST_BYTES_MAX) {
+        return fail(c, KHO_ETOOLARGE, "request of %zu bytes is over %u", len,
+                    CLIENT_REQUEST_BYTES_MAX);
+    }
     uint8_t *buf = malloc(len > 0 ? len : 1);
     if (buf == NULL) {
         return KHO_ENOMEM;
     }
     kho__api__request__pack(q, buf);
     uint64_t deadline = now_ms() + c->timeout_ms;
-    int last = KHO_ETIMEOUT;
-    c->errmsg[0] = '\0';
     for (;;) {
         uint64_t now = now_ms();
         if (now >= deadline) {
@@ -221,8 +410,8 @@ static int call(struct kho_client *c, const Kho__Api__Request *q,
         Kho__Api__Response *rs = NULL;
         int rc = exchange(c, c->cur, buf, len, wait, &rs);
         if (rc == KHO_EINVAL) {
-            last = rc;
-            break;
+            free(buf); /* a URL NNG cannot use: retrying will not help */
+            return rc;
         }
         if (rc != KHO_OK) {
             c->cur = (c->cur + 1) % c->n; /* unreachable: try another */
@@ -241,6 +430,9 @@ static int call(struct kho_client *c, const Kho__Api__Request *q,
         }
         if (err == KHO_EUNAVAILABLE || err == KHO_EBUSY ||
             err == KHO_ETIMEOUT) {
+            if (rs->message != NULL && rs->message[0] != '\0') {
+                snprintf(c->errmsg, sizeof(c->errmsg), "%s", rs->message);
+            }
             kho__api__response__free_unpacked(rs, NULL);
             if (err == KHO_EUNAVAILABLE) {
                 c->cur = (c->cur + 1) % c->n;
@@ -256,37 +448,229 @@ static int call(struct kho_client *c, const Kho__Api__Request *q,
         return err;
     }
     free(buf);
-    if (last == KHO_ETIMEOUT) {
-        snprintf(c->errmsg, sizeof(c->errmsg),
-                 "no answer within %u ms: the outcome is unknown",
-                 c->timeout_ms);
-    }
-    return last;
+    /* Whatever the last try said, the deadline passed without a final
+     * answer: for a write the outcome is unknown. */
+    char why[CLIENT_ERRMSG_BYTES];
+    snprintf(why, sizeof(why), "%s", c->errmsg);
+    return fail(c, KHO_ETIMEOUT, "no final answer within %u ms%s%s",
+                c->timeout_ms, why[0] != '\0' ? "; last: " : "", why);
 }
 
-static int check_key(const void *key, size_t key_len)
+/* call() for a request of this client: stamps its name and, for a write,
+ * the session and the next seq (the same on every retry inside call()).
+ * The caller holds c->mu. */
+static int call_as(struct kho_client *c, Kho__Api__Request *q, bool mutating,
+                   Kho__Api__Response **out)
+{
+    q->client_name = c->name;
+    if (mutating) {
+        q->session = c->session;
+        q->seq = ++c->seq;
+    }
+    return call(c, q, out);
+}
+
+static void response_free(Kho__Api__Response *rs)
+{
+    if (rs != NULL) {
+        kho__api__response__free_unpacked(rs, NULL);
+    }
+}
+
+/* --- Checks of arguments and answers -------------------------------------- */
+
+/*
+ * Argument checks. Each sets *why to a static sentence for
+ * kho_client_errmsg() when it refuses.
+ */
+
+/* Leaves why as the client's message and returns rc. c may be NULL. */
+static int refuse(struct kho_client *c, int rc, const char *why)
+{
+    if (c != NULL) {
+        pthread_mutex_lock(&c->mu);
+        snprintf(c->errmsg, sizeof(c->errmsg), "%s", why);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return rc;
+}
+
+static int check_key(const void *key, size_t key_len, const char **why)
 {
     if (key == NULL || key_len == 0) {
+        *why = "empty or NULL key";
         return KHO_EINVAL;
     }
-    return key_len > KHO_KEY_BYTES_MAX ? KHO_ETOOLARGE : KHO_OK;
+    if (key_len > KHO_KEY_BYTES_MAX) {
+        *why = "key over KHO_KEY_BYTES_MAX (1024 bytes)";
+        return KHO_ETOOLARGE;
+    }
+    return KHO_OK;
 }
+
+static int check_value(const void *value, size_t len, const char **why)
+{
+    if (value == NULL && len > 0) {
+        *why = "NULL value with a length";
+        return KHO_EINVAL;
+    }
+    if (len > KHO_VALUE_BYTES_MAX) {
+        *why = "value over KHO_VALUE_BYTES_MAX (1 MiB)";
+        return KHO_ETOOLARGE;
+    }
+    return KHO_OK;
+}
+
+/* Bytes that may be empty: NULL only with length 0, at most max. */
+static int check_bytes(const void *p, size_t len, size_t max, int too_large,
+                       const char *what, const char **why)
+{
+    if (p == NULL && len > 0) {
+        *why = "NULL pointer with a length";
+        return KHO_EINVAL;
+    }
+    if (len > max) {
+        *why = what;
+        return too_large;
+    }
+    return KHO_OK;
+}
+
+static int check_registry(const char *registry, const char **why)
+{
+    if (check_name(registry) != KHO_OK) {
+        *why = "registry name NULL, empty, over KHO_NAME_BYTES_MAX (64 "
+               "bytes) or not UTF-8";
+        return KHO_EINVAL;
+    }
+    return KHO_OK;
+}
+
+/* The key, registry and cond of a put or delete. */
+static int check_write(const char *registry, const void *key, size_t key_len,
+                       enum kho_cond cond, bool del, const char **why)
+{
+    int rc = check_key(key, key_len, why);
+    if (rc == KHO_OK) {
+        rc = check_registry(registry, why);
+    }
+    if (rc == KHO_OK && ((unsigned)cond > KHO_COND_IF_REVISION ||
+                         (del && cond == KHO_COND_IF_ABSENT))) {
+        *why = del ? "bad cond for a delete" : "bad cond";
+        rc = KHO_EINVAL;
+    }
+    return rc;
+}
+
+static ProtobufCBinaryData bin(const void *p, size_t len)
+{
+    ProtobufCBinaryData b = {.len = len, .data = (uint8_t *)p};
+    return b;
+}
+
+static int bytes_cmp(const void *a, size_t a_len, const void *b, size_t b_len)
+{
+    size_t n = a_len < b_len ? a_len : b_len;
+    int d = n > 0 ? memcmp(a, b, n) : 0;
+    if (d != 0) {
+        return d;
+    }
+    return a_len < b_len ? -1 : a_len > b_len ? 1 : 0;
+}
+
+/* A string field of an answer: NUL-terminated by protobuf-c, at most max
+ * bytes. NULL (absent) reads as "". */
+static bool str_ok(const char *s, size_t max)
+{
+    return s == NULL || strnlen(s, max + 1) <= max;
+}
+
+static void *dup_bytes(const ProtobufCBinaryData *b)
+{
+    void *p = malloc(b->len > 0 ? b->len : 1);
+    if (p != NULL && b->len > 0) {
+        memcpy(p, b->data, b->len);
+    }
+    return p;
+}
+
+void kho_record_clear(struct kho_record *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    free(r->key);
+    free(r->value);
+    memset(r, 0, sizeof(*r));
+}
+
+void kho_records_free(struct kho_record *r, size_t n)
+{
+    if (r == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        kho_record_clear(&r[i]);
+    }
+    free(r);
+}
+
+/* Checks one record of an answer. */
+static int record_check(struct kho_client *c, const Kho__Api__Record *r)
+{
+    if (r->key.len == 0 || r->key.len > KHO_KEY_BYTES_MAX) {
+        return fail(c, KHO_ECORRUPT,
+                    "answer has a record with a key of %zu "
+                    "bytes",
+                    r->key.len);
+    }
+    if (r->value.len > KHO_VALUE_BYTES_MAX) {
+        return fail(c, KHO_ECORRUPT, "answer has a value of %zu bytes",
+                    r->value.len);
+    }
+    if (!str_ok(r->writer, KHO_NAME_BYTES_MAX)) {
+        return fail(c, KHO_ECORRUPT, "answer has a writer name over %u bytes",
+                    KHO_NAME_BYTES_MAX);
+    }
+    return KHO_OK;
+}
+
+/* Copies a checked record into out (all of it or nothing). */
+static int record_copy(const Kho__Api__Record *r, struct kho_record *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->key = dup_bytes(&r->key);
+    out->value = dup_bytes(&r->value);
+    if (out->key == NULL || out->value == NULL) {
+        kho_record_clear(out);
+        return KHO_ENOMEM;
+    }
+    out->key_len = r->key.len;
+    out->value_len = r->value.len;
+    out->version = r->version;
+    out->create_revision = r->create_revision;
+    out->modify_revision = r->modify_revision;
+    out->time_ms = r->time_ms;
+    snprintf(out->writer, sizeof(out->writer), "%s",
+             r->writer != NULL ? r->writer : "");
+    out->deleted = r->deleted ? 1 : 0;
+    return KHO_OK;
+}
+
+/* --- put, get, del -----------------------------------------------------------
+ */
 
 static int mutate(struct kho_client *c, Kho__Api__Request *q,
                   struct kho_record_meta *meta)
 {
     pthread_mutex_lock(&c->mu);
-    q->session = c->session;
-    q->seq = ++c->seq;
     Kho__Api__Response *rs = NULL;
-    int err = call(c, q, &rs);
-    if (rs != NULL) {
-        if (err == KHO_OK && meta != NULL) {
-            meta->version = rs->version;
-            meta->revision = rs->revision;
-        }
-        kho__api__response__free_unpacked(rs, NULL);
+    int err = call_as(c, q, true, &rs);
+    if (err == KHO_OK && meta != NULL) {
+        meta->version = rs->version;
+        meta->revision = rs->revision;
     }
+    response_free(rs);
     pthread_mutex_unlock(&c->mu);
     return err;
 }
@@ -296,24 +680,19 @@ int kho_put(struct kho_client *c, const char *registry, const void *key,
             enum kho_cond cond, uint64_t expected_version,
             struct kho_record_meta *meta)
 {
-    int rc = check_key(key, key_len);
-    if (rc != KHO_OK) {
-        return rc;
+    const char *why = "";
+    int rc = check_write(registry, key, key_len, cond, false, &why);
+    if (rc == KHO_OK) {
+        rc = check_value(value, value_len, &why);
     }
-    if (value_len > KHO_VALUE_BYTES_MAX) {
-        return KHO_ETOOLARGE;
-    }
-    if ((unsigned)cond > KHO_COND_IF_VERSION || registry == NULL ||
-        (value == NULL && value_len > 0)) {
-        return KHO_EINVAL;
+    if (c == NULL || rc != KHO_OK) {
+        return refuse(c, c == NULL ? KHO_EINVAL : rc, why);
     }
     Kho__Api__Request q = KHO__API__REQUEST__INIT;
     q.op = KHO__API__OP__OP_PUT;
     q.registry = (char *)registry;
-    q.key.data = (uint8_t *)key;
-    q.key.len = key_len;
-    q.value.data = (uint8_t *)value;
-    q.value.len = value_len;
+    q.key = bin(key, key_len);
+    q.value = bin(value, value_len);
     q.cond = (Kho__Api__Cond)cond;
     q.expected_version = expected_version;
     return mutate(c, &q, meta);
@@ -322,102 +701,738 @@ int kho_put(struct kho_client *c, const char *registry, const void *key,
 int kho_del(struct kho_client *c, const char *registry, const void *key,
             size_t key_len, enum kho_cond cond, uint64_t expected_version)
 {
-    int rc = check_key(key, key_len);
-    if (rc != KHO_OK) {
-        return rc;
-    }
-    if ((unsigned)cond > KHO_COND_IF_VERSION || registry == NULL) {
-        return KHO_EINVAL;
+    const char *why = "";
+    int rc = check_write(registry, key, key_len, cond, true, &why);
+    if (c == NULL || rc != KHO_OK) {
+        return refuse(c, c == NULL ? KHO_EINVAL : rc, why);
     }
     Kho__Api__Request q = KHO__API__REQUEST__INIT;
     q.op = KHO__API__OP__OP_DELETE;
     q.registry = (char *)registry;
-    q.key.data = (uint8_t *)key;
-    q.key.len = key_len;
+    q.key = bin(key, key_len);
     q.cond = (Kho__Api__Cond)cond;
     q.expected_version = expected_version;
     return mutate(c, &q, NULL);
+}
+
+/* The record of a get answer: Response.record, or, from a server that
+ * predates it, value/version/revision. The record's key, if the server
+ * sent one, must be the key asked for. */
+static int get_answer(struct kho_client *c, const Kho__Api__Response *rs,
+                      const void *key, size_t key_len, Kho__Api__Record *out)
+{
+    if (rs->record == NULL) {
+        Kho__Api__Record r = KHO__API__RECORD__INIT;
+        r.value = rs->value;
+        r.version = rs->version;
+        r.modify_revision = rs->revision;
+        *out = r;
+    } else {
+        *out = *rs->record;
+    }
+    if (out->key.len != 0 &&
+        bytes_cmp(out->key.data, out->key.len, key, key_len) != 0) {
+        return fail(c, KHO_ECORRUPT, "get answer is for another key");
+    }
+    out->key = bin(key, key_len);
+    return record_check(c, out);
+}
+
+/* Reads key; *rec describes it and points into *rs (free it). */
+static int get_call(struct kho_client *c, const char *registry, const void *key,
+                    size_t key_len, int serializable, Kho__Api__Response **rs,
+                    Kho__Api__Record *rec)
+{
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_GET;
+    q.registry = (char *)registry;
+    q.key = bin(key, key_len);
+    q.serializable = serializable != 0;
+    int err = call_as(c, &q, false, rs);
+    if (err == KHO_OK) {
+        err = get_answer(c, *rs, key, key_len, rec);
+    }
+    return err;
 }
 
 int kho_get(struct kho_client *c, const char *registry, const void *key,
             size_t key_len, int serializable, void **value, size_t *value_len,
             struct kho_record_meta *meta)
 {
-    int rc = check_key(key, key_len);
-    if (rc != KHO_OK) {
-        return rc;
+    if (value != NULL) {
+        *value = NULL;
     }
-    if (registry == NULL || value == NULL || value_len == NULL) {
-        return KHO_EINVAL;
+    if (value_len != NULL) {
+        *value_len = 0;
     }
-    Kho__Api__Request q = KHO__API__REQUEST__INIT;
-    q.op = KHO__API__OP__OP_GET;
-    q.registry = (char *)registry;
-    q.key.data = (uint8_t *)key;
-    q.key.len = key_len;
-    q.serializable = serializable != 0;
+    const char *why = "NULL output";
+    int rc = check_key(key, key_len, &why);
+    if (rc == KHO_OK) {
+        rc = check_registry(registry, &why);
+    }
+    if (c == NULL || value == NULL || value_len == NULL || rc != KHO_OK) {
+        return refuse(c, rc != KHO_OK ? rc : KHO_EINVAL, why);
+    }
     pthread_mutex_lock(&c->mu);
     Kho__Api__Response *rs = NULL;
-    int err = call(c, &q, &rs);
+    Kho__Api__Record rec;
+    int err = get_call(c, registry, key, key_len, serializable, &rs, &rec);
     if (err == KHO_OK) {
-        *value = malloc(rs->value.len > 0 ? rs->value.len : 1);
-        if (*value == NULL) {
-            err = KHO_ENOMEM;
-        } else {
-            if (rs->value.len > 0) {
-                memcpy(*value, rs->value.data, rs->value.len);
-            }
-            *value_len = rs->value.len;
-            if (meta != NULL) {
-                meta->version = rs->version;
-                meta->revision = rs->revision;
-            }
+        *value = dup_bytes(&rec.value);
+        err = *value != NULL ? KHO_OK : KHO_ENOMEM;
+    }
+    if (err == KHO_OK) {
+        *value_len = rec.value.len;
+        if (meta != NULL) {
+            meta->version = rec.version;
+            meta->revision = rec.modify_revision;
         }
     }
-    if (rs != NULL) {
-        kho__api__response__free_unpacked(rs, NULL);
-    }
+    response_free(rs);
     pthread_mutex_unlock(&c->mu);
     return err;
 }
 
-int kho_node_status(struct kho_client *c, size_t i,
-                    struct kho_node_status *out)
+int kho_get_record(struct kho_client *c, const char *registry, const void *key,
+                   size_t key_len, int serializable, struct kho_record *out)
 {
-    if (i >= c->n || out == NULL) {
+    if (out != NULL) {
+        memset(out, 0, sizeof(*out));
+    }
+    const char *why = "NULL output";
+    int rc = check_key(key, key_len, &why);
+    if (rc == KHO_OK) {
+        rc = check_registry(registry, &why);
+    }
+    if (c == NULL || out == NULL || rc != KHO_OK) {
+        return refuse(c, rc != KHO_OK ? rc : KHO_EINVAL, why);
+    }
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    Kho__Api__Record rec;
+    int err = get_call(c, registry, key, key_len, serializable, &rs, &rec);
+    if (err == KHO_OK) {
+        err = record_copy(&rec, out);
+    }
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+/* --- Transactions ------------------------------------------------------------
+ */
+
+/* Checks a transaction's compares; adds their bytes to *bytes. */
+static int check_cmps(const struct kho_compare *cmps, size_t n, size_t *bytes,
+                      const char **why)
+{
+    if (n > KHO_TXN_CMPS_MAX) {
+        *why = "over KHO_TXN_CMPS_MAX (64) compares";
+        return KHO_ETOOLARGE;
+    }
+    if (cmps == NULL && n > 0) {
+        *why = "NULL compares with a count";
         return KHO_EINVAL;
     }
+    for (size_t i = 0; i < n; i++) {
+        const struct kho_compare *k = &cmps[i];
+        int rc = check_key(k->key, k->key_len, why);
+        if (rc == KHO_OK) {
+            rc = check_value(k->value, k->value_len, why);
+        }
+        if (rc != KHO_OK) {
+            return rc;
+        }
+        if ((unsigned)k->target > KHO_CMP_VALUE ||
+            (unsigned)k->op > KHO_CMP_GREATER ||
+            (k->target != KHO_CMP_VALUE && k->value_len > 0)) {
+            *why = "bad compare target or op, or a value for a number";
+            return KHO_EINVAL;
+        }
+        *bytes += k->key_len + k->value_len;
+    }
+    return KHO_OK;
+}
+
+/* Checks a transaction's ops; adds their bytes to *bytes. Two ops on one
+ * key are refused: which one wins would be an accident of order. This is
+ * O(n^2) in the ops, at most KHO_TXN_OPS_MAX^2 / 2 key compares. */
+static int check_ops(const struct kho_op *ops, size_t n, size_t *bytes,
+                     const char **why)
+{
+    if (n > KHO_TXN_OPS_MAX) {
+        *why = "over KHO_TXN_OPS_MAX (128) ops";
+        return KHO_ETOOLARGE;
+    }
+    if (ops == NULL && n > 0) {
+        *why = "NULL ops with a count";
+        return KHO_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct kho_op *o = &ops[i];
+        int rc = check_key(o->key, o->key_len, why);
+        if (rc == KHO_OK) {
+            rc = check_value(o->value, o->value_len, why);
+        }
+        if (rc != KHO_OK) {
+            return rc;
+        }
+        if (o->is_delete && o->value_len > 0) {
+            *why = "a delete op with a value";
+            return KHO_EINVAL;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (bytes_cmp(o->key, o->key_len, ops[j].key, ops[j].key_len) ==
+                0) {
+                *why = "two ops on one key";
+                return KHO_EINVAL;
+            }
+        }
+        *bytes += o->key_len + o->value_len;
+    }
+    return KHO_OK;
+}
+
+static int check_txn(const char *registry, const struct kho_compare *cmps,
+                     size_t n_cmps, const struct kho_op *ops, size_t n_ops,
+                     const char **why)
+{
+    int rc = check_registry(registry, why);
+    if (rc == KHO_OK && n_cmps == 0 && n_ops == 0) {
+        *why = "no compare and no op";
+        rc = KHO_EINVAL;
+    }
+    size_t bytes = 0;
+    if (rc == KHO_OK) {
+        rc = check_cmps(cmps, n_cmps, &bytes, why);
+    }
+    if (rc == KHO_OK) {
+        rc = check_ops(ops, n_ops, &bytes, why);
+    }
+    if (rc == KHO_OK && bytes > KHO_TXN_BYTES_MAX) {
+        *why = "keys and values over KHO_TXN_BYTES_MAX (4 MiB) together";
+        rc = KHO_ETOOLARGE;
+    }
+    return rc;
+}
+
+int kho_txn(struct kho_client *c, const char *registry,
+            const struct kho_compare *cmps, size_t n_cmps,
+            const struct kho_op *ops, size_t n_ops, uint64_t *revision,
+            uint32_t *failed_compare)
+{
+    if (revision != NULL) {
+        *revision = 0;
+    }
+    if (failed_compare != NULL) {
+        *failed_compare = 0;
+    }
+    const char *why = "";
+    int rc = check_txn(registry, cmps, n_cmps, ops, n_ops, &why);
+    if (c == NULL || rc != KHO_OK) {
+        return refuse(c, c == NULL ? KHO_EINVAL : rc, why);
+    }
+    /* Bounded by the checks above: about 15 KiB of stack. */
+    Kho__Api__Compare cm[KHO_TXN_CMPS_MAX], *cmp_ptrs[KHO_TXN_CMPS_MAX];
+    Kho__Api__TxnOp om[KHO_TXN_OPS_MAX], *op_ptrs[KHO_TXN_OPS_MAX];
+    for (size_t i = 0; i < n_cmps; i++) {
+        Kho__Api__Compare m = KHO__API__COMPARE__INIT;
+        m.key = bin(cmps[i].key, cmps[i].key_len);
+        m.target = (Kho__Api__CompareTarget)cmps[i].target;
+        m.op = (Kho__Api__CompareOp)cmps[i].op;
+        m.number = cmps[i].number;
+        m.value = bin(cmps[i].value, cmps[i].value_len);
+        cm[i] = m;
+        cmp_ptrs[i] = &cm[i];
+    }
+    for (size_t i = 0; i < n_ops; i++) {
+        Kho__Api__TxnOp m = KHO__API__TXN_OP__INIT;
+        m.is_delete = ops[i].is_delete != 0;
+        m.key = bin(ops[i].key, ops[i].key_len);
+        m.value = bin(ops[i].value, ops[i].value_len);
+        om[i] = m;
+        op_ptrs[i] = &om[i];
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_TXN;
+    q.registry = (char *)registry;
+    q.n_compares = n_cmps;
+    q.compares = cmp_ptrs;
+    q.n_ops = n_ops;
+    q.ops = op_ptrs;
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    int err = call_as(c, &q, true, &rs);
+    if (err == KHO_OK && revision != NULL) {
+        *revision = rs->revision;
+    }
+    if (err == KHO_ECONFLICT && rs->failed_compare > n_cmps) {
+        err = fail(c, KHO_ECORRUPT, "txn answer blames compare %u of %zu",
+                   rs->failed_compare, n_cmps);
+    } else if (err == KHO_ECONFLICT && failed_compare != NULL) {
+        *failed_compare = rs->failed_compare;
+    }
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+/* --- Scans and history
+ * ---------------------------------------------------------- */
+
+/* What a page's records must satisfy, besides record_check(). */
+struct page_rule {
+    uint32_t limit;                   /* most records */
+    const struct kho_scan_opts *scan; /* the range, for a scan */
+    const void *key;                  /* the key, for a history */
+    size_t key_len;
+};
+
+static bool in_scan(const struct kho_scan_opts *o, const ProtobufCBinaryData *k)
+{
+    if (o->prefix_len > 0) {
+        return k->len >= o->prefix_len &&
+               memcmp(k->data, o->prefix, o->prefix_len) == 0;
+    }
+    if (bytes_cmp(k->data, k->len, o->start, o->start_len) < 0) {
+        return false;
+    }
+    return o->end_len == 0 ||
+           bytes_cmp(k->data, k->len, o->end, o->end_len) < 0;
+}
+
+static int page_check(struct kho_client *c, const Kho__Api__Response *rs,
+                      const struct page_rule *rule)
+{
+    uint32_t limit = rule->limit > 0 ? rule->limit : KHO_SCAN_LIMIT_MAX;
+    if (rs->n_records > limit) {
+        return fail(c, KHO_ECORRUPT, "answer has %zu records, asked for %u",
+                    rs->n_records, limit);
+    }
+    if (rs->token.len > KHO_TOKEN_BYTES_MAX) {
+        return fail(c, KHO_ECORRUPT, "answer has a token of %zu bytes",
+                    rs->token.len);
+    }
+    for (size_t i = 0; i < rs->n_records; i++) {
+        const Kho__Api__Record *r = rs->records[i];
+        int rc = record_check(c, r);
+        if (rc != KHO_OK) {
+            return rc;
+        }
+        if (rule->scan != NULL && !in_scan(rule->scan, &r->key)) {
+            return fail(c, KHO_ECORRUPT,
+                        "answer has a record outside the "
+                        "range asked for");
+        }
+        if (rule->key != NULL &&
+            bytes_cmp(r->key.data, r->key.len, rule->key, rule->key_len) != 0) {
+            return fail(c, KHO_ECORRUPT,
+                        "history answer has a record of "
+                        "another key");
+        }
+    }
+    return KHO_OK;
+}
+
+/* Copies a checked page into the caller's outputs. */
+static int page_copy(const Kho__Api__Response *rs, struct kho_record **recs,
+                     size_t *n, void **token, size_t *token_len)
+{
+    struct kho_record *r = NULL;
+    if (rs->n_records > 0) {
+        r = calloc(rs->n_records, sizeof(*r));
+        if (r == NULL) {
+            return KHO_ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < rs->n_records; i++) {
+        if (record_copy(rs->records[i], &r[i]) != KHO_OK) {
+            kho_records_free(r, i);
+            return KHO_ENOMEM;
+        }
+    }
+    void *t = NULL;
+    if (rs->token.len > 0) {
+        t = dup_bytes(&rs->token);
+        if (t == NULL) {
+            kho_records_free(r, rs->n_records);
+            return KHO_ENOMEM;
+        }
+    }
+    *recs = r;
+    *n = rs->n_records;
+    *token = t;
+    *token_len = rs->token.len;
+    return KHO_OK;
+}
+
+/* Sends a page request and hands back the checked page. */
+static int page_call(struct kho_client *c, Kho__Api__Request *q,
+                     const struct page_rule *rule, struct kho_record **recs,
+                     size_t *n, void **token, size_t *token_len)
+{
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    int err = call_as(c, q, false, &rs);
+    if (err == KHO_OK) {
+        err = page_check(c, rs, rule);
+    }
+    if (err == KHO_OK) {
+        err = page_copy(rs, recs, n, token, token_len);
+    }
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+static void page_out_init(struct kho_record **recs, size_t *n, void **token,
+                          size_t *token_len)
+{
+    if (recs != NULL) {
+        *recs = NULL;
+    }
+    if (n != NULL) {
+        *n = 0;
+    }
+    if (token != NULL) {
+        *token = NULL;
+    }
+    if (token_len != NULL) {
+        *token_len = 0;
+    }
+}
+
+static int check_limit(uint32_t limit, const void *token, size_t token_len,
+                       const char **why)
+{
+    if (limit > KHO_SCAN_LIMIT_MAX) {
+        *why = "limit over KHO_SCAN_LIMIT_MAX (10000)";
+        return KHO_EINVAL;
+    }
+    return check_bytes(token, token_len, KHO_TOKEN_BYTES_MAX, KHO_EINVAL,
+                       "token over KHO_TOKEN_BYTES_MAX", why);
+}
+
+static int check_scan(const struct kho_scan_opts *o, const char **why)
+{
+    const char *over = "start, end or prefix over KHO_KEY_BYTES_MAX (1024)";
+    int rc = check_bytes(o->start, o->start_len, KHO_KEY_BYTES_MAX,
+                         KHO_ETOOLARGE, over, why);
+    if (rc == KHO_OK) {
+        rc = check_bytes(o->end, o->end_len, KHO_KEY_BYTES_MAX, KHO_ETOOLARGE,
+                         over, why);
+    }
+    if (rc == KHO_OK) {
+        rc = check_bytes(o->prefix, o->prefix_len, KHO_KEY_BYTES_MAX,
+                         KHO_ETOOLARGE, over, why);
+    }
+    if (rc == KHO_OK) {
+        rc = check_limit(o->limit, o->token, o->token_len, why);
+    }
+    if (rc == KHO_OK && o->prefix_len > 0 &&
+        (o->start_len > 0 || o->end_len > 0)) {
+        *why = "a prefix together with start or end";
+        rc = KHO_EINVAL;
+    }
+    return rc;
+}
+
+int kho_scan(struct kho_client *c, const char *registry,
+             const struct kho_scan_opts *o, struct kho_record **recs, size_t *n,
+             void **token, size_t *token_len)
+{
+    page_out_init(recs, n, token, token_len);
+    const char *why = "NULL opts or output";
+    int rc = check_registry(registry, &why);
+    if (rc == KHO_OK && o != NULL) {
+        rc = check_scan(o, &why);
+    }
+    if (c == NULL || o == NULL || recs == NULL || n == NULL || token == NULL ||
+        token_len == NULL || rc != KHO_OK) {
+        return refuse(c, rc != KHO_OK ? rc : KHO_EINVAL, why);
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_SCAN;
+    q.registry = (char *)registry;
+    q.key = bin(o->start, o->start_len);
+    q.range_end = bin(o->end, o->end_len);
+    q.prefix = bin(o->prefix, o->prefix_len);
+    q.limit = o->limit;
+    q.serializable = o->serializable != 0;
+    q.token = bin(o->token, o->token_len);
+    struct page_rule rule = {.limit = o->limit, .scan = o};
+    return page_call(c, &q, &rule, recs, n, token, token_len);
+}
+
+int kho_history(struct kho_client *c, const char *registry, const void *key,
+                size_t key_len, uint32_t limit, const void *token,
+                size_t token_len, struct kho_record **recs, size_t *n,
+                void **token_out, size_t *token_out_len)
+{
+    page_out_init(recs, n, token_out, token_out_len);
+    const char *why = "NULL output";
+    int rc = check_key(key, key_len, &why);
+    if (rc == KHO_OK) {
+        rc = check_registry(registry, &why);
+    }
+    if (rc == KHO_OK) {
+        rc = check_limit(limit, token, token_len, &why);
+    }
+    if (c == NULL || recs == NULL || n == NULL || token_out == NULL ||
+        token_out_len == NULL || rc != KHO_OK) {
+        return refuse(c, rc != KHO_OK ? rc : KHO_EINVAL, why);
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_HISTORY;
+    q.registry = (char *)registry;
+    q.key = bin(key, key_len);
+    q.limit = limit;
+    q.token = bin(token, token_len);
+    struct page_rule rule = {.limit = limit, .key = key, .key_len = key_len};
+    return page_call(c, &q, &rule, recs, n, token_out, token_out_len);
+}
+
+/* --- Registries
+ * ----------------------------------------------------------------- */
+
+static int registry_copy(struct kho_client *c, const Kho__Api__RegistryInfo *r,
+                         struct kho_registry_info *out)
+{
+    if (r->name == NULL || check_name(r->name) != KHO_OK ||
+        !str_ok(r->creator, KHO_NAME_BYTES_MAX)) {
+        return fail(c, KHO_ECORRUPT,
+                    "answer has a registry or creator "
+                    "name that is empty or over %u bytes",
+                    KHO_NAME_BYTES_MAX);
+    }
+    if (r->n_replicas > KHO_REPLICAS_MAX) {
+        return fail(c, KHO_ECORRUPT, "answer has a registry of %zu replicas",
+                    r->n_replicas);
+    }
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "%s", r->name);
+    out->group_id = r->group_id;
+    out->n_replicas = r->n_replicas;
+    for (size_t i = 0; i < r->n_replicas; i++) {
+        out->replicas[i] = r->replicas[i];
+    }
+    out->created_ms = r->created_ms;
+    snprintf(out->creator, sizeof(out->creator), "%s",
+             r->creator != NULL ? r->creator : "");
+    out->leader = r->leader;
+    out->term = r->term;
+    out->commit = r->commit;
+    out->applied = r->applied;
+    return KHO_OK;
+}
+
+/* The one registry an answer describes, which must be `name`. */
+static int registry_answer(struct kho_client *c, const Kho__Api__Response *rs,
+                           const char *name, struct kho_registry_info *out)
+{
+    if (rs->n_registries != 1) {
+        return fail(c, KHO_ECORRUPT, "answer describes %zu registries, not 1",
+                    rs->n_registries);
+    }
+    int err = registry_copy(c, rs->registries[0], out);
+    if (err == KHO_OK && strcmp(out->name, name) != 0) {
+        err = fail(c, KHO_ECORRUPT, "answer describes another registry");
+    }
+    return err;
+}
+
+int kho_registry_describe(struct kho_client *c, const char *name,
+                          struct kho_registry_info *out)
+{
+    if (out != NULL) {
+        memset(out, 0, sizeof(*out));
+    }
+    const char *why = "NULL output";
+    int rc = check_registry(name, &why);
+    if (c == NULL || out == NULL || rc != KHO_OK) {
+        return refuse(c, KHO_EINVAL, why);
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_REGISTRY_DESCRIBE;
+    q.registry = (char *)name;
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    int err = call_as(c, &q, false, &rs);
+    if (err == KHO_OK) {
+        err = registry_answer(c, rs, name, out);
+    }
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+int kho_registry_create(struct kho_client *c, const char *name,
+                        uint32_t replicas, struct kho_registry_info *out)
+{
+    if (out != NULL) {
+        memset(out, 0, sizeof(*out));
+    }
+    const char *why = "replicas over KHO_REPLICAS_MAX (7)";
+    int rc = check_registry(name, &why);
+    if (c == NULL || rc != KHO_OK || replicas > KHO_REPLICAS_MAX) {
+        return refuse(c, KHO_EINVAL, why);
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_REGISTRY_CREATE;
+    q.registry = (char *)name;
+    q.replicas = replicas;
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    int err = call_as(c, &q, true, &rs);
+    bool described = false;
+    if (err == KHO_OK && out != NULL && rs->n_registries > 0) {
+        err = registry_answer(c, rs, name, out);
+        described = true;
+    }
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    if (err == KHO_OK && out != NULL && !described) {
+        err = kho_registry_describe(c, name, out);
+    }
+    return err;
+}
+
+int kho_registry_list(struct kho_client *c, struct kho_registry_info **out,
+                      size_t *n)
+{
+    if (out != NULL) {
+        *out = NULL;
+    }
+    if (n != NULL) {
+        *n = 0;
+    }
+    if (c == NULL || out == NULL || n == NULL) {
+        return refuse(c, KHO_EINVAL, "NULL output");
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_REGISTRY_LIST;
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    struct kho_registry_info *a = NULL;
+    int err = call_as(c, &q, false, &rs);
+    if (err == KHO_OK && rs->n_registries > KHO_REGISTRIES_MAX) {
+        err = fail(c, KHO_ECORRUPT, "answer lists %zu registries, over %u",
+                   rs->n_registries, KHO_REGISTRIES_MAX);
+    }
+    if (err == KHO_OK && rs->n_registries > 0) {
+        a = calloc(rs->n_registries, sizeof(*a));
+        err = a != NULL ? KHO_OK : KHO_ENOMEM;
+    }
+    for (size_t i = 0; err == KHO_OK && i < rs->n_registries; i++) {
+        err = registry_copy(c, rs->registries[i], &a[i]);
+    }
+    if (err == KHO_OK) {
+        *out = a;
+        *n = rs->n_registries;
+    } else {
+        free(a);
+    }
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+/* --- Status
+ * ----------------------------------------------------------------------- */
+
+static int status_groups(struct kho_client *c, const Kho__Api__Response *rs,
+                         struct kho_node_status *out)
+{
+    out->n_groups_total = rs->n_groups;
+    for (size_t k = 0; k < rs->n_groups && k < KHO_GROUPS_MAX; k++) {
+        const Kho__Api__GroupStatus *g = rs->groups[k];
+        struct kho_group_status *o = &out->groups[k];
+        if (!str_ok(g->registry, KHO_NAME_BYTES_MAX) ||
+            !str_ok(g->role, sizeof(o->role) - 1)) {
+            return fail(c, KHO_ECORRUPT,
+                        "status answer has a registry or "
+                        "role name over its limit");
+        }
+        o->group_id = g->group_id;
+        snprintf(o->registry, sizeof(o->registry), "%s",
+                 g->registry != NULL ? g->registry : "");
+        snprintf(o->role, sizeof(o->role), "%s",
+                 g->role != NULL ? g->role : "");
+        o->term = g->term;
+        o->leader = g->leader;
+        o->commit = g->commit;
+        o->applied = g->applied;
+        o->last_index = g->last_index;
+        out->n_groups = k + 1;
+    }
+    return KHO_OK;
+}
+
+static int status_nodes(struct kho_client *c, const Kho__Api__Response *rs,
+                        struct kho_node_status *out)
+{
+    out->n_nodes_total = rs->n_nodes;
+    for (size_t k = 0; k < rs->n_nodes && k < KHO_NODES_MAX; k++) {
+        const Kho__Api__NodeInfo *m = rs->nodes[k];
+        struct kho_node_info *o = &out->nodes[k];
+        if (!str_ok(m->name, KHO_NAME_BYTES_MAX) ||
+            !str_ok(m->client_url, KHO_URL_BYTES_MAX - 1) ||
+            !str_ok(m->peer_url, KHO_URL_BYTES_MAX - 1)) {
+            return fail(c, KHO_ECORRUPT,
+                        "status answer has a node name or "
+                        "URL over its limit");
+        }
+        o->id = m->id;
+        snprintf(o->name, sizeof(o->name), "%s",
+                 m->name != NULL ? m->name : "");
+        snprintf(o->client_url, sizeof(o->client_url), "%s",
+                 m->client_url != NULL ? m->client_url : "");
+        snprintf(o->peer_url, sizeof(o->peer_url), "%s",
+                 m->peer_url != NULL ? m->peer_url : "");
+        out->n_nodes = k + 1;
+    }
+    return KHO_OK;
+}
+
+int kho_node_status(struct kho_client *c, size_t i, struct kho_node_status *out)
+{
+    if (c == NULL || i >= c->n_given || out == NULL) {
+        return refuse(c, KHO_EINVAL,
+                      "endpoint index out of range, or NULL "
+                      "output");
+    }
+    memset(out, 0, sizeof(*out));
     Kho__Api__Request q = KHO__API__REQUEST__INIT;
     q.op = KHO__API__OP__OP_STATUS;
     uint8_t buf[64];
+    _Static_assert(sizeof(buf) >= 8, "an OP_STATUS request is 2 bytes");
     size_t len = kho__api__request__pack(&q, buf);
     pthread_mutex_lock(&c->mu);
+    c->errmsg[0] = '\0';
     Kho__Api__Response *rs = NULL;
-    int rc = exchange(c, i, buf, len, c->timeout_ms < 2000 ? c->timeout_ms
-                                                           : 2000, &rs);
+    uint32_t wait = c->timeout_ms < CLIENT_STATUS_TRY_MS ? c->timeout_ms
+                                                         : CLIENT_STATUS_TRY_MS;
+    int rc = exchange(c, i, buf, len, wait, &rs);
     if (rc == KHO_OK) {
-        memset(out, 0, sizeof(*out));
-        out->node_id = rs->node_id;
-        snprintf(out->name, sizeof(out->name), "%s",
-                 rs->node_name != NULL ? rs->node_name : "");
-        for (size_t k = 0; k < rs->n_groups && k < 64; k++) {
-            const Kho__Api__GroupStatus *g = rs->groups[k];
-            struct kho_group_status *o = &out->groups[k];
-            o->group_id = g->group_id;
-            snprintf(o->registry, sizeof(o->registry), "%s",
-                     g->registry != NULL ? g->registry : "");
-            snprintf(o->role, sizeof(o->role), "%s",
-                     g->role != NULL ? g->role : "");
-            o->term = g->term;
-            o->leader = g->leader;
-            o->commit = g->commit;
-            o->applied = g->applied;
-            o->last_index = g->last_index;
-            out->n_groups = k + 1;
+        if (!str_ok(rs->node_name, KHO_NAME_BYTES_MAX)) {
+            rc = fail(c, KHO_ECORRUPT,
+                      "status answer has a node name over "
+                      "%u bytes",
+                      KHO_NAME_BYTES_MAX);
         }
-        kho__api__response__free_unpacked(rs, NULL);
+        if (rc == KHO_OK) {
+            out->node_id = rs->node_id;
+            snprintf(out->name, sizeof(out->name), "%s",
+                     rs->node_name != NULL ? rs->node_name : "");
+            rc = status_groups(c, rs, out);
+        }
+        if (rc == KHO_OK) {
+            rc = status_nodes(c, rs, out);
+        }
+        response_free(rs);
     } else if (rc == KHO_ETIMEOUT) {
-        rc = KHO_EUNAVAILABLE;
+        rc = fail(c, KHO_EUNAVAILABLE, "%s: no answer within %u ms", c->urls[i],
+                  wait);
     }
     pthread_mutex_unlock(&c->mu);
     return rc;

@@ -7,12 +7,16 @@
 #   cluster.sh kill I DIR      SIGKILL node I (1-based)
 #   cluster.sh restart I DIR   start node I again (killing it first if alive)
 #   cluster.sh pause I DIR     SIGSTOP node I;  resume I DIR: SIGCONT
-#   cluster.sh leader DIR      print the number of the node leading the
-#                              first registry's group (empty + exit 1: none)
+#   cluster.sh leader DIR [REG] print the number of the node leading the
+#                              meta group, or registry REG's group
+#                              (empty + exit 1: none)
 #   cluster.sh endpoints DIR   print KHO_ENDPOINTS=...
 #
-# Environment: KHO_BASE_PORT (default 7100): node I serves clients on
-# BASE+I and peers on BASE+100+I. KHO_REGISTRIES (default demo).
+# Environment: KHOD_FLAGS: more khod flags for every node (kept in
+# DIR/cluster.env, e.g. "--map-size-mb 16"). KHO_BASE_PORT (default 7100): node I serves clients on
+# BASE+I and peers on BASE+100+I. KHO_REGISTRIES (default demo): registries
+# `start` creates when they do not exist yet ("" for none). Node I is named
+# after a province (hanoi, hue, danang, ...).
 # KHOD / KHOCTL override the binaries (default build/bin/).
 set -eu
 
@@ -42,11 +46,18 @@ endpoints() {
     echo "$eps"
 }
 
+PROVINCES="hanoi hue danang saigon cantho haiphong nghean khanhhoa \
+laocai angiang quangninh thanhhoa binhdinh daklak lamdong camau"
+
+name_of() {
+    echo "$PROVINCES" | awk -v i="$1" '{ print (i <= NF) ? $i : "node" i }'
+}
+
 peers() {
     p=""
     i=1
     while [ "$i" -le "$N" ]; do
-        p="$p${p:+,}$i=$(peer_url "$i")=$(client_url "$i")"
+        p="$p${p:+,}$i=$(peer_url "$i")=$(client_url "$i")=$(name_of "$i")"
         i=$((i + 1))
     done
     echo "$p"
@@ -62,9 +73,9 @@ start_node() {
     mkdir -p "$dir/node$i"
     # setsid: a Ctrl-C in the calling terminal reaches only the script,
     # which then stops the nodes cleanly.
-    setsid "$KHOD" --name "node$i" --id "$i" --data "$dir/node$i" \
+    setsid "$KHOD" --name "$(name_of "$i")" --id "$i" --data "$dir/node$i" \
         --peer-listen "$(peer_url "$i")" --client-listen "$(client_url "$i")" \
-        --peers "$(peers)" --registries "$REGISTRIES" --cluster "$CLUSTER" \
+        --peers "$(peers)" --cluster "$CLUSTER" $FLAGS \
         --log-level "${KHO_LOG_LEVEL:-info}" \
         >>"$dir/node$i.log" 2>&1 </dev/null &
     echo $! >"$dir/node$i.pid"
@@ -115,13 +126,22 @@ start)
         BASE=${KHO_BASE_PORT:-7100}
         REGISTRIES=${KHO_REGISTRIES:-demo}
         CLUSTER=${KHO_CLUSTER:-kho-local}
-        printf 'N=%s\nBASE=%s\nREGISTRIES=%s\nCLUSTER=%s\n' "$N" "$BASE" \
-            "$REGISTRIES" "$CLUSTER" >"$dir/cluster.env"
+        FLAGS=${KHOD_FLAGS:-}
+        printf 'N=%s\nBASE=%s\nREGISTRIES=%s\nCLUSTER=%s\nFLAGS="%s"\n' \
+            "$N" "$BASE" "$REGISTRIES" "$CLUSTER" "$FLAGS" >"$dir/cluster.env"
     fi
     i=1
     while [ "$i" -le "$N" ]; do start_node "$i"; i=$((i + 1)); done
     i=1
     while [ "$i" -le "$N" ]; do wait_serving "$i"; i=$((i + 1)); done
+    for r in $(echo "$REGISTRIES" | tr ',' ' '); do
+        if ! "$KHOCTL" --endpoints "$(endpoints)" --timeout 10000 \
+            registry describe "$r" >/dev/null 2>&1; then
+            err=$("$KHOCTL" --endpoints "$(endpoints)" --timeout 10000 \
+                registry create "$r" 2>&1 >/dev/null) ||
+                die "cannot create registry $r: $err"
+        fi
+    done
     echo "KHO_ENDPOINTS=$(endpoints)"
     ;;
 stop)
@@ -162,14 +182,16 @@ pause | resume)
     alive "$2" && kill -"$sig" "$(cat "$dir/node$2.pid")"
     ;;
 leader)
-    [ $# -eq 2 ] || die "usage: cluster.sh leader DIR"
+    [ $# -eq 2 ] || [ $# -eq 3 ] || die "usage: cluster.sh leader DIR [REG]"
     dir=$2
     load "$dir"
+    pat='"group":0,[^}]*"role":"leader"'
+    [ $# -eq 3 ] && pat="\"registry\":\"$3\",\"role\":\"leader\""
     i=1
     while [ "$i" -le "$N" ]; do
         if alive "$i" && "$KHOCTL" --endpoints "$(client_url "$i")" \
             --timeout 500 cluster status --json 2>/dev/null |
-            grep -q '"group":1,[^}]*"role":"leader"'; then
+            grep -q "$pat"; then
             echo "$i"
             exit 0
         fi

@@ -3,9 +3,12 @@
  * signals.
  *
  *   khod --name hanoi --id 1 --data DIR --peer-listen URL --client-listen URL
- *        --peers 1=PEERURL=CLIENTURL,2=...,3=... [--registries demo,land]
+ *        --peers 1=PEERURL=CLIENTURL[=NAME],2=...,3=...
  *        [--cluster NAME] [--log-level info] [--map-size-mb N]
- *        [--config FILE]
+ *        [--quota-mb N] [--config FILE]
+ *
+ * Registries are created at run time (khoctl registry create); the meta
+ * group, replicated on every node listed in --peers, records them.
  *
  * A config file (inih) holds the same keys without the dashes, in a
  * [khod] section or none; flags given on the command line win.
@@ -33,11 +36,10 @@
 
 #define MAIN_OPT_BYTES 1024u
 
-struct peer_conf {
-    uint64_t id;
-    char peer_url[NET_URL_BYTES_MAX];
-    char client_url[API_URL_BYTES_MAX];
-};
+/* The quota defaults to this fraction of the map: the log, a snapshot of
+ * each group (today a full copy of its records) and LMDB's copy-on-write
+ * pages need the rest. */
+#define MAIN_QUOTA_MAP_DIVISOR 4u
 
 struct opts {
     char name[NODE_NAME_BYTES];
@@ -46,30 +48,30 @@ struct opts {
     char peer_listen[NET_URL_BYTES_MAX];
     char client_listen[API_URL_BYTES_MAX];
     char peers[MAIN_OPT_BYTES * 4];
-    char registries[MAIN_OPT_BYTES];
     char cluster[NODE_NAME_BYTES];
     char log_level[16];
     uint64_t map_size_mb;
+    uint64_t quota_mb;
     bool set[16];
-    struct peer_conf peer[NET_PEERS_MAX];
+    struct api_peer peer[NET_PEERS_MAX];
     size_t n_peers;
 };
 
-enum { O_NAME, O_ID, O_DATA, O_PL, O_CL, O_PEERS, O_REG, O_CLUSTER, O_LOG,
-       O_MAP, O_COUNT };
+enum { O_NAME, O_ID, O_DATA, O_PL, O_CL, O_PEERS, O_CLUSTER, O_LOG,
+       O_MAP, O_QUOTA, O_COUNT };
 static const char *const opt_names[O_COUNT] = {
     "name", "id", "data", "peer-listen", "client-listen", "peers",
-    "registries", "cluster", "log-level", "map-size-mb"};
+    "cluster", "log-level", "map-size-mb", "quota-mb"};
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: khod --name NAME --id ID --data DIR --peer-listen URL\n"
             "            --client-listen URL --peers "
-            "ID=PEERURL=CLIENTURL,...\n"
-            "            [--registries R1,R2] [--cluster NAME] "
+            "ID=PEERURL=CLIENTURL[=NAME],...\n"
+            "            [--cluster NAME] "
             "[--log-level error|warn|info|debug]\n"
-            "            [--map-size-mb N] [--config FILE]\n");
+            "            [--map-size-mb N] [--quota-mb N] [--config FILE]\n");
 }
 
 static int set_opt(struct opts *o, int which, const char *v, bool override)
@@ -103,9 +105,6 @@ static int set_opt(struct opts *o, int which, const char *v, bool override)
     case O_PEERS:
         snprintf(o->peers, sizeof(o->peers), "%s", v);
         break;
-    case O_REG:
-        snprintf(o->registries, sizeof(o->registries), "%s", v);
-        break;
     case O_CLUSTER:
         snprintf(o->cluster, sizeof(o->cluster), "%s", v);
         break;
@@ -118,6 +117,14 @@ static int set_opt(struct opts *o, int which, const char *v, bool override)
         if (errno != 0 || *end != '\0' || o->map_size_mb == 0) {
             fprintf(stderr, "khod: --map-size-mb must be a positive "
                             "integer\n");
+            return -1;
+        }
+        break;
+    case O_QUOTA:
+        errno = 0;
+        o->quota_mb = strtoull(v, &end, 10);
+        if (errno != 0 || *end != '\0' || o->quota_mb == 0) {
+            fprintf(stderr, "khod: --quota-mb must be a positive integer\n");
             return -1;
         }
         break;
@@ -151,13 +158,18 @@ static int parse_peers(struct opts *o)
          tok = strtok_r(NULL, ",", &save)) {
         char *e1 = strchr(tok, '=');
         char *e2 = e1 != NULL ? strchr(e1 + 1, '=') : NULL;
+        char *e3 = e2 != NULL ? strchr(e2 + 1, '=') : NULL;
         if (e2 == NULL || o->n_peers >= NET_PEERS_MAX) {
             fprintf(stderr, "khod: --peers: bad entry '%s' (want "
-                            "ID=PEERURL=CLIENTURL)\n", tok);
+                            "ID=PEERURL=CLIENTURL[=NAME], at most %u)\n",
+                    tok, NET_PEERS_MAX);
             return -1;
         }
         *e1 = *e2 = '\0';
-        struct peer_conf *p = &o->peer[o->n_peers];
+        if (e3 != NULL) {
+            *e3 = '\0';
+        }
+        struct api_peer *p = &o->peer[o->n_peers];
         char *end = NULL;
         p->id = strtoull(tok, &end, 10);
         if (*end != '\0' || p->id == 0) {
@@ -173,6 +185,15 @@ static int parse_peers(struct opts *o)
         }
         snprintf(p->peer_url, sizeof(p->peer_url), "%s", e1 + 1);
         snprintf(p->client_url, sizeof(p->client_url), "%s", e2 + 1);
+        if (e3 != NULL) {
+            snprintf(p->name, sizeof(p->name), "%s", e3 + 1);
+        } else {
+            snprintf(p->name, sizeof(p->name), "node%llu",
+                     (unsigned long long)p->id);
+        }
+        if (p->id == o->id) {
+            memcpy(p->name, o->name, sizeof(p->name));
+        }
         o->n_peers++;
     }
     return 0;
@@ -303,6 +324,12 @@ static int build_node_config(const struct opts *o, struct node_config *nc)
     nc->id = o->id;
     snprintf(nc->name, sizeof(nc->name), "%s", o->name);
     bool self = false;
+    if (o->n_peers > RAFT_MEMBERS_MAX) {
+        fprintf(stderr, "khod: --peers lists %zu nodes; the meta group "
+                        "holds at most %u voters\n",
+                o->n_peers, RAFT_MEMBERS_MAX);
+        return -1;
+    }
     for (size_t i = 0; i < o->n_peers; i++) {
         nc->initial.members[i].id = o->peer[i].id;
         nc->initial.members[i].role = RAFT_VOTER;
@@ -314,44 +341,12 @@ static int build_node_config(const struct opts *o, struct node_config *nc)
                 (unsigned long long)o->id);
         return -1;
     }
-    char buf[sizeof(o->registries)];
-    snprintf(buf, sizeof(buf), "%s", o->registries);
-    char *save = NULL;
-    /* Registry i is group i + 1; group 0 stays for the meta group. */
-    for (char *tok = strtok_r(buf, ",", &save); tok != NULL;
-         tok = strtok_r(NULL, ",", &save)) {
-        if (nc->n_groups >= NODE_GROUPS_MAX || strlen(tok) == 0 ||
-            strlen(tok) >= NODE_REGISTRY_BYTES) {
-            fprintf(stderr, "khod: --registries: bad or too many names\n");
-            return -1;
-        }
-        nc->groups[nc->n_groups].group_id = nc->n_groups + 1;
-        snprintf(nc->groups[nc->n_groups].registry, NODE_REGISTRY_BYTES, "%s",
-                 tok);
-        nc->n_groups++;
-    }
-    if (nc->n_groups == 0) {
-        fprintf(stderr, "khod: --registries lists no registry\n");
-        return -1;
-    }
     return 0;
-}
-
-static const char *peer_client_url(void *ctx, uint64_t id)
-{
-    const struct opts *o = ctx;
-    for (size_t i = 0; i < o->n_peers; i++) {
-        if (o->peer[i].id == id) {
-            return o->peer[i].client_url;
-        }
-    }
-    return "";
 }
 
 int main(int argc, char **argv)
 {
     static struct opts o;
-    snprintf(o.registries, sizeof(o.registries), "demo");
     snprintf(o.cluster, sizeof(o.cluster), "kho");
     snprintf(o.log_level, sizeof(o.log_level), "info");
     o.map_size_mb = STORE_MAP_BYTES_DEFAULT >> 20;
@@ -412,8 +407,23 @@ int main(int argc, char **argv)
         }
     }
     node_set_net(node, net);
-    rc = api_open(o.client_listen, node, st, peer_client_url, &o, &api, err,
-                  sizeof(err));
+    struct api_config ac = {
+        .url = o.client_listen,
+        .node = node,
+        .st = st,
+        .peers = o.peer,
+        .n_peers = o.n_peers,
+        .quota_bytes = o.quota_mb != 0
+                           ? o.quota_mb << 20
+                           : so.map_size_bytes / MAIN_QUOTA_MAP_DIVISOR,
+    };
+    if (ac.quota_bytes > so.map_size_bytes) {
+        LOGE("--quota-mb %llu is larger than the map (%llu MiB)",
+             (unsigned long long)o.quota_mb,
+             (unsigned long long)(so.map_size_bytes >> 20));
+        goto out;
+    }
+    rc = api_open(&ac, &api, err, sizeof(err));
     if (rc != KHO_OK) {
         LOGE("%s%s", err,
              rc == KHO_EBUSY ? " (is another process using the port?)" : "");
@@ -423,9 +433,11 @@ int main(int argc, char **argv)
         LOGE("cannot start the raft thread");
         goto out;
     }
-    LOGI("node %llu serving clients on %s, peers on %s, %zu registries",
-         (unsigned long long)o.id, o.client_listen, o.peer_listen,
-         nc.n_groups);
+    LOGI("node %llu (%s) serving clients on %s, peers on %s; space quota "
+         "%llu MiB of a %llu MiB map",
+         (unsigned long long)o.id, o.name, o.client_listen, o.peer_listen,
+         (unsigned long long)(ac.quota_bytes >> 20),
+         (unsigned long long)(so.map_size_bytes >> 20));
     int sig = 0;
     sigwait(&sigs, &sig);
     LOGI("signal %d: stopping", sig);

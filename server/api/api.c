@@ -1,16 +1,28 @@
 /*
  * api.c - see api.h.
+ *
+ * A worker serves one request at a time:
+ *   W_RECV  waiting for a request;
+ *   W_NODE  waiting for the raft thread (a proposal, or the read barrier of
+ *           a linearizable read);
+ *   W_SEND  the reply is on its way.
+ * Replies are packed into an NNG message at once, so everything a Response
+ * points to may be freed right after reply().
  */
 #include "api.h"
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../common/log.h"
+#include "../node/meta.h"
 #include "proto/api.pb-c.h"
 
 enum wstate { W_RECV = 1, W_NODE = 2, W_SEND = 3 };
@@ -21,8 +33,8 @@ struct worker {
     nng_ctx ctx;
     enum wstate state;
     struct node_req req;
-    uint8_t *prop;          /* the proposal's envelope */
-    Kho__Api__Request *rq;  /* the request being served */
+    uint8_t *prop;         /* the proposal's encoded request */
+    Kho__Api__Request *rq; /* the request being served */
 };
 
 struct api {
@@ -30,8 +42,11 @@ struct api {
     nng_listener listener;
     struct node *node;
     struct store *st;
-    api_peer_url_fn peer_url;
-    void *peer_ctx;
+    struct api_peer *peers;
+    size_t n_peers;
+    uint64_t quota_bytes;
+    pthread_mutex_t space_mu;
+    uint64_t space_at_ms, space_used;
     atomic_bool closing;
     struct worker workers[API_WORKERS];
     size_t n_workers;
@@ -39,13 +54,44 @@ struct api {
 
 static void worker_cb(void *arg);
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static const char *client_url_of(const struct api *a, uint64_t id)
+{
+    for (size_t i = 0; i < a->n_peers; i++) {
+        if (a->peers[i].id == id) {
+            return a->peers[i].client_url;
+        }
+    }
+    return "";
+}
+
 /* --- Replies ------------------------------------------------------------ */
 
 static void reply(struct worker *w, Kho__Api__Response *rs)
 {
+    if (rs->message == NULL) {
+        rs->message = "";
+    }
+    if (rs->leader_hint == NULL) {
+        rs->leader_hint = "";
+    }
     size_t len = kho__api__response__get_packed_size(rs);
     nng_msg *m = NULL;
     if (nng_msg_alloc(&m, len) != 0) {
+        LOGW("no memory for a %zu-byte reply; dropped", len);
         w->state = W_RECV;
         nng_ctx_recv(w->ctx, w->aio);
         return;
@@ -56,73 +102,303 @@ static void reply(struct worker *w, Kho__Api__Response *rs)
     nng_ctx_send(w->ctx, w->aio);
 }
 
+/* Replies with an error; `redirect` (a node id, 0: none) becomes the hint
+ * of a KHO_ENOTLEADER answer. */
 static void reply_err(struct worker *w, int err, const char *msg,
-                      uint64_t leader)
+                      uint64_t redirect)
 {
     Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
     rs.err = (uint32_t)err;
     rs.message = (char *)(msg != NULL ? msg : kho_strerror(err));
-    const char *hint = leader != 0 ? w->api->peer_url(w->api->peer_ctx, leader)
-                                   : "";
-    rs.leader_hint = (char *)hint;
+    rs.leader_hint =
+        (char *)(redirect != 0 ? client_url_of(w->api, redirect) : "");
     reply(w, &rs);
 }
 
-/* Reads a record from the local store and replies with it. */
-static void reply_get(struct worker *w, uint64_t gid)
+static void reply_errf(struct worker *w, int err, uint64_t redirect,
+                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void reply_errf(struct worker *w, int err, uint64_t redirect,
+                       const char *fmt, ...)
 {
-    struct api *a = w->api;
-    uint8_t small[4096];
-    uint8_t *buf = small;
-    size_t cap = sizeof(small), len = 0;
-    int rc = KHO_OK;
-    /* The value may grow between two reads: a few tries at most. */
-    for (int i = 0; i < 4; i++) {
-        rc = store_kv_get(a->st, gid, w->rq->key.data, w->rq->key.len, buf,
-                          cap, &len, NULL);
-        if (rc != KHO_ETOOLARGE || len <= cap) {
-            break;
-        }
-        if (buf != small) {
-            free(buf);
-        }
-        buf = malloc(len);
-        cap = len;
-        if (buf == NULL) {
-            reply_err(w, KHO_ENOMEM, NULL, 0);
-            return;
-        }
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    reply_err(w, err, msg, redirect);
+}
+
+/* --- Pages of records --------------------------------------------------- */
+
+struct page {
+    Kho__Api__Record **recs;
+    size_t n, cap;
+    uint64_t last_rev; /* history: mod_rev of the last record */
+};
+
+/* Copies a record (its pointers die with the read transaction) into one
+ * allocation. */
+static Kho__Api__Record *record_copy(const struct store_record *r)
+{
+    size_t size = sizeof(Kho__Api__Record) + r->key_len + r->value_len +
+                  r->writer_len + 1;
+    uint8_t *p = malloc(size);
+    if (p == NULL) {
+        return NULL;
     }
-    Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
-    const uint8_t *val = NULL;
-    size_t vlen = 0;
-    if (rc == KHO_OK &&
-        store_rec_meta_decode(buf, len, &rs.version, &rs.revision, &val,
-                              &vlen) != KHO_OK) {
-        rc = KHO_ECORRUPT;
+    Kho__Api__Record *o = (Kho__Api__Record *)p;
+    kho__api__record__init(o);
+    uint8_t *key = p + sizeof(*o), *val = key + r->key_len;
+    char *writer = (char *)(val + r->value_len);
+    memcpy(key, r->key, r->key_len);
+    if (r->value_len > 0) {
+        memcpy(val, r->value, r->value_len);
     }
-    if (rc != KHO_OK) {
-        reply_err(w, rc, rc == KHO_ENOTFOUND ? "key not found"
-                                             : store_errmsg(a->st), 0);
+    if (r->writer_len > 0) {
+        memcpy(writer, r->writer, r->writer_len);
+    }
+    writer[r->writer_len] = '\0';
+    o->key = (ProtobufCBinaryData){.len = r->key_len, .data = key};
+    o->value = (ProtobufCBinaryData){.len = r->value_len, .data = val};
+    o->version = r->version;
+    o->create_revision = r->create_rev;
+    o->modify_revision = r->mod_rev;
+    o->writer = writer;
+    o->time_ms = r->time_ms;
+    o->deleted = r->deleted;
+    return o;
+}
+
+static int page_add(void *ctx, const struct store_record *r)
+{
+    struct page *pg = ctx;
+    if (pg->n == pg->cap) {
+        size_t cap = pg->cap == 0 ? 16 : pg->cap * 2;
+        void *p = realloc(pg->recs, cap * sizeof(*pg->recs));
+        if (p == NULL) {
+            return KHO_ENOMEM;
+        }
+        pg->recs = p;
+        pg->cap = cap;
+    }
+    Kho__Api__Record *o = record_copy(r);
+    if (o == NULL) {
+        return KHO_ENOMEM;
+    }
+    pg->recs[pg->n++] = o;
+    pg->last_rev = r->mod_rev;
+    return KHO_OK;
+}
+
+static void page_free(struct page *pg)
+{
+    for (size_t i = 0; i < pg->n; i++) {
+        free(pg->recs[i]);
+    }
+    free(pg->recs);
+}
+
+static void reply_read_err(struct worker *w, int rc)
+{
+    if (rc == KHO_ENOTFOUND) {
+        reply_err(w, rc, "key not found", 0);
     } else {
-        rs.err = KHO_OK;
-        rs.message = "";
-        rs.leader_hint = "";
-        rs.value.data = (uint8_t *)val;
-        rs.value.len = vlen;
-        reply(w, &rs);
-    }
-    if (buf != small) {
-        free(buf);
+        reply_err(w, rc, rc == KHO_ENOMEM ? NULL : store_errmsg(w->api->st),
+                  0);
     }
 }
 
+static void serve_get(struct worker *w, uint64_t gid)
+{
+    const Kho__Api__Request *q = w->rq;
+    struct page pg = {0};
+    int rc = store_kv_read(w->api->st, gid, q->key.data, q->key.len, page_add,
+                           &pg, NULL);
+    if (rc == KHO_OK && pg.n == 1) {
+        Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
+        Kho__Api__Record *r = pg.recs[0];
+        rs.record = r;
+        rs.value = r->value;
+        rs.version = r->version;
+        rs.revision = r->modify_revision;
+        reply(w, &rs);
+    } else {
+        reply_read_err(w, rc == KHO_OK ? KHO_ECORRUPT : rc);
+    }
+    page_free(&pg);
+}
+
+/* The first key after every key starting with p, or 0 when there is none
+ * (p is all 0xff): p with its trailing 0xff bytes dropped and the last one
+ * left incremented. */
+static size_t prefix_end(const uint8_t *p, size_t len, uint8_t *out)
+{
+    while (len > 0 && p[len - 1] == 0xff) {
+        len--;
+    }
+    if (len == 0) {
+        return 0;
+    }
+    memcpy(out, p, len);
+    out[len - 1]++;
+    return len;
+}
+
+static uint32_t page_limit(const Kho__Api__Request *q)
+{
+    if (q->limit == 0) {
+        return API_SCAN_LIMIT_DEFAULT;
+    }
+    return q->limit < STORE_SCAN_LIMIT_MAX ? q->limit : STORE_SCAN_LIMIT_MAX;
+}
+
+static void reply_page(struct worker *w, struct page *pg, const uint8_t *token,
+                       size_t token_len)
+{
+    Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
+    rs.records = pg->recs;
+    rs.n_records = pg->n;
+    rs.token = (ProtobufCBinaryData){.len = token_len, .data = (uint8_t *)token};
+    reply(w, &rs);
+}
+
+static void serve_scan(struct worker *w, uint64_t gid)
+{
+    const Kho__Api__Request *q = w->rq;
+    uint8_t end[STORE_KEY_BYTES_MAX];
+    struct store_scan sc = {
+        .start = q->key.data,
+        .start_len = q->key.len,
+        .end = q->range_end.len > 0 ? q->range_end.data : NULL,
+        .end_len = q->range_end.len,
+        .after = q->token.data,
+        .after_len = q->token.len,
+        .limit = page_limit(q),
+        .max_bytes = API_PAGE_BYTES_MAX,
+    };
+    if (q->prefix.len > 0) {
+        sc.start = q->prefix.data;
+        sc.start_len = q->prefix.len;
+        sc.end_len = prefix_end(q->prefix.data, q->prefix.len, end);
+        sc.end = sc.end_len > 0 ? end : NULL;
+    }
+    struct page pg = {0};
+    bool more = false;
+    int rc = store_kv_scan(w->api->st, gid, &sc, page_add, &pg, &more, NULL);
+    if (rc != KHO_OK) {
+        reply_read_err(w, rc == KHO_ENOTFOUND ? KHO_EIO : rc);
+    } else if (more && pg.n > 0) {
+        const Kho__Api__Record *last = pg.recs[pg.n - 1];
+        reply_page(w, &pg, last->key.data, last->key.len);
+    } else {
+        reply_page(w, &pg, NULL, 0);
+    }
+    page_free(&pg);
+}
+
+static void serve_history(struct worker *w, uint64_t gid)
+{
+    const Kho__Api__Request *q = w->rq;
+    uint64_t after = 0;
+    if (q->token.len != 0 && q->token.len != 8) {
+        reply_err(w, KHO_EINVAL, "malformed history token", 0);
+        return;
+    }
+    for (size_t i = q->token.len; i > 0; i--) {
+        after = (after << 8) | q->token.data[i - 1];
+    }
+    struct page pg = {0};
+    bool more = false;
+    int rc = store_kv_history(w->api->st, gid, q->key.data, q->key.len, after,
+                              page_limit(q), page_add, &pg, &more, NULL);
+    uint8_t token[8];
+    for (int i = 0; i < 8; i++) {
+        token[i] = (uint8_t)(pg.last_rev >> (8 * i));
+    }
+    if (rc != KHO_OK) {
+        reply_read_err(w, rc);
+    } else {
+        reply_page(w, &pg, more && pg.n > 0 ? token : NULL,
+                   more && pg.n > 0 ? sizeof(token) : 0);
+    }
+    page_free(&pg);
+}
+
+/* --- Registries ---------------------------------------------------------- */
+
+static void fill_info(Kho__Api__RegistryInfo *ri, struct node_registry *r,
+                      const struct node_group_status *gs)
+{
+    kho__api__registry_info__init(ri);
+    ri->name = r->name;
+    ri->group_id = r->group_id;
+    ri->n_replicas = r->n_replicas;
+    ri->replicas = r->replicas;
+    ri->created_ms = r->created_ms;
+    ri->creator = r->creator;
+    if (gs != NULL) {
+        ri->leader = gs->leader;
+        ri->term = gs->term;
+        ri->commit = gs->commit;
+        ri->applied = gs->applied;
+    }
+}
+
+static void serve_registries(struct worker *w)
+{
+    struct api *a = w->api;
+    const Kho__Api__Request *q = w->rq;
+    struct node_registry *regs = calloc(NODE_REGISTRIES_MAX, sizeof(*regs));
+    Kho__Api__RegistryInfo *infos = calloc(NODE_REGISTRIES_MAX, sizeof(*infos));
+    Kho__Api__RegistryInfo **ptrs = calloc(NODE_REGISTRIES_MAX, sizeof(*ptrs));
+    size_t n = 0;
+    int rc = regs != NULL && infos != NULL && ptrs != NULL ? KHO_OK
+                                                           : KHO_ENOMEM;
+    if (rc == KHO_OK) {
+        rc = node_load_registries(a->node, regs, NODE_REGISTRIES_MAX, &n);
+    }
+    Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
+    for (size_t i = 0; rc == KHO_OK && i < n; i++) {
+        bool describe = q->op == KHO__API__OP__OP_REGISTRY_DESCRIBE;
+        if (describe && strcmp(regs[i].name, q->registry) != 0) {
+            continue;
+        }
+        struct node_group_status gs[NODE_GROUPS_MAX];
+        const struct node_group_status *mine = NULL;
+        size_t k = describe ? node_status(a->node, gs, NODE_GROUPS_MAX) : 0;
+        for (size_t j = 0; j < k; j++) {
+            if (gs[j].group_id == regs[i].group_id) {
+                mine = &gs[j];
+            }
+        }
+        fill_info(&infos[rs.n_registries], &regs[i], mine);
+        ptrs[rs.n_registries] = &infos[rs.n_registries];
+        rs.n_registries++;
+    }
+    if (rc != KHO_OK) {
+        reply_err(w, rc, rc == KHO_ENOMEM ? NULL : store_errmsg(a->st), 0);
+    } else if (q->op == KHO__API__OP__OP_REGISTRY_DESCRIBE &&
+               rs.n_registries == 0) {
+        reply_errf(w, KHO_ENOTFOUND, 0, "no registry named '%s'", q->registry);
+    } else {
+        rs.registries = ptrs;
+        reply(w, &rs);
+    }
+    free(regs);
+    free(infos);
+    free(ptrs);
+}
+
+/* --- Status ---------------------------------------------------------------- */
+
 static void reply_status(struct worker *w)
 {
-    struct node_group_status st[NODE_GROUPS_MAX];
-    size_t n = node_status(w->api->node, st, NODE_GROUPS_MAX);
-    Kho__Api__GroupStatus gs[NODE_GROUPS_MAX];
-    Kho__Api__GroupStatus *gp[NODE_GROUPS_MAX];
+    static _Thread_local struct node_group_status st[NODE_GROUPS_MAX];
+    static _Thread_local Kho__Api__GroupStatus gs[NODE_GROUPS_MAX];
+    static _Thread_local Kho__Api__GroupStatus *gp[NODE_GROUPS_MAX];
+    struct api *a = w->api;
+    size_t n = node_status(a->node, st, NODE_GROUPS_MAX);
     for (size_t i = 0; i < n; i++) {
         kho__api__group_status__init(&gs[i]);
         gs[i].group_id = st[i].group_id;
@@ -135,17 +411,28 @@ static void reply_status(struct worker *w)
         gs[i].last_index = st[i].last_index;
         gp[i] = &gs[i];
     }
+    Kho__Api__NodeInfo ni[NET_PEERS_MAX];
+    Kho__Api__NodeInfo *np[NET_PEERS_MAX];
+    size_t k = a->n_peers < NET_PEERS_MAX ? a->n_peers : NET_PEERS_MAX;
+    for (size_t i = 0; i < k; i++) {
+        kho__api__node_info__init(&ni[i]);
+        ni[i].id = a->peers[i].id;
+        ni[i].name = a->peers[i].name;
+        ni[i].client_url = a->peers[i].client_url;
+        ni[i].peer_url = a->peers[i].peer_url;
+        np[i] = &ni[i];
+    }
     Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
-    rs.message = "";
-    rs.leader_hint = "";
-    rs.node_id = node_id(w->api->node);
-    rs.node_name = (char *)node_name(w->api->node);
+    rs.node_id = node_id(a->node);
+    rs.node_name = (char *)node_name(a->node);
     rs.n_groups = n;
     rs.groups = gp;
+    rs.n_nodes = k;
+    rs.nodes = np;
     reply(w, &rs);
 }
 
-/* --- Requests ----------------------------------------------------------- */
+/* --- Proposals ------------------------------------------------------------- */
 
 static void node_done_cb(struct node_req *r)
 {
@@ -168,59 +455,401 @@ static void submit(struct worker *w, uint32_t kind, uint64_t gid,
     w->state = W_NODE;
     int rc = node_submit(w->api->node, &w->req);
     if (rc != KHO_OK) {
-        reply_err(w, rc, NULL, 0);
+        reply_err(w, rc, rc == KHO_EBUSY ? "node queue full" : NULL, 0);
     }
 }
 
-static int validate(const Kho__Api__Request *q, const char **why)
+/* Whether the store holds more than the quota (re-read at most every
+ * API_SPACE_CHECK_MS). */
+static bool over_quota(struct api *a, uint64_t *used)
 {
-    if (q->key.len == 0) {
-        *why = "empty key";
-        return KHO_EINVAL;
+    uint64_t now = mono_ms();
+    pthread_mutex_lock(&a->space_mu);
+    if (now - a->space_at_ms >= API_SPACE_CHECK_MS || a->space_at_ms == 0) {
+        uint64_t u = 0, map = 0;
+        if (store_space(a->st, &u, &map) == KHO_OK) {
+            a->space_used = u;
+        }
+        a->space_at_ms = now;
     }
-    if (q->key.len > STORE_KEY_BYTES_MAX) {
-        *why = "key longer than 1 KiB";
-        return KHO_ETOOLARGE;
-    }
-    if (q->value.len > STORE_VALUE_BYTES_MAX) {
-        *why = "value larger than 1 MiB";
-        return KHO_ETOOLARGE;
-    }
-    if (q->cond > KHO__API__COND__COND_IF_VERSION) {
-        *why = "unknown precondition";
-        return KHO_EINVAL;
-    }
-    return KHO_OK;
+    *used = a->space_used;
+    pthread_mutex_unlock(&a->space_mu);
+    return *used > a->quota_bytes;
 }
 
-static void propose(struct worker *w, uint64_t gid)
+static void propose(struct worker *w, uint64_t gid,
+                    const struct store_request *sr)
 {
-    const Kho__Api__Request *q = w->rq;
-    struct store_envelope e = {
-        .session = q->session,
-        .seq = q->seq,
-        .cond = (uint32_t)q->cond,
-        .expected_version = q->expected_version,
-        .cmd = {.op = q->op == KHO__API__OP__OP_PUT ? STORE_CMD_PUT
-                                                    : STORE_CMD_DELETE,
-                .key = q->key.data,
-                .key_len = q->key.len,
-                .value = q->op == KHO__API__OP__OP_PUT ? q->value.data : NULL,
-                .value_len = q->op == KHO__API__OP__OP_PUT ? q->value.len : 0},
-    };
-    size_t cap = STORE_ENVELOPE_HEADER_BYTES + STORE_CMD_HEADER_BYTES +
-                 q->key.len + q->value.len, len = 0;
+    bool adds = false;
+    for (size_t i = 0; i < sr->n_ops; i++) {
+        adds = adds || sr->ops[i].op == STORE_OP_PUT;
+    }
+    uint64_t used = 0;
+    if (adds && over_quota(w->api, &used)) {
+        reply_errf(w, KHO_ENOSPC, 0,
+                   "the store holds %llu MiB, over its quota of %llu MiB: "
+                   "writes that add data are refused; deletes and reads "
+                   "still work",
+                   (unsigned long long)(used >> 20),
+                   (unsigned long long)(w->api->quota_bytes >> 20));
+        return;
+    }
+    size_t cap = store_request_size(sr), len = 0;
+    if (cap == 0) {
+        reply_err(w, KHO_ETOOLARGE, "request over a size limit", 0);
+        return;
+    }
     w->prop = malloc(cap);
     if (w->prop == NULL) {
         reply_err(w, KHO_ENOMEM, NULL, 0);
         return;
     }
-    int rc = store_envelope_encode(&e, w->prop, cap, &len);
+    int rc = store_request_encode(sr, w->prop, cap, &len);
     if (rc != KHO_OK) {
-        reply_err(w, rc, "malformed command", 0);
+        reply_err(w, rc,
+                  rc == KHO_EINVAL ? "malformed request (bad compare or op, "
+                                     "empty key, or two ops on one key)"
+                                   : "request over a size limit",
+                  0);
         return;
     }
     submit(w, NODE_REQ_PROPOSE, gid, w->prop, len);
+}
+
+static void fill_request(struct worker *w, struct store_request *sr)
+{
+    const Kho__Api__Request *q = w->rq;
+    size_t wl = strlen(q->client_name);
+    *sr = (struct store_request){
+        .session = q->session,
+        .seq = q->seq,
+        .time_ms = wall_ms(),
+        .writer = q->client_name,
+        .writer_len = wl < STORE_WRITER_BYTES_MAX ? wl : STORE_WRITER_BYTES_MAX,
+    };
+}
+
+static void propose_single(struct worker *w, uint64_t gid)
+{
+    const Kho__Api__Request *q = w->rq;
+    struct store_compare cmp = {.key = q->key.data, .key_len = q->key.len};
+    bool put = q->op == KHO__API__OP__OP_PUT;
+    struct store_op op = {
+        .op = put ? STORE_OP_PUT : STORE_OP_DELETE,
+        .key = q->key.data,
+        .key_len = q->key.len,
+        .value = put ? q->value.data : NULL,
+        .value_len = put ? q->value.len : 0,
+    };
+    struct store_request sr;
+    fill_request(w, &sr);
+    sr.flags = STORE_REQ_SINGLE;
+    sr.ops = &op;
+    sr.n_ops = 1;
+    switch (q->cond) {
+    case KHO__API__COND__COND_IF_ABSENT:
+        cmp.target = STORE_CMP_VERSION;
+        break;
+    case KHO__API__COND__COND_IF_VERSION:
+        cmp.target = STORE_CMP_VERSION;
+        cmp.number = q->expected_version;
+        break;
+    case KHO__API__COND__COND_IF_REVISION:
+        cmp.target = STORE_CMP_MOD_REV;
+        cmp.number = q->expected_version;
+        break;
+    default:
+        break;
+    }
+    if (q->cond != KHO__API__COND__COND_NONE) {
+        sr.cmps = &cmp;
+        sr.n_cmp = 1;
+    }
+    propose(w, gid, &sr);
+}
+
+static void propose_txn(struct worker *w, uint64_t gid)
+{
+    const Kho__Api__Request *q = w->rq;
+    struct store_compare cmps[STORE_TXN_CMPS_MAX];
+    struct store_op ops[STORE_TXN_OPS_MAX];
+    for (size_t i = 0; i < q->n_compares; i++) {
+        const Kho__Api__Compare *c = q->compares[i];
+        bool by_value = c->target == KHO__API__COMPARE_TARGET__TARGET_VALUE;
+        cmps[i] = (struct store_compare){
+            .target = (uint32_t)c->target,
+            .op = (uint32_t)c->op,
+            .key = c->key.data,
+            .key_len = c->key.len,
+            .number = by_value ? 0 : c->number,
+            .value = by_value ? c->value.data : NULL,
+            .value_len = by_value ? c->value.len : 0,
+        };
+    }
+    for (size_t i = 0; i < q->n_ops; i++) {
+        const Kho__Api__TxnOp *o = q->ops[i];
+        ops[i] = (struct store_op){
+            .op = o->is_delete ? STORE_OP_DELETE : STORE_OP_PUT,
+            .key = o->key.data,
+            .key_len = o->key.len,
+            .value = o->is_delete ? NULL : o->value.data,
+            .value_len = o->is_delete ? 0 : o->value.len,
+        };
+    }
+    struct store_request sr;
+    fill_request(w, &sr);
+    sr.cmps = cmps;
+    sr.n_cmp = q->n_compares;
+    sr.ops = ops;
+    sr.n_ops = q->n_ops;
+    propose(w, gid, &sr);
+}
+
+static void propose_registry(struct worker *w)
+{
+    const Kho__Api__Request *q = w->rq;
+    const char *why = meta_reg_name_check(q->registry);
+    if (why != NULL) {
+        reply_err(w, KHO_EINVAL, why, 0);
+        return;
+    }
+    const struct raft_conf *members = node_members(w->api->node);
+    uint32_t want = q->replicas != 0 ? q->replicas : NODE_REPLICAS_DEFAULT;
+    if (want > NODE_REPLICAS_MAX) {
+        reply_errf(w, KHO_EINVAL, 0, "at most %u replicas", NODE_REPLICAS_MAX);
+        return;
+    }
+    if (q->replicas != 0 && want > members->n) {
+        reply_errf(w, KHO_EINVAL, 0,
+                   "%u replicas asked for, the cluster has %u nodes", want,
+                   members->n);
+        return;
+    }
+    struct node_registry tmp;
+    if (node_registries(w->api->node, &tmp, 0) >= NODE_REGISTRIES_MAX) {
+        reply_errf(w, KHO_ENOSPC, 0, "the cluster holds %u registries, the "
+                   "most it can", NODE_REGISTRIES_MAX);
+        return;
+    }
+    uint64_t replicas[NODE_REPLICAS_MAX];
+    uint32_t n = meta_pick_replicas(members, q->registry, want, replicas);
+    uint8_t key[META_REG_PREFIX_BYTES + META_REG_NAME_BYTES_MAX];
+    size_t name_len = strlen(q->registry);
+    memcpy(key, META_REG_PREFIX, META_REG_PREFIX_BYTES);
+    memcpy(key + META_REG_PREFIX_BYTES, q->registry, name_len);
+    uint8_t val[META_REG_VALUE_BYTES_MAX];
+    struct store_compare cmp = {
+        .target = STORE_CMP_VERSION,
+        .op = STORE_CMP_EQ,
+        .key = key,
+        .key_len = META_REG_PREFIX_BYTES + name_len,
+    };
+    struct store_op op = {
+        .op = STORE_OP_PUT,
+        .key = key,
+        .key_len = cmp.key_len,
+        .value = val,
+        .value_len = meta_reg_encode(replicas, n, val),
+    };
+    struct store_request sr;
+    fill_request(w, &sr);
+    sr.flags = STORE_REQ_SINGLE;
+    sr.cmps = &cmp;
+    sr.n_cmp = 1;
+    sr.ops = &op;
+    sr.n_ops = 1;
+    propose(w, NODE_META_GROUP, &sr);
+}
+
+/* --- Validation and routing --------------------------------------------- */
+
+static int check_key(const ProtobufCBinaryData *k, bool may_be_empty,
+                     const char *what, char *why, size_t why_len)
+{
+    if (k->len == 0 && !may_be_empty) {
+        snprintf(why, why_len, "empty %s", what);
+        return KHO_EINVAL;
+    }
+    if (k->len > STORE_KEY_BYTES_MAX) {
+        snprintf(why, why_len, "%s longer than %u bytes", what,
+                 STORE_KEY_BYTES_MAX);
+        return KHO_ETOOLARGE;
+    }
+    return KHO_OK;
+}
+
+static int check_value(size_t len, char *why, size_t why_len)
+{
+    if (len > STORE_VALUE_BYTES_MAX) {
+        snprintf(why, why_len, "value of %zu bytes, over the %u-byte limit",
+                 len, STORE_VALUE_BYTES_MAX);
+        return KHO_ETOOLARGE;
+    }
+    return KHO_OK;
+}
+
+static int validate_txn(const Kho__Api__Request *q, char *why, size_t why_len)
+{
+    if (q->n_compares > STORE_TXN_CMPS_MAX || q->n_ops > STORE_TXN_OPS_MAX) {
+        snprintf(why, why_len, "a transaction holds at most %u compares and "
+                 "%u ops", STORE_TXN_CMPS_MAX, STORE_TXN_OPS_MAX);
+        return KHO_ETOOLARGE;
+    }
+    if (q->n_ops == 0 && q->n_compares == 0) {
+        snprintf(why, why_len, "empty transaction");
+        return KHO_EINVAL;
+    }
+    int rc = KHO_OK;
+    for (size_t i = 0; rc == KHO_OK && i < q->n_compares; i++) {
+        const Kho__Api__Compare *c = q->compares[i];
+        rc = check_key(&c->key, false, "compare key", why, why_len);
+        if (rc == KHO_OK) {
+            rc = check_value(c->value.len, why, why_len);
+        }
+        if (rc == KHO_OK && ((unsigned)c->target > STORE_CMP_VALUE ||
+                             (unsigned)c->op > STORE_CMP_GT)) {
+            snprintf(why, why_len, "compare %zu: unknown target or operator",
+                     i + 1);
+            rc = KHO_EINVAL;
+        }
+    }
+    for (size_t i = 0; rc == KHO_OK && i < q->n_ops; i++) {
+        rc = check_key(&q->ops[i]->key, false, "op key", why, why_len);
+        if (rc == KHO_OK) {
+            rc = check_value(q->ops[i]->value.len, why, why_len);
+        }
+    }
+    return rc;
+}
+
+static int validate(const Kho__Api__Request *q, char *why, size_t why_len)
+{
+    switch (q->op) {
+    case KHO__API__OP__OP_PUT:
+    case KHO__API__OP__OP_DELETE:
+        if ((unsigned)q->cond > KHO__API__COND__COND_IF_REVISION) {
+            snprintf(why, why_len, "unknown precondition");
+            return KHO_EINVAL;
+        }
+        if (q->op == KHO__API__OP__OP_DELETE &&
+            q->cond == KHO__API__COND__COND_IF_ABSENT) {
+            snprintf(why, why_len, "delete with if-absent makes no sense");
+            return KHO_EINVAL;
+        }
+        int rc = check_value(q->value.len, why, why_len);
+        if (rc != KHO_OK) {
+            return rc;
+        }
+        return check_key(&q->key, false, "key", why, why_len);
+    case KHO__API__OP__OP_GET:
+    case KHO__API__OP__OP_HISTORY:
+        return check_key(&q->key, false, "key", why, why_len);
+    case KHO__API__OP__OP_SCAN: {
+        int r = check_key(&q->key, true, "range start", why, why_len);
+        if (r == KHO_OK) {
+            r = check_key(&q->range_end, true, "range end", why, why_len);
+        }
+        if (r == KHO_OK) {
+            r = check_key(&q->prefix, true, "prefix", why, why_len);
+        }
+        if (r == KHO_OK) {
+            r = check_key(&q->token, true, "token", why, why_len);
+        }
+        if (r == KHO_OK && q->prefix.len > 0 &&
+            (q->key.len > 0 || q->range_end.len > 0)) {
+            snprintf(why, why_len, "a scan takes a prefix or a range, not "
+                                   "both");
+            r = KHO_EINVAL;
+        }
+        return r;
+    }
+    case KHO__API__OP__OP_TXN:
+        return validate_txn(q, why, why_len);
+    default:
+        snprintf(why, why_len, "unknown operation %d", (int)q->op);
+        return KHO_EINVAL;
+    }
+}
+
+/* Finds the registry of a data request and checks it lives here; replies
+ * (redirecting when it can) and returns false otherwise. */
+static bool route(struct worker *w, struct node_registry *reg)
+{
+    struct api *a = w->api;
+    const char *name = w->rq->registry;
+    if (node_registry(a->node, name, reg) != KHO_OK) {
+        uint64_t meta = node_leader_of(a->node, NODE_META_GROUP);
+        if (meta == node_id(a->node)) {
+            reply_errf(w, KHO_ENOTFOUND, 0, "unknown registry '%s'", name);
+        } else if (meta != 0) {
+            reply_errf(w, KHO_ENOTLEADER, meta,
+                       "registry '%s' is unknown here; the meta leader "
+                       "knows every registry",
+                       name);
+        } else {
+            reply_errf(w, KHO_EUNAVAILABLE, 0,
+                       "registry '%s' is unknown here and the meta group "
+                       "has no leader to ask",
+                       name);
+        }
+        return false;
+    }
+    if (!reg->local) {
+        reply_errf(w, KHO_ENOTLEADER, reg->replicas[0],
+                   "registry '%s' is not hosted on this node", name);
+        return false;
+    }
+    return true;
+}
+
+static void serve_read(struct worker *w, uint64_t gid)
+{
+    switch (w->rq->op) {
+    case KHO__API__OP__OP_GET:
+        serve_get(w, gid);
+        break;
+    case KHO__API__OP__OP_SCAN:
+        serve_scan(w, gid);
+        break;
+    case KHO__API__OP__OP_HISTORY:
+        serve_history(w, gid);
+        break;
+    default:
+        serve_registries(w);
+        break;
+    }
+}
+
+static bool is_read(const Kho__Api__Request *q)
+{
+    return q->op == KHO__API__OP__OP_GET || q->op == KHO__API__OP__OP_SCAN ||
+           q->op == KHO__API__OP__OP_HISTORY ||
+           q->op == KHO__API__OP__OP_REGISTRY_LIST ||
+           q->op == KHO__API__OP__OP_REGISTRY_DESCRIBE;
+}
+
+static void serve_data(struct worker *w)
+{
+    const Kho__Api__Request *q = w->rq;
+    char why[256];
+    int rc = validate(q, why, sizeof(why));
+    if (rc != KHO_OK) {
+        reply_err(w, rc, why, 0);
+        return;
+    }
+    struct node_registry reg;
+    if (!route(w, &reg)) {
+        return;
+    }
+    if (is_read(q) && q->serializable) {
+        serve_read(w, reg.group_id);
+    } else if (is_read(q)) {
+        submit(w, NODE_REQ_READ, reg.group_id, NULL, 0);
+    } else if (q->op == KHO__API__OP__OP_TXN) {
+        propose_txn(w, reg.group_id);
+    } else {
+        propose_single(w, reg.group_id);
+    }
 }
 
 static void serve(struct worker *w, nng_msg *m)
@@ -232,55 +861,93 @@ static void serve(struct worker *w, nng_msg *m)
         return;
     }
     const Kho__Api__Request *q = w->rq;
-    if (q->op == KHO__API__OP__OP_STATUS) {
+    switch (q->op) {
+    case KHO__API__OP__OP_STATUS:
         reply_status(w);
+        break;
+    case KHO__API__OP__OP_REGISTRY_CREATE:
+        propose_registry(w);
+        break;
+    case KHO__API__OP__OP_REGISTRY_LIST:
+    case KHO__API__OP__OP_REGISTRY_DESCRIBE:
+        if (q->serializable) {
+            serve_registries(w);
+        } else {
+            submit(w, NODE_REQ_READ, NODE_META_GROUP, NULL, 0);
+        }
+        break;
+    default:
+        serve_data(w);
+        break;
+    }
+}
+
+/* --- Answers from the raft thread ----------------------------------------- */
+
+static void answer_registry_create(struct worker *w,
+                                   const struct store_apply_result *res)
+{
+    const Kho__Api__Request *q = w->rq;
+    if (res->result == KHO_ECONFLICT) {
+        reply_errf(w, KHO_EEXIST, 0, "registry '%s' already exists",
+                   q->registry);
         return;
     }
-    if (q->op != KHO__API__OP__OP_PUT && q->op != KHO__API__OP__OP_GET &&
-        q->op != KHO__API__OP__OP_DELETE) {
-        reply_err(w, KHO_EINVAL, "unknown operation", 0);
+    if (res->result != KHO_OK) {
+        reply_err(w, res->result, NULL, 0);
         return;
     }
-    const char *why = NULL;
-    int rc = validate(q, &why);
-    if (rc != KHO_OK) {
-        reply_err(w, rc, why, 0);
-        return;
-    }
-    uint64_t gid = node_registry_group(w->api->node, q->registry);
-    if (gid == 0) {
-        reply_err(w, KHO_ENOTFOUND, "unknown registry", 0);
-        return;
-    }
-    if (q->op == KHO__API__OP__OP_GET && q->serializable) {
-        reply_get(w, gid);
-    } else if (q->op == KHO__API__OP__OP_GET) {
-        submit(w, NODE_REQ_READ, gid, NULL, 0);
-    } else {
-        propose(w, gid);
+    Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
+    rs.revision = res->revision;
+    reply(w, &rs);
+}
+
+static const char *result_message(const Kho__Api__Request *q, int result)
+{
+    switch (result) {
+    case KHO_ECONFLICT:
+        return q->op == KHO__API__OP__OP_TXN ? "a compare failed"
+                                             : "precondition failed";
+    case KHO_ENOTFOUND:
+        return "key not found";
+    case KHO_ESTALE:
+        return "a newer request of this session was applied";
+    case KHO_EBUSY:
+        return "too many client sessions on this registry; retry later";
+    default:
+        return NULL;
     }
 }
 
 static void node_answered(struct worker *w)
 {
     struct node_req *r = &w->req;
+    const Kho__Api__Request *q = w->rq;
     if (r->err != KHO_OK) {
-        reply_err(w, r->err, NULL, r->leader);
+        reply_err(w, r->err,
+                  r->err == KHO_ENOTLEADER && r->leader == 0
+                      ? "no leader known for this group yet"
+                      : NULL,
+                  r->leader);
         return;
     }
     if (r->kind == NODE_REQ_READ) {
-        reply_get(w, r->group_id);
+        serve_read(w, r->group_id);
         return;
     }
-    if (r->res.result != KHO_OK) {
-        reply_err(w, r->res.result, NULL, 0);
+    if (q->op == KHO__API__OP__OP_REGISTRY_CREATE) {
+        answer_registry_create(w, &r->res);
         return;
     }
     Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
-    rs.message = "";
-    rs.leader_hint = "";
+    rs.err = (uint32_t)r->res.result;
+    rs.message = (char *)result_message(q, r->res.result);
+    if (rs.message == NULL) {
+        rs.message = (char *)kho_strerror(r->res.result);
+    }
     rs.version = r->res.version;
     rs.revision = r->res.revision;
+    rs.failed_compare = r->res.failed_cmp;
     reply(w, &rs);
 }
 
@@ -329,19 +996,8 @@ static void worker_cb(void *arg)
 
 /* --- Lifecycle ---------------------------------------------------------- */
 
-int api_open(const char *url, struct node *node, struct store *st,
-             api_peer_url_fn peer_url, void *peer_ctx, struct api **out,
-             char *err, size_t err_len)
+static int listen_on(struct api *a, const char *url)
 {
-    struct api *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
-        snprintf(err, err_len, "out of memory");
-        return KHO_ENOMEM;
-    }
-    a->node = node;
-    a->st = st;
-    a->peer_url = peer_url;
-    a->peer_ctx = peer_ctx;
     int rv = nng_rep0_open(&a->sock);
     if (rv == 0) {
         rv = nng_listener_create(&a->listener, a->sock, url);
@@ -367,8 +1023,30 @@ int api_open(const char *url, struct node *node, struct store *st,
             a->n_workers++;
         }
     }
+    return rv;
+}
+
+int api_open(const struct api_config *c, struct api **out, char *err,
+             size_t err_len)
+{
+    struct api *a = calloc(1, sizeof(*a));
+    struct api_peer *peers = calloc(c->n_peers, sizeof(*peers));
+    if (a == NULL || peers == NULL) {
+        free(a);
+        free(peers);
+        snprintf(err, err_len, "out of memory");
+        return KHO_ENOMEM;
+    }
+    memcpy(peers, c->peers, c->n_peers * sizeof(*peers));
+    a->node = c->node;
+    a->st = c->st;
+    a->peers = peers;
+    a->n_peers = c->n_peers;
+    a->quota_bytes = c->quota_bytes;
+    pthread_mutex_init(&a->space_mu, NULL);
+    int rv = listen_on(a, c->url);
     if (rv != 0) {
-        snprintf(err, err_len, "client listener on %s: %s", url,
+        snprintf(err, err_len, "client listener on %s: %s", c->url,
                  nng_strerror(rv));
         api_close(a);
         return rv == NNG_EADDRINUSE ? KHO_EBUSY
@@ -400,5 +1078,7 @@ void api_close(struct api *a)
         nng_ctx_close(a->workers[i].ctx);
         nng_aio_free(a->workers[i].aio);
     }
+    pthread_mutex_destroy(&a->space_mu);
+    free(a->peers);
     free(a);
 }

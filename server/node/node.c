@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "../common/log.h"
+#include "meta.h"
 
 /* An assertion that stays on in release builds: a failed invariant here is
  * a bug in kho, never bad input. */
@@ -36,6 +37,7 @@ struct group {
     struct node_req *reads; /* pending reads */
     size_t n_pending;
     uint64_t applied;
+    uint64_t compact_retry; /* after a failed compaction: not before this */
     /* Per loop: the ready batch and the apply outcomes. */
     bool has_rd;
     struct raft_ready rd;
@@ -48,9 +50,15 @@ struct node {
     char name[NODE_NAME_BYTES];
     struct store *st;
     struct net *net;
-    struct group groups[NODE_GROUPS_MAX];
-    size_t n_groups;
+    struct group groups[NODE_GROUPS_MAX]; /* [0] is the meta group */
+    size_t n_groups;                      /* changed by the raft thread only */
     struct raft_conf initial;
+    uint64_t meta_seen; /* meta applied index the registry table reflects */
+
+    /* The registry table, read by request threads. */
+    pthread_rwlock_t reg_mu;
+    struct node_registry regs[NODE_REGISTRIES_MAX];
+    size_t n_regs;
 
     pthread_t thread;
     bool started;
@@ -65,6 +73,7 @@ struct node {
 
     pthread_mutex_t status_mu;
     struct node_group_status status[NODE_GROUPS_MAX];
+    size_t n_status;
 
     /* Scratch for grouping outgoing messages by peer. */
     struct raft_msg *out;
@@ -89,13 +98,14 @@ static void raft_panic_cb(void *ctx, const char *what, uint64_t group_id,
 
 /* --- Set-up ------------------------------------------------------------- */
 
-static int bootstrap_group(struct node *n, uint64_t gid, char *err,
+static int bootstrap_group(struct node *n, uint64_t gid,
+                           const struct raft_conf *conf, char *err,
                            size_t err_len)
 {
     struct store_batch *b = NULL;
     int rc = store_write_begin(n->st, &b);
     if (rc == KHO_OK) {
-        rc = store_batch_group_create(b, gid, &n->initial);
+        rc = store_batch_group_create(b, gid, conf);
     }
     if (rc == KHO_OK) {
         rc = store_write_commit(b);
@@ -109,16 +119,17 @@ static int bootstrap_group(struct node *n, uint64_t gid, char *err,
     return rc;
 }
 
-static int open_group(struct node *n, struct group *g, char *err,
-                      size_t err_len)
+/* Opens group g->id, bootstrapping it with `conf` on first use. */
+static int open_group(struct node *n, struct group *g,
+                      const struct raft_conf *conf, char *err, size_t err_len)
 {
     struct raft_config c;
     raft_config_defaults(&c);
     int rc = store_group_load(n->st, g->id, &c.hs, &c.applied);
     if (rc == KHO_ENOTFOUND) {
         LOGI("bootstrapping group %llu (%s) with %u voters",
-             (unsigned long long)g->id, g->registry, n->initial.n);
-        rc = bootstrap_group(n, g->id, err, err_len);
+             (unsigned long long)g->id, g->registry, conf->n);
+        rc = bootstrap_group(n, g->id, conf, err, err_len);
         if (rc != KHO_OK) {
             return rc;
         }
@@ -156,12 +167,208 @@ static int open_group(struct node *n, struct group *g, char *err,
     return KHO_OK;
 }
 
+/* --- The registry table ------------------------------------------------ */
+
+struct reg_scan {
+    struct node_registry *out;
+    size_t n, cap;
+    size_t bad;
+};
+
+static int reg_scan_cb(void *ctx, const struct store_record *r)
+{
+    struct reg_scan *rs = ctx;
+    if (rs->n >= rs->cap) {
+        return KHO_ETOOLARGE;
+    }
+    struct node_registry *g = &rs->out[rs->n];
+    memset(g, 0, sizeof(*g));
+    size_t name_len = r->key_len - META_REG_PREFIX_BYTES;
+    if (name_len == 0 || name_len >= sizeof(g->name) ||
+        meta_reg_decode(r->value, r->value_len, g->replicas,
+                        NODE_REPLICAS_MAX, &g->n_replicas) != KHO_OK) {
+        rs->bad++;
+        return KHO_OK;
+    }
+    memcpy(g->name, r->key + META_REG_PREFIX_BYTES, name_len);
+    size_t wl = r->writer_len < sizeof(g->creator) - 1 ? r->writer_len
+                                                        : sizeof(g->creator) - 1;
+    memcpy(g->creator, r->writer, wl);
+    g->group_id = r->create_rev;
+    g->created_ms = r->time_ms;
+    rs->n++;
+    return KHO_OK;
+}
+
+/* Reads every registry record of the meta group from the store. */
+static int load_registries(struct node *n, struct node_registry *out,
+                           size_t cap, size_t *count)
+{
+    static const uint8_t end[] = {'r', 'e', 'g', '/' + 1};
+    struct store_scan q = {
+        .start = (const uint8_t *)META_REG_PREFIX,
+        .start_len = META_REG_PREFIX_BYTES,
+        .end = end,
+        .end_len = sizeof(end),
+        .limit = (uint32_t)cap,
+        .max_bytes = SIZE_MAX,
+    };
+    struct reg_scan rs = {.out = out, .cap = cap};
+    bool more = false;
+    int rc = store_kv_scan(n->st, NODE_META_GROUP, &q, reg_scan_cb, &rs, &more,
+                           NULL);
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    if (rs.bad > 0) {
+        LOGE("meta group: %zu malformed registry records ignored", rs.bad);
+    }
+    if (more) {
+        LOGE("meta group: more than %zu registries; the rest are ignored",
+             cap);
+    }
+    *count = rs.n;
+    return KHO_OK;
+}
+
+static bool is_replica(const struct node *n, const struct node_registry *r)
+{
+    for (uint32_t i = 0; i < r->n_replicas; i++) {
+        if (r->replicas[i] == n->id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static struct group *find_group(struct node *n, uint64_t gid);
+
+/* Creates the local replica of registry r (raft thread or start-up). */
+static int add_group(struct node *n, const struct node_registry *r)
+{
+    if (n->n_groups >= NODE_GROUPS_MAX) {
+        LOGE("registry %s: this node already hosts %u groups; not hosted",
+             r->name, NODE_GROUPS_MAX);
+        return KHO_ETOOLARGE;
+    }
+    struct raft_conf conf = {.n = r->n_replicas};
+    for (uint32_t i = 0; i < r->n_replicas; i++) {
+        conf.members[i].id = r->replicas[i];
+        conf.members[i].role = RAFT_VOTER;
+    }
+    struct group *g = &n->groups[n->n_groups];
+    memset(g, 0, sizeof(*g));
+    g->id = r->group_id;
+    snprintf(g->registry, sizeof(g->registry), "%s", r->name);
+    char err[256] = "";
+    int rc = open_group(n, g, &conf, err, sizeof(err));
+    if (rc != KHO_OK) {
+        LOGE("registry %s: %s", r->name, err);
+        if (g->raft != NULL) {
+            raft_destroy(g->raft);
+        }
+        if (g->sg != NULL) {
+            store_group_close(g->sg);
+        }
+        memset(g, 0, sizeof(*g));
+        return rc;
+    }
+    n->n_groups++;
+    return KHO_OK;
+}
+
+/* Brings the registry table and the local groups up to the meta group's
+ * state in the store. */
+static void sync_registries(struct node *n)
+{
+    static struct node_registry fresh[NODE_REGISTRIES_MAX];
+    size_t count = 0;
+    int rc = load_registries(n, fresh, NODE_REGISTRIES_MAX, &count);
+    if (rc != KHO_OK) {
+        LOGE("reading the registries of the meta group: %s (%s)",
+             kho_strerror(rc), store_errmsg(n->st));
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        struct node_registry *r = &fresh[i];
+        if (!is_replica(n, r)) {
+            continue;
+        }
+        if (find_group(n, r->group_id) == NULL) {
+            LOGI("registry %s: hosting group %llu (%u replicas)", r->name,
+                 (unsigned long long)r->group_id, r->n_replicas);
+            if (add_group(n, r) != KHO_OK) {
+                continue;
+            }
+        }
+        r->local = true;
+    }
+    pthread_rwlock_wrlock(&n->reg_mu);
+    memcpy(n->regs, fresh, count * sizeof(fresh[0]));
+    n->n_regs = count;
+    pthread_rwlock_unlock(&n->reg_mu);
+}
+
+int node_load_registries(struct node *n, struct node_registry *out,
+                         size_t cap, size_t *count)
+{
+    int rc = load_registries(n, out, cap, count);
+    for (size_t i = 0; rc == KHO_OK && i < *count; i++) {
+        out[i].local = is_replica(n, &out[i]);
+    }
+    return rc;
+}
+
+uint64_t node_leader_of(struct node *n, uint64_t group_id)
+{
+    uint64_t leader = 0;
+    pthread_mutex_lock(&n->status_mu);
+    for (size_t i = 0; i < n->n_status; i++) {
+        if (n->status[i].group_id == group_id) {
+            leader = n->status[i].leader;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&n->status_mu);
+    return leader;
+}
+
+int node_registry(struct node *n, const char *name, struct node_registry *out)
+{
+    int rc = KHO_ENOTFOUND;
+    pthread_rwlock_rdlock(&n->reg_mu);
+    for (size_t i = 0; i < n->n_regs; i++) {
+        if (strcmp(n->regs[i].name, name) == 0) {
+            *out = n->regs[i];
+            rc = KHO_OK;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&n->reg_mu);
+    return rc;
+}
+
+size_t node_registries(struct node *n, struct node_registry *out, size_t cap)
+{
+    pthread_rwlock_rdlock(&n->reg_mu);
+    size_t total = n->n_regs;
+    memcpy(out, n->regs, (total < cap ? total : cap) * sizeof(*out));
+    pthread_rwlock_unlock(&n->reg_mu);
+    return total;
+}
+
+const struct raft_conf *node_members(const struct node *n)
+{
+    return &n->initial;
+}
+
 int node_create(const struct node_config *c, struct store *st,
                 struct node **out, char *err, size_t err_len)
 {
-    if (c->n_groups == 0 || c->n_groups > NODE_GROUPS_MAX ||
-        !raft_conf_is_voter(&c->initial, c->id)) {
-        snprintf(err, err_len, "bad node configuration");
+    if (!raft_conf_is_voter(&c->initial, c->id)) {
+        snprintf(err, err_len, "bad node configuration: node %llu is not "
+                               "among the initial voters",
+                 (unsigned long long)c->id);
         return KHO_EINVAL;
     }
     struct node *n = calloc(1, sizeof(*n));
@@ -175,23 +382,23 @@ int node_create(const struct node_config *c, struct store *st,
     n->initial = c->initial;
     pthread_mutex_init(&n->mu, NULL);
     pthread_mutex_init(&n->status_mu, NULL);
+    pthread_rwlock_init(&n->reg_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&n->cv, &ca);
     pthread_condattr_destroy(&ca);
-    for (size_t i = 0; i < c->n_groups; i++) {
-        struct group *g = &n->groups[i];
-        g->id = c->groups[i].group_id;
-        snprintf(g->registry, sizeof(g->registry), "%s",
-                 c->groups[i].registry);
-        n->n_groups++;
-        int rc = open_group(n, g, err, err_len);
-        if (rc != KHO_OK) {
-            node_destroy(n);
-            return rc;
-        }
+    struct group *meta = &n->groups[0];
+    meta->id = NODE_META_GROUP;
+    snprintf(meta->registry, sizeof(meta->registry), "(meta)");
+    n->n_groups = 1;
+    int rc = open_group(n, meta, &n->initial, err, err_len);
+    if (rc != KHO_OK) {
+        node_destroy(n);
+        return rc;
     }
+    n->meta_seen = meta->applied;
+    sync_registries(n);
     *out = n;
     return KHO_OK;
 }
@@ -211,20 +418,10 @@ const char *node_name(const struct node *n)
     return n->name;
 }
 
-uint64_t node_registry_group(const struct node *n, const char *registry)
-{
-    for (size_t i = 0; i < n->n_groups; i++) {
-        if (strcmp(n->groups[i].registry, registry) == 0) {
-            return n->groups[i].id;
-        }
-    }
-    return 0;
-}
-
 size_t node_status(struct node *n, struct node_group_status *out, size_t cap)
 {
-    size_t k = n->n_groups < cap ? n->n_groups : cap;
     pthread_mutex_lock(&n->status_mu);
+    size_t k = n->n_status < cap ? n->n_status : cap;
     memcpy(out, n->status, k * sizeof(*out));
     pthread_mutex_unlock(&n->status_mu);
     return k;
@@ -492,7 +689,7 @@ static int persist_and_apply(struct node *n)
             rc = reserve_results(g, g->rd.n_committed);
         }
         for (size_t k = 0; rc == KHO_OK && k < g->rd.n_committed; k++) {
-            rc = store_batch_apply_ex(b, g->id, &g->rd.committed[k],
+            rc = store_batch_apply(b, g->id, &g->rd.committed[k],
                                       &g->results[k]);
         }
     }
@@ -517,8 +714,21 @@ static int reserve_out(struct node *n, size_t cap)
     return KHO_OK;
 }
 
-/* Sends every group's messages: one frame per destination node. */
-static void send_all(struct node *n)
+/* Whether a message may leave before this loop's fsync. A leader's
+ * appends, heartbeats and snapshots may (§10.2.1 of the Raft dissertation:
+ * the leader counts itself towards a commit only for entries it has
+ * persisted - leader_self_ack() uses the stable index - so followers can
+ * write in parallel with it). Votes and acknowledgements promise durable
+ * state and must wait for it. */
+static bool sends_early(const struct raft_msg *m)
+{
+    return m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||
+           m->type == RAFT_MSG_SNAPSHOT;
+}
+
+/* Sends the groups' messages that may go `early` (or the others): one
+ * frame per destination node. */
+static void send_all(struct node *n, bool early)
 {
     size_t total = 0;
     for (size_t i = 0; i < n->n_groups; i++) {
@@ -533,7 +743,8 @@ static void send_all(struct node *n)
         for (size_t i = 0; i < n->n_groups; i++) {
             struct group *g = &n->groups[i];
             for (size_t m = 0; g->has_rd && m < g->rd.n_msgs; m++) {
-                if (g->rd.msgs[m].to == to) {
+                if (g->rd.msgs[m].to == to &&
+                    sends_early(&g->rd.msgs[m]) == early) {
                     n->out[k++] = g->rd.msgs[m];
                 }
             }
@@ -546,7 +757,7 @@ static void send_all(struct node *n)
 
 static void publish_status(struct node *n)
 {
-    struct node_group_status st[NODE_GROUPS_MAX];
+    static struct node_group_status st[NODE_GROUPS_MAX]; /* raft thread */
     for (size_t i = 0; i < n->n_groups; i++) {
         struct raft_status rs;
         raft_status(n->groups[i].raft, &rs);
@@ -563,6 +774,7 @@ static void publish_status(struct node *n)
     }
     pthread_mutex_lock(&n->status_mu);
     memcpy(n->status, st, n->n_groups * sizeof(st[0]));
+    n->n_status = n->n_groups;
     pthread_mutex_unlock(&n->status_mu);
 }
 
@@ -586,6 +798,7 @@ static bool ready_cycle(struct node *n)
     if (!any) {
         return false;
     }
+    send_all(n, true);
     int rc = persist_and_apply(n);
     if (rc != KHO_OK) {
         /* The core believes nothing of this ready is durable yet and may
@@ -595,7 +808,7 @@ static bool ready_cycle(struct node *n)
              store_errmsg(n->st));
         abort();
     }
-    send_all(n);
+    send_all(n, false);
     for (size_t i = 0; i < n->n_groups; i++) {
         struct group *g = &n->groups[i];
         if (!g->has_rd) {
@@ -610,6 +823,38 @@ static bool ready_cycle(struct node *n)
         g->has_rd = false;
     }
     return true;
+}
+
+/* After a loop: registries the meta group just created get their local
+ * groups, and long logs are compacted into snapshots. */
+static void after_cycle(struct node *n)
+{
+    if (n->groups[0].applied != n->meta_seen) {
+        n->meta_seen = n->groups[0].applied;
+        sync_registries(n);
+    }
+    for (size_t i = 0; i < n->n_groups; i++) {
+        struct group *g = &n->groups[i];
+        struct raft_status rs;
+        raft_status(g->raft, &rs);
+        if (g->applied < rs.first_index + NODE_COMPACT_ENTRIES ||
+            g->applied < g->compact_retry) {
+            continue;
+        }
+        struct raft_conf conf;
+        raft_applied_conf(g->raft, &conf);
+        int rc = store_compact(n->st, g->id, g->applied, &conf);
+        if (rc != KHO_OK) {
+            LOGW("group %llu: compaction at %llu failed: %s (%s); the log "
+                 "keeps growing",
+                 (unsigned long long)g->id, (unsigned long long)g->applied,
+                 kho_strerror(rc), store_errmsg(n->st));
+            g->compact_retry = g->applied + NODE_COMPACT_ENTRIES / 4;
+        } else {
+            LOGD("group %llu: log compacted up to %llu",
+                 (unsigned long long)g->id, (unsigned long long)g->applied);
+        }
+    }
 }
 
 /* --- The raft thread ---------------------------------------------------- */
@@ -662,7 +907,11 @@ static void *raft_main(void *arg)
                 next_tick = now + NODE_TICK_MS; /* do not burst after a stall */
             }
         }
-        if (ready_cycle(n) || now >= next_status) {
+        bool worked = ready_cycle(n);
+        if (worked) {
+            after_cycle(n);
+        }
+        if (worked || now >= next_status) {
             publish_status(n);
             next_status = now + 50u;
         }
@@ -729,6 +978,7 @@ void node_destroy(struct node *n)
     free(n->out);
     pthread_mutex_destroy(&n->mu);
     pthread_mutex_destroy(&n->status_mu);
+    pthread_rwlock_destroy(&n->reg_mu);
     pthread_cond_destroy(&n->cv);
     free(n);
 }

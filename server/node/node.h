@@ -6,10 +6,15 @@
  *      groups), client proposals (raft_propose) and linearizable reads
  *      (raft_read_index);
  *   2. tick every group when the tick timer (NODE_TICK_MS) is due;
- *   3. for every group with a ready batch: persist its snapshot, entries and
+ *   3. send the leaders' appends, heartbeats and snapshots at once (a
+ *      leader counts itself towards a commit only for what it persisted,
+ *      so followers write in parallel with it);
+ *   4. for every group with a ready batch: persist its snapshot, entries and
  *      hard state and apply its committed entries, all groups in ONE store
- *      write transaction committed once (group commit: one fsync);
- *   4. send every group's messages, one NNG frame per peer;
+ *      write transaction committed once (group commit: one fsync); then
+ *      send the other messages (votes, acknowledgements), one NNG frame per
+ *      peer; registries the meta group created get their local groups, and
+ *      logs longer than NODE_COMPACT_ENTRIES are compacted;
  *   5. answer proposals whose entry applied (same index and term) and reads
  *      whose read index is applied; raft_advance() every group.
  *
@@ -31,9 +36,20 @@
 #include "../store/store.h"
 #include "../transport/peer.h"
 
-#define NODE_GROUPS_MAX 64u
-#define NODE_NAME_BYTES 64u
-#define NODE_REGISTRY_BYTES 64u
+/* Raft groups on one node: the meta group and the registries it hosts. */
+#define NODE_GROUPS_MAX 256u
+/* Registries in the cluster (hosted here or not). */
+#define NODE_REGISTRIES_MAX 255u
+#define NODE_NAME_BYTES 65u
+#define NODE_REGISTRY_BYTES 65u
+/* Replicas of one registry group. */
+#define NODE_REPLICAS_MAX 7u
+#define NODE_REPLICAS_DEFAULT 3u
+/* The meta group: nodes and registries (ARCHITECTURE.md, "Data model"). */
+#define NODE_META_GROUP 0u
+/* Log compaction: a group's log is compacted into a snapshot once this many
+ * entries were applied since the last one. */
+#define NODE_COMPACT_ENTRIES 20000u
 #define NODE_TICK_MS 10u
 #define NODE_ELECTION_TICKS 15u
 #define NODE_HEARTBEAT_TICKS 3u
@@ -65,17 +81,22 @@ struct node_req {
     struct node_req *next_;
 };
 
-struct node_group_conf {
-    uint64_t group_id;
-    char registry[NODE_REGISTRY_BYTES];
-};
-
 struct node_config {
     uint64_t id;
     char name[NODE_NAME_BYTES];
-    struct raft_conf initial; /* voters of every group at bootstrap */
-    struct node_group_conf groups[NODE_GROUPS_MAX];
-    size_t n_groups;
+    struct raft_conf initial; /* the meta group's voters at bootstrap: every
+                                 node of the initial cluster */
+};
+
+/* A registry as the meta group records it. */
+struct node_registry {
+    char name[NODE_REGISTRY_BYTES];
+    uint64_t group_id;   /* the meta revision that created it */
+    uint32_t n_replicas;
+    uint64_t replicas[NODE_REPLICAS_MAX];
+    uint64_t created_ms;
+    char creator[NODE_NAME_BYTES];
+    bool local;          /* a replica lives on this node */
 };
 
 struct node_group_status {
@@ -109,8 +130,19 @@ void node_on_batch(void *ctx, uint64_t from, struct codec_batch *b);
  * full), KHO_EUNAVAILABLE (node stopping). */
 int node_submit(struct node *n, struct node_req *r);
 
-/* Group of a registry name; 0 when there is none. Thread-safe. */
-uint64_t node_registry_group(const struct node *n, const char *registry);
+/* Looks a registry up by name (thread-safe). Errors: KHO_ENOTFOUND. */
+int node_registry(struct node *n, const char *name, struct node_registry *out);
+/* Copies up to cap registries (in name order); returns how many exist. */
+size_t node_registries(struct node *n, struct node_registry *out, size_t cap);
+/* Reads the registries from the meta group's committed state in the store
+ * (not the cached table): what a linearizable listing needs. `local` says
+ * whether this node is one of the replicas. Errors: store errors. */
+int node_load_registries(struct node *n, struct node_registry *out,
+                         size_t cap, size_t *count);
+/* Leader of a local group as last published (0: unknown or not hosted). */
+uint64_t node_leader_of(struct node *n, uint64_t group_id);
+/* The meta group's voters at bootstrap (the nodes of the cluster). */
+const struct raft_conf *node_members(const struct node *n);
 /* Latest published status of the groups (copied); returns the count. */
 size_t node_status(struct node *n, struct node_group_status *out, size_t cap);
 uint64_t node_id(const struct node *n);

@@ -20,7 +20,10 @@
  *         conflicting suffix), append rd.entries, and store rd.hs when
  *         rd.hs_changed - all in one durable (fsynced) write;
  *      c. send rd.msgs (only now: a vote or an append acknowledgement must
- *         never leave before the state it promises is durable);
+ *         never leave before the state it promises is durable). APPEND,
+ *         HEARTBEAT and SNAPSHOT messages - a leader's - may leave before
+ *         step b: the leader counts itself towards a commit only up to its
+ *         stable index, so followers may persist in parallel with it;
  *      d. apply rd.committed in order, then serve rd.reads whose index is
  *         applied;
  *      e. call raft_advance(). No other raft_* call is allowed between

@@ -168,8 +168,9 @@ int store_batch_group_delete(struct store_batch *b, uint64_t group_id)
     struct store *s = b->s;
     int rc = group_meta(b, group_id, &m);
     MDB_dbi dbis[] = {s->dbi_log, s->dbi_meta, s->dbi_snap, s->dbi_kv,
-                      s->dbi_sess};
-    for (size_t i = 0; rc == KHO_OK && i < 5; i++) {
+                      s->dbi_hist, s->dbi_sess, s->dbi_lru};
+    for (size_t i = 0; rc == KHO_OK && i < sizeof(dbis) / sizeof(dbis[0]);
+         i++) {
         rc = store_rec_del_group(s, b->txn, dbis[i], group_id);
     }
     return done(b, rc);
@@ -200,8 +201,7 @@ static int install_snapshot(struct store_batch *b, uint64_t group,
                           (unsigned long long)m->index,
                           (unsigned long long)applied);
     }
-    int rc = store_kv_snapshot_install(s, b->txn, group, m->index, sn->data,
-                                       sn->len);
+    int rc = store_snap_install(s, b->txn, group, m->index, sn->data, sn->len);
     if (rc == KHO_OK) {
         rc = store_rec_put_snap_meta(s, b->txn, group, m);
     }
@@ -314,47 +314,18 @@ int store_batch_persist_ready(struct store_batch *b, uint64_t group_id,
 
 /* --- Applying committed entries ------------------------------------------ */
 
-static int apply_normal(struct store_batch *b, uint64_t group,
-                        const struct raft_entry *e,
-                        struct store_apply_result *out)
-{
-    if (e->data != NULL && e->len > 0 && e->data[0] == STORE_CMD_SESSION) {
-        struct store_envelope env;
-        int bad = store_envelope_decode(e->data, e->len, &env);
-        if (bad != KHO_OK) {
-            out->result = bad;
-            return KHO_OK;
-        }
-        return store_kv_apply_envelope(b->s, b->txn, group, e->index, &env,
-                                       out);
-    }
-    struct store_cmd c;
-    int bad = e->data != NULL ? store_cmd_decode(e->data, e->len, &c)
-                              : KHO_EINVAL;
-    if (bad != KHO_OK) {
-        /* Every replica holds the same bytes and decides the same:
-         * a malformed command is a no-op with an error for its
-         * client, never a stuck group. */
-        out->result = bad;
-        return KHO_OK;
-    }
-    return store_kv_apply_cmd(b->s, b->txn, group, &c, &out->result);
-}
-
 static int apply_entry(struct store_batch *b, uint64_t group,
                        const struct raft_entry *e,
                        struct store_apply_result *out)
 {
-    int *result = &out->result;
-    out->revision = e->index;
     uint64_t applied = 0;
+    out->revision = e->index;
     int rc = group_applied(b, group, &applied);
     if (rc != KHO_OK) {
         return rc;
     }
     if (e->index <= applied) {
-        *result = KHO_OK; /* already in the state machine: never twice */
-        return KHO_OK;
+        return KHO_OK; /* already in the state machine: never twice */
     }
     if (e->index != applied + 1) {
         return store_fail(b->s, KHO_EINVAL,
@@ -364,10 +335,10 @@ static int apply_entry(struct store_batch *b, uint64_t group,
                           (unsigned long long)e->index,
                           (unsigned long long)applied);
     }
-    *result = KHO_OK;
     switch (e->type) {
     case RAFT_ENTRY_NORMAL:
-        rc = apply_normal(b, group, e, out);
+        rc = store_apply_request(b->s, b->txn, group, e->index, e->data,
+                                 e->len, out);
         break;
     case RAFT_ENTRY_NOOP:
     case RAFT_ENTRY_CONF:
@@ -384,20 +355,13 @@ static int apply_entry(struct store_batch *b, uint64_t group,
 }
 
 int store_batch_apply(struct store_batch *b, uint64_t group_id,
-                      const struct raft_entry *e, int *result)
+                      const struct raft_entry *e,
+                      struct store_apply_result *out)
 {
-    struct store_apply_result out = {0};
-    int rc = store_batch_apply_ex(b, group_id, e, &out);
-    if (result != NULL) {
-        *result = out.result;
+    struct store_apply_result local;
+    if (out == NULL) {
+        out = &local;
     }
-    return rc;
-}
-
-int store_batch_apply_ex(struct store_batch *b, uint64_t group_id,
-                         const struct raft_entry *e,
-                         struct store_apply_result *out)
-{
     memset(out, 0, sizeof(*out));
     if (b->err != KHO_OK) {
         return b->err;
@@ -424,7 +388,7 @@ static int compact(struct store_batch *b, uint64_t group, uint64_t index,
     if (index != applied) {
         return store_fail(s, KHO_EINVAL,
                           "group %llu: compaction at %llu, but the state "
-                          "machine is at %llu and keeps no history: "
+                          "machine is at %llu and cannot be rewound: "
                           "compact at the applied index",
                           (unsigned long long)group, (unsigned long long)index,
                           (unsigned long long)applied);
@@ -441,7 +405,7 @@ static int compact(struct store_batch *b, uint64_t group, uint64_t index,
                           (unsigned long long)group, (unsigned long long)index);
     }
     if (rc == KHO_OK) {
-        rc = store_kv_snapshot_write(s, b->txn, group, index);
+        rc = store_snap_write(s, b->txn, group, index);
     }
     if (rc == KHO_OK) {
         m = (struct raft_snapshot_meta){

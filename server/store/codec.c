@@ -1,6 +1,7 @@
 /*
  * codec.c - the byte layouts of stored records and of state-machine
- * commands (store.h describes them). Pure functions: no LMDB, no store.
+ * record bodies (store.h describes them). Pure functions: no LMDB, no
+ * store.
  * Decoders treat their input as untrusted (it comes from the disk or a
  * peer) and answer KHO_ECORRUPT / KHO_EINVAL, never assert.
  */
@@ -138,23 +139,23 @@ int store_meta_hs_decode(const uint8_t *v, size_t len, uint64_t group,
     return KHO_OK;
 }
 
-size_t store_meta_applied_encode(uint8_t *v, uint64_t group, uint64_t applied)
+size_t store_meta_u64_encode(uint8_t *v, uint64_t group, enum meta_tag tag,
+                             uint64_t x)
 {
-    meta_header(v, META_APPLIED);
-    put_le64(v + 8, applied);
-    meta_seal(v, META_APPLIED_BYTES, group, META_APPLIED);
-    return META_APPLIED_BYTES;
+    meta_header(v, tag);
+    put_le64(v + 8, x);
+    meta_seal(v, META_U64_BYTES, group, tag);
+    return META_U64_BYTES;
 }
 
-int store_meta_applied_decode(const uint8_t *v, size_t len, uint64_t group,
-                              uint64_t *applied)
+int store_meta_u64_decode(const uint8_t *v, size_t len, uint64_t group,
+                          enum meta_tag tag, uint64_t *x)
 {
-    if (len != META_APPLIED_BYTES ||
-        meta_open(v, len, group, META_APPLIED) != KHO_OK) {
+    if (len != META_U64_BYTES || meta_open(v, len, group, tag) != KHO_OK) {
         return KHO_ECORRUPT;
     }
-    *applied = get_le64(v + 8);
-    return *applied > RAFT_INDEX_MAX ? KHO_ECORRUPT : KHO_OK;
+    *x = get_le64(v + 8);
+    return KHO_OK;
 }
 
 size_t store_meta_snap_encode(uint8_t *v, uint64_t group,
@@ -189,6 +190,50 @@ int store_meta_snap_decode(const uint8_t *v, size_t len, uint64_t group,
                : KHO_ECORRUPT;
 }
 
+/* --- Record bodies ------------------------------------------------------- */
+
+size_t store_body_size(const struct store_record *r)
+{
+    return BODY_FIXED_BYTES + r->writer_len + r->value_len;
+}
+
+void store_body_encode(uint8_t *p, const struct store_record *r)
+{
+    put_le64(p, r->version);
+    put_le64(p + 8, r->create_rev);
+    put_le64(p + 16, r->mod_rev);
+    put_le64(p + 24, r->time_ms);
+    p[32] = (uint8_t)r->writer_len;
+    if (r->writer_len > 0) {
+        memcpy(p + BODY_FIXED_BYTES, r->writer, r->writer_len);
+    }
+    if (r->value_len > 0) {
+        memcpy(p + BODY_FIXED_BYTES + r->writer_len, r->value, r->value_len);
+    }
+}
+
+int store_body_decode(const uint8_t *p, size_t len, struct store_record *r)
+{
+    if (len < BODY_FIXED_BYTES || len > BODY_BYTES_MAX) {
+        return KHO_ECORRUPT;
+    }
+    size_t wlen = p[32];
+    if (wlen > STORE_WRITER_BYTES_MAX || len - BODY_FIXED_BYTES < wlen) {
+        return KHO_ECORRUPT;
+    }
+    r->version = get_le64(p);
+    r->create_rev = get_le64(p + 8);
+    r->mod_rev = get_le64(p + 16);
+    r->time_ms = get_le64(p + 24);
+    r->writer = wlen > 0 ? (const char *)(p + BODY_FIXED_BYTES) : NULL;
+    r->writer_len = wlen;
+    r->value_len = len - BODY_FIXED_BYTES - wlen;
+    r->value = r->value_len > 0 ? p + BODY_FIXED_BYTES + wlen : NULL;
+    return r->value_len <= STORE_VALUE_BYTES_MAX ? KHO_OK : KHO_ECORRUPT;
+}
+
+/* --- Key hashes ---------------------------------------------------------- */
+
 /* FNV-1a folded through a 64-bit finaliser (MurmurHash3's fmix64), so that
  * every key byte reaches every hash bit. */
 uint64_t store_key_hash(const uint8_t *key, size_t len)
@@ -203,114 +248,4 @@ uint64_t store_key_hash(const uint8_t *key, size_t len)
     h *= UINT64_C(0xc4ceb9fe1a85ec53);
     h ^= h >> 33;
     return h;
-}
-
-/* --- Commands ------------------------------------------------------------ */
-
-static int cmd_check(const struct store_cmd *c)
-{
-    if (c->op != STORE_CMD_PUT && c->op != STORE_CMD_DELETE) {
-        return KHO_EINVAL;
-    }
-    if (c->key_len == 0 || (c->op == STORE_CMD_DELETE && c->value_len > 0)) {
-        return KHO_EINVAL;
-    }
-    if (c->key_len > STORE_KEY_BYTES_MAX ||
-        c->value_len > STORE_VALUE_BYTES_MAX) {
-        return KHO_ETOOLARGE;
-    }
-    return KHO_OK;
-}
-
-int store_cmd_encode(const struct store_cmd *c, uint8_t *buf, size_t cap,
-                     size_t *len_out)
-{
-    int rc = cmd_check(c);
-    if (rc != KHO_OK) {
-        return rc;
-    }
-    size_t need = STORE_CMD_HEADER_BYTES + c->key_len + c->value_len;
-    *len_out = need;
-    if (cap < need) {
-        return KHO_ETOOLARGE;
-    }
-    buf[0] = (uint8_t)c->op;
-    buf[1] = 0;
-    put_le16(buf + 2, (uint16_t)c->key_len);
-    put_le32(buf + 4, (uint32_t)c->value_len);
-    memcpy(buf + STORE_CMD_HEADER_BYTES, c->key, c->key_len);
-    if (c->value_len > 0) {
-        memcpy(buf + STORE_CMD_HEADER_BYTES + c->key_len, c->value,
-               c->value_len);
-    }
-    return KHO_OK;
-}
-
-int store_cmd_decode(const uint8_t *buf, size_t len, struct store_cmd *out)
-{
-    if (len < STORE_CMD_HEADER_BYTES || buf[1] != 0) {
-        return KHO_EINVAL;
-    }
-    struct store_cmd c = {
-        .op = buf[0],
-        .key_len = get_le16(buf + 2),
-        .value_len = get_le32(buf + 4),
-    };
-    int rc = cmd_check(&c);
-    if (rc != KHO_OK) {
-        return rc;
-    }
-    if (len != STORE_CMD_HEADER_BYTES + c.key_len + c.value_len) {
-        return KHO_EINVAL;
-    }
-    c.key = buf + STORE_CMD_HEADER_BYTES;
-    c.value = c.value_len > 0 ? c.key + c.key_len : NULL;
-    *out = c;
-    return KHO_OK;
-}
-
-/* --- Session envelopes --------------------------------------------------- */
-
-int store_envelope_encode(const struct store_envelope *e, uint8_t *buf,
-                          size_t cap, size_t *len_out)
-{
-    if (e->cond > STORE_COND_VERSION) {
-        return KHO_EINVAL;
-    }
-    if (cap < STORE_ENVELOPE_HEADER_BYTES) {
-        *len_out = STORE_ENVELOPE_HEADER_BYTES + STORE_CMD_HEADER_BYTES +
-                   e->cmd.key_len + e->cmd.value_len;
-        return KHO_ETOOLARGE;
-    }
-    size_t inner = 0;
-    int rc = store_cmd_encode(&e->cmd, buf + STORE_ENVELOPE_HEADER_BYTES,
-                              cap - STORE_ENVELOPE_HEADER_BYTES, &inner);
-    *len_out = STORE_ENVELOPE_HEADER_BYTES + inner;
-    if (rc != KHO_OK) {
-        return rc;
-    }
-    buf[0] = (uint8_t)STORE_CMD_SESSION;
-    buf[1] = (uint8_t)e->cond;
-    put_le16(buf + 2, 0);
-    put_le32(buf + 4, 0);
-    put_le64(buf + 8, e->session);
-    put_le64(buf + 16, e->seq);
-    put_le64(buf + 24, e->expected_version);
-    return KHO_OK;
-}
-
-int store_envelope_decode(const uint8_t *buf, size_t len,
-                          struct store_envelope *out)
-{
-    if (buf == NULL || len < STORE_ENVELOPE_HEADER_BYTES ||
-        buf[0] != STORE_CMD_SESSION || buf[1] > STORE_COND_VERSION ||
-        get_le16(buf + 2) != 0 || get_le32(buf + 4) != 0) {
-        return KHO_EINVAL;
-    }
-    out->cond = buf[1];
-    out->session = get_le64(buf + 8);
-    out->seq = get_le64(buf + 16);
-    out->expected_version = get_le64(buf + 24);
-    return store_cmd_decode(buf + STORE_ENVELOPE_HEADER_BYTES,
-                            len - STORE_ENVELOPE_HEADER_BYTES, &out->cmd);
 }

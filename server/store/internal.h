@@ -27,7 +27,9 @@ _Noreturn void store_panic(const char *file, int line, const char *what);
 struct store {
     MDB_env *env;
     MDB_dbi dbi_info, dbi_log, dbi_meta, dbi_snap, dbi_kv, dbi_sess;
+    MDB_dbi dbi_hist, dbi_lru;
     struct store_opts opts;
+    uint64_t hash_mask; /* from opts.test_key_hash_bits */
     char *path; /* as given, for messages */
     dev_t dev;  /* identity of the directory in the open registry */
     ino_t ino;
@@ -160,8 +162,14 @@ static inline uint32_t store_crc32c_final(uint32_t crc)
 
 uint32_t store_crc32c_update(uint32_t crc, const void *buf, size_t len);
 
-/* 64-bit hash of a long user key (codec.c). */
+/* 64-bit hash of a user key (codec.c). */
 uint64_t store_key_hash(const uint8_t *key, size_t len);
+/* The same, narrowed by the store's test knob (store_opts). */
+static inline uint64_t store_hash(const struct store *s, const uint8_t *key,
+                                  size_t len)
+{
+    return store_key_hash(key, len) & s->hash_mask;
+}
 
 /* --- Records (codec.c) --------------------------------------------------- */
 
@@ -172,12 +180,32 @@ uint64_t store_key_hash(const uint8_t *key, size_t len);
 #define RECORD_VERSION 1u
 #define META_HEADER_BYTES 8u
 #define META_HS_BYTES (META_HEADER_BYTES + 24u)
-#define META_APPLIED_BYTES (META_HEADER_BYTES + 8u)
+#define META_U64_BYTES (META_HEADER_BYTES + 8u)
 #define META_SNAP_BYTES_MAX (META_HEADER_BYTES + 16u + RAFT_CONF_ENCODED_MAX)
+
+/* The record fields after a kv or hist value's header (store.h top):
+ * version, create_rev, mod_rev, time_ms, writer_len. */
+#define BODY_FIXED_BYTES 33u
+#define BODY_BYTES_MAX                                                         \
+    (BODY_FIXED_BYTES + STORE_WRITER_BYTES_MAX + STORE_VALUE_BYTES_MAX)
+
 #define KV_HEADER_BYTES 8u
 #define KV_LMDB_KEY_BYTES_MAX (GROUP_KEY_BYTES + STORE_KV_INLINE_KEY_BYTES + 8u)
+#define KV_VALUE_BYTES_MAX (KV_HEADER_BYTES + STORE_KEY_BYTES_MAX + BODY_BYTES_MAX)
+
+#define HIST_KEY_BYTES 26u /* group, hash, mod_rev, u16 slot */
+#define HIST_HEADER_BYTES 8u
+#define HIST_VALUE_BYTES_MAX                                                   \
+    (HIST_HEADER_BYTES + STORE_KEY_BYTES_MAX + BODY_BYTES_MAX)
+#define HIST_DELETED 0x01u
+
+#define SESS_KEY_BYTES 16u
+#define SESS_VALUE_BYTES 48u
+#define LRU_KEY_BYTES 24u
+#define LRU_VALUE_BYTES 4u
+
 #define SNAP_HEADER_BYTES 32u
-#define SNAP_RECORD_HEADER_BYTES 6u
+#define SNAP_RECORD_HEADER_BYTES 7u
 #define SNAP_TRAILER_BYTES 4u
 
 _Static_assert(KV_LMDB_KEY_BYTES_MAX <= STORE_LMDB_KEY_BYTES_MAX,
@@ -187,15 +215,36 @@ _Static_assert(GROUP_KEY_BYTES + STORE_KV_INLINE_KEY_BYTES <
                "inline and long kv keys must be told apart by length");
 _Static_assert(STORE_KEY_BYTES_MAX <= UINT16_MAX,
                "key lengths are stored in 16 bits");
-_Static_assert(STORE_CMD_BYTES_MAX <= RAFT_ENTRY_BYTES_MAX,
-               "a command must fit one raft entry");
+_Static_assert(STORE_WRITER_BYTES_MAX <= UINT8_MAX,
+               "writer lengths are stored in 8 bits");
+_Static_assert(STORE_TXN_CMPS_MAX <= UINT16_MAX &&
+                   STORE_TXN_OPS_MAX <= UINT16_MAX,
+               "counts and op slots are stored in 16 bits");
+_Static_assert(STORE_VALUE_BYTES_MAX <= UINT32_MAX,
+               "value lengths are stored in 32 bits");
+_Static_assert(STORE_REQ_HEADER_BYTES +
+                       (uint64_t)STORE_TXN_OPS_MAX *
+                           (STORE_OP_HEADER_BYTES + STORE_KEY_BYTES_MAX) <
+                   STORE_ENTRY_BYTES_MAX,
+               "a request of many small ops must fit one raft entry");
 _Static_assert(STORE_SNAP_BYTES_MAX <= UINT32_MAX,
                "LMDB keeps a value's size in 32 bits");
+_Static_assert(KV_VALUE_BYTES_MAX < STORE_SNAP_BYTES_MAX,
+               "one record must fit a snapshot");
 
 enum meta_tag {
     META_HS = 1,
     META_SNAP = 2,
     META_APPLIED = 3,
+    META_SESSIONS = 4,
+};
+
+/* The databases a snapshot carries, by their tag in the payload. */
+enum snap_db {
+    SNAP_DB_KV = 1,
+    SNAP_DB_HIST = 2,
+    SNAP_DB_SESS = 3,
+    SNAP_DB_LRU = 4,
 };
 
 void store_log_key(uint8_t k[LOG_KEY_BYTES], uint64_t group, uint64_t index);
@@ -213,14 +262,23 @@ size_t store_meta_hs_encode(uint8_t *v, uint64_t group,
                             const struct raft_hard_state *hs);
 int store_meta_hs_decode(const uint8_t *v, size_t len, uint64_t group,
                          struct raft_hard_state *hs);
-size_t store_meta_applied_encode(uint8_t *v, uint64_t group, uint64_t applied);
-int store_meta_applied_decode(const uint8_t *v, size_t len, uint64_t group,
-                              uint64_t *applied);
+/* The records holding one u64 (applied index, session count). */
+size_t store_meta_u64_encode(uint8_t *v, uint64_t group, enum meta_tag tag,
+                             uint64_t x);
+int store_meta_u64_decode(const uint8_t *v, size_t len, uint64_t group,
+                          enum meta_tag tag, uint64_t *x);
 /* 0 if the configuration cannot be encoded. */
 size_t store_meta_snap_encode(uint8_t *v, uint64_t group,
                               const struct raft_snapshot_meta *m);
 int store_meta_snap_decode(const uint8_t *v, size_t len, uint64_t group,
                            struct raft_snapshot_meta *m);
+
+/* The record fields of a kv or hist value (store.h top): BODY_FIXED_BYTES
+ * + writer + value bytes. Decoding fills every field of r but key and
+ * deleted; writer and value point into p. */
+size_t store_body_size(const struct store_record *r);
+void store_body_encode(uint8_t *p, const struct store_record *r);
+int store_body_decode(const uint8_t *p, size_t len, struct store_record *r);
 
 /* --- Reading records in a transaction (records.c) ------------------------ */
 
@@ -231,6 +289,9 @@ int store_rec_get_applied(struct store *s, MDB_txn *txn, uint64_t group,
                           uint64_t *applied);
 int store_rec_get_snap_meta(struct store *s, MDB_txn *txn, uint64_t group,
                             struct raft_snapshot_meta *m);
+/* The session count; KHO_OK with 0 when none is stored. */
+int store_rec_get_sessions(struct store *s, MDB_txn *txn, uint64_t group,
+                           uint64_t *n);
 /* The stored entry at index (data points into the map). */
 int store_rec_get_entry(struct store *s, MDB_txn *txn, uint64_t group,
                         uint64_t index, struct raft_entry *e);
@@ -244,6 +305,8 @@ int store_rec_put_applied(struct store *s, MDB_txn *txn, uint64_t group,
                           uint64_t applied);
 int store_rec_put_snap_meta(struct store *s, MDB_txn *txn, uint64_t group,
                             const struct raft_snapshot_meta *m);
+int store_rec_put_sessions(struct store *s, MDB_txn *txn, uint64_t group,
+                           uint64_t n);
 int store_rec_put_entry(struct store *s, MDB_txn *txn, uint64_t group,
                         const struct raft_entry *e);
 
@@ -254,26 +317,94 @@ int store_rec_del_range(struct store *s, MDB_txn *txn, MDB_dbi dbi,
 /* Deletes every key of a group in `dbi` (keys starting with the group). */
 int store_rec_del_group(struct store *s, MDB_txn *txn, MDB_dbi dbi,
                         uint64_t group);
+/* True when an LMDB key belongs to `group` (starts with its id). */
+static inline bool store_in_group(const MDB_val *k, uint64_t group)
+{
+    return k->mv_size >= GROUP_KEY_BYTES && get_be64(k->mv_data) == group;
+}
 
-/* --- The state machine (kv.c) -------------------------------------------- */
+/* --- The kv database (kv.c) ---------------------------------------------- */
 
-/* Applies a decoded command; *result is the client's answer. */
-int store_kv_apply_cmd(struct store *s, MDB_txn *txn, uint64_t group,
-                       const struct store_cmd *c, int *result);
-/* Applies a session envelope at raft index `index` (store.h). */
-int store_kv_apply_envelope(struct store *s, MDB_txn *txn, uint64_t group,
-                            uint64_t index, const struct store_envelope *e,
-                            struct store_apply_result *out);
-/* Reads one key in txn; value points into the map. */
-int store_kv_lookup(struct store *s, MDB_txn *txn, uint64_t group,
-                    const uint8_t *key, size_t key_len, const uint8_t **value,
-                    size_t *value_len);
-/* Writes the group's kv range as a snapshot payload at `index` into the
- * snap database. */
-int store_kv_snapshot_write(struct store *s, MDB_txn *txn, uint64_t group,
-                            uint64_t index);
-/* Replaces the group's kv range with a (checked) payload. */
-int store_kv_snapshot_install(struct store *s, MDB_txn *txn, uint64_t group,
-                              uint64_t index, const uint8_t *data, size_t len);
+/* The LMDB key of a user key; returns its length. */
+size_t store_kv_key(const struct store *s, uint8_t k[KV_LMDB_KEY_BYTES_MAX],
+                    uint64_t group, const uint8_t *key, size_t len);
+/* Decodes and verifies one stored kv record of `group` (checksum, and
+ * that the LMDB key is the one its full key maps to). KHO_ECORRUPT
+ * without a message. */
+int store_kv_decode(const struct store *s, uint64_t group, const MDB_val *k,
+                    const MDB_val *v, struct store_record *r);
+/* The message for a corrupt kv record; returns KHO_ECORRUPT. */
+int store_kv_corrupt(struct store *s, uint64_t group);
+/* Finds a user key: KHO_OK with r set (pointers into the map, valid until
+ * the next write in txn), or KHO_ENOTFOUND (no message); *other is set
+ * when a different long key holds its LMDB key. */
+int store_kv_find(struct store *s, MDB_txn *txn, uint64_t group,
+                  const uint8_t *key, size_t key_len, struct store_record *r,
+                  bool *other);
+/* Writes r (key, value and every field) under its LMDB key. */
+int store_kv_put(struct store *s, MDB_txn *txn, uint64_t group,
+                 const struct store_record *r);
+int store_kv_del(struct store *s, MDB_txn *txn, uint64_t group,
+                 const uint8_t *key, size_t key_len);
+
+/* --- The history database (hist.c) --------------------------------------- */
+
+/* Appends r (a put's new record, or a tombstone with r->deleted) as a
+ * version of its key, `slot` being the op's index in its request, and
+ * drops the key's oldest version beyond STORE_HISTORY_VERSIONS. */
+int store_hist_append(struct store *s, MDB_txn *txn, uint64_t group,
+                      const struct store_record *r, uint32_t slot);
+/* Decodes and verifies one stored version. KHO_ECORRUPT without a
+ * message. */
+int store_hist_decode(uint64_t group, const MDB_val *k, const MDB_val *v,
+                      struct store_record *r);
+/* store_kv_history() inside a transaction. */
+int store_hist_walk(struct store *s, MDB_txn *txn, uint64_t group,
+                    const uint8_t *key, size_t key_len, uint64_t after_rev,
+                    uint32_t limit, store_record_cb cb, void *ctx, bool *more);
+
+/* --- Sessions (session.c) ------------------------------------------------ */
+
+/* Forgets up to STORE_SESSION_EVICT_PER_APPLY sessions of the group idle
+ * for STORE_SESSION_IDLE_MS at now_ms. */
+int store_sess_evict(struct store *s, MDB_txn *txn, uint64_t group,
+                     uint64_t now_ms);
+/* Looks a session up: KHO_OK with *seq, *time_ms and *res (the recorded
+ * answer), or KHO_ENOTFOUND (no message). */
+int store_sess_get(struct store *s, MDB_txn *txn, uint64_t group,
+                   uint64_t session, uint64_t *seq, uint64_t *time_ms,
+                   struct store_apply_result *res);
+/* KHO_OK when the group has room for one more session, else KHO_EBUSY
+ * (no message: it is the client's answer, not a store failure). */
+int store_sess_room(struct store *s, MDB_txn *txn, uint64_t group);
+/* Records `res` as the answer to (session, seq) at time now_ms, creating
+ * the session when `fresh` (counted), else moving it in the idle index
+ * from its old time. */
+int store_sess_put(struct store *s, MDB_txn *txn, uint64_t group,
+                   uint64_t session, uint64_t seq, uint64_t now_ms,
+                   bool fresh, uint64_t old_time_ms,
+                   const struct store_apply_result *res);
+/* Verify one stored record (for snapshots). KHO_ECORRUPT, no message. */
+int store_sess_check(const MDB_val *k, const MDB_val *v);
+int store_lru_check(const MDB_val *k, const MDB_val *v);
+
+/* --- Applying requests (apply.c) ----------------------------------------- */
+
+/* Applies the request in a NORMAL entry's data at raft index `index`; *out
+ * is the client's answer (a malformed request is a no-op answered
+ * KHO_EINVAL / KHO_ETOOLARGE). Errors are the store's own. */
+int store_apply_request(struct store *s, MDB_txn *txn, uint64_t group,
+                        uint64_t index, const uint8_t *data, size_t len,
+                        struct store_apply_result *out);
+
+/* --- Snapshots (snapshot.c) ---------------------------------------------- */
+
+/* Writes the group's state machine as a snapshot payload at `index` into
+ * the snap database. */
+int store_snap_write(struct store *s, MDB_txn *txn, uint64_t group,
+                     uint64_t index);
+/* Replaces the group's state machine with a payload (checked here). */
+int store_snap_install(struct store *s, MDB_txn *txn, uint64_t group,
+                       uint64_t index, const uint8_t *data, size_t len);
 
 #endif /* KHO_STORE_INTERNAL_H */

@@ -50,9 +50,29 @@ int store_rec_get_applied(struct store *s, MDB_txn *txn, uint64_t group,
     if (rc != KHO_OK) {
         return rc;
     }
-    if (store_meta_applied_decode(v.mv_data, v.mv_size, group, applied) !=
-        KHO_OK) {
+    if (store_meta_u64_decode(v.mv_data, v.mv_size, group, META_APPLIED,
+                              applied) != KHO_OK ||
+        *applied > RAFT_INDEX_MAX) {
         return corrupt_meta(s, group, "the applied index");
+    }
+    return KHO_OK;
+}
+
+int store_rec_get_sessions(struct store *s, MDB_txn *txn, uint64_t group,
+                           uint64_t *n)
+{
+    MDB_val v;
+    *n = 0;
+    int rc = get_meta(s, txn, group, META_SESSIONS, &v);
+    if (rc == KHO_ENOTFOUND) {
+        return KHO_OK;
+    }
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    if (store_meta_u64_decode(v.mv_data, v.mv_size, group, META_SESSIONS,
+                              n) != KHO_OK) {
+        return corrupt_meta(s, group, "the session count");
     }
     return KHO_OK;
 }
@@ -161,9 +181,17 @@ int store_rec_put_hs(struct store *s, MDB_txn *txn, uint64_t group,
 int store_rec_put_applied(struct store *s, MDB_txn *txn, uint64_t group,
                           uint64_t applied)
 {
-    uint8_t v[META_APPLIED_BYTES];
-    size_t n = store_meta_applied_encode(v, group, applied);
+    uint8_t v[META_U64_BYTES];
+    size_t n = store_meta_u64_encode(v, group, META_APPLIED, applied);
     return put_meta(s, txn, group, META_APPLIED, v, n);
+}
+
+int store_rec_put_sessions(struct store *s, MDB_txn *txn, uint64_t group,
+                           uint64_t n)
+{
+    uint8_t v[META_U64_BYTES];
+    size_t len = store_meta_u64_encode(v, group, META_SESSIONS, n);
+    return put_meta(s, txn, group, META_SESSIONS, v, len);
 }
 
 int store_rec_put_snap_meta(struct store *s, MDB_txn *txn, uint64_t group,

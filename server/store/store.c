@@ -1,8 +1,8 @@
 /*
  * store.c - the store's lifecycle: opening the LMDB environment (once per
  * directory per process, durable unless a benchmark explicitly asks
- * otherwise), errors and their messages, closing, and the read-side calls
- * that are not raft_storage callbacks.
+ * otherwise), errors and their messages, closing, and loading and opening
+ * groups. Reads of the state machine are in read.c.
  */
 #include "internal.h"
 
@@ -252,6 +252,8 @@ void store_opts_defaults(struct store_opts *o)
     o->map_size_bytes = STORE_MAP_BYTES_DEFAULT;
     o->max_readers = STORE_READERS_DEFAULT;
     o->bench_unsafe_nosync = false;
+    o->sessions_max = STORE_SESSIONS_MAX;
+    o->test_key_hash_bits = 0;
 }
 
 static int check_opts(const struct store_opts *o)
@@ -267,6 +269,15 @@ static int check_opts(const struct store_opts *o)
     if (o->max_readers == 0 || o->max_readers > STORE_READERS_MAX) {
         return store_fail(NULL, KHO_EINVAL, "max_readers %u outside [1, %u]",
                           o->max_readers, STORE_READERS_MAX);
+    }
+    if (o->sessions_max == 0 || o->sessions_max > STORE_SESSIONS_MAX) {
+        return store_fail(NULL, KHO_EINVAL, "sessions_max %u outside [1, %u]",
+                          o->sessions_max, STORE_SESSIONS_MAX);
+    }
+    if (o->test_key_hash_bits > 63) {
+        return store_fail(NULL, KHO_EINVAL,
+                          "test_key_hash_bits %u outside [0, 63]",
+                          o->test_key_hash_bits);
     }
     return KHO_OK;
 }
@@ -420,10 +431,14 @@ static int open_dbis(struct store *s)
     if (rc != MDB_SUCCESS) {
         return store_mdb_err(s, rc, "beginning the set-up transaction");
     }
-    static const char *const names[] = {"info", "raft_log", "raft_meta", "snap",
-                                        "kv", "sess"};
-    MDB_dbi *all[] = {&s->dbi_info, &s->dbi_log, &s->dbi_meta, &s->dbi_snap,
-                      &s->dbi_kv, &s->dbi_sess};
+    static const char *const names[] = {"info", "raft_log", "raft_meta",
+                                        "snap", "kv",       "sess",
+                                        "hist", "sess_lru"};
+    MDB_dbi *all[] = {&s->dbi_info, &s->dbi_log,  &s->dbi_meta,
+                      &s->dbi_snap, &s->dbi_kv,   &s->dbi_sess,
+                      &s->dbi_hist, &s->dbi_lru};
+    _Static_assert(sizeof(names) / sizeof(names[0]) <= STORE_DBS_MAX,
+                   "STORE_DBS_MAX bounds the named databases");
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         rc = mdb_dbi_open(txn, names[i], MDB_CREATE, all[i]);
         if (rc != MDB_SUCCESS) {
@@ -506,6 +521,9 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out)
     }
     s->lock_fd = -1;
     s->opts = opts;
+    s->hash_mask = opts.test_key_hash_bits == 0
+                       ? UINT64_MAX
+                       : (UINT64_C(1) << opts.test_key_hash_bits) - 1;
     s->dev = st.st_dev;
     s->ino = st.st_ino;
     s->fork_gen = fork_gen;
@@ -641,46 +659,4 @@ void store_group_close(struct store_group *g)
     pthread_mutex_unlock(&g->s->mu);
     free(g->scratch);
     free(g);
-}
-
-int store_kv_get(struct store *s, uint64_t group_id, const void *key,
-                 size_t key_len, void *buf, size_t cap, size_t *value_len,
-                 uint64_t *applied)
-{
-    MDB_txn *txn = NULL;
-    const uint8_t *v = NULL;
-    size_t vlen = 0;
-    uint64_t ap = 0;
-    if (key_len == 0 || key_len > STORE_KEY_BYTES_MAX) {
-        return store_fail(s, KHO_EINVAL, "key length %zu outside [1, %u]",
-                          key_len, STORE_KEY_BYTES_MAX);
-    }
-    int rc = store_rtxn_begin(s, &txn);
-    if (rc != KHO_OK) {
-        return rc;
-    }
-    rc = store_rec_get_applied(s, txn, group_id, &ap);
-    if (rc == KHO_ENOTFOUND) {
-        rc = store_fail(s, KHO_ENOTFOUND, "group %llu does not exist",
-                        (unsigned long long)group_id);
-    }
-    if (rc == KHO_OK) {
-        rc = store_kv_lookup(s, txn, group_id, key, key_len, &v, &vlen);
-    }
-    if (rc == KHO_OK) {
-        *value_len = vlen;
-        if (vlen > cap) {
-            rc = store_fail(s, KHO_ETOOLARGE,
-                            "value of %zu bytes does not fit a %zu-byte "
-                            "buffer",
-                            vlen, cap);
-        } else if (vlen > 0) {
-            memcpy(buf, v, vlen);
-        }
-    }
-    if (applied != NULL) {
-        *applied = ap;
-    }
-    mdb_txn_abort(txn);
-    return rc;
 }

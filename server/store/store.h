@@ -12,16 +12,16 @@
  * Threads. The write path (store_write_begin .. store_write_commit,
  * store_compact) belongs to one thread, the raft thread; LMDB serialises
  * writers anyway. A `struct store_group` and the `struct raft_storage` made
- * from it are used by that thread only. Reads (store_kv_get,
- * store_group_load) may come from any thread at any time: each runs on its
- * own short LMDB read transaction (MDB_NOTLS), which never blocks the writer
- * and is never blocked by it.
+ * from it are used by that thread only. Reads (store_kv_read, store_kv_scan,
+ * store_kv_history, store_space, store_group_load) may come from any thread
+ * at any time: each runs on its own short LMDB read transaction
+ * (MDB_NOTLS), which never blocks the writer and is never blocked by it.
  *
- * On disk (named LMDB databases; all integers inside keys are big-endian so
- * that LMDB's byte order is numeric order; integers inside values are
- * little-endian like raft_conf_encode(); every value carries a CRC-32C over
- * its key and its bytes, so a flipped bit or a value moved under another key
- * reads as KHO_ECORRUPT and is never served):
+ * On disk, format 2 (named LMDB databases; all integers inside keys are
+ * big-endian so that LMDB's byte order is numeric order; integers inside
+ * values are little-endian like raft_conf_encode(); every value carries a
+ * CRC-32C over its key and its bytes, so a flipped bit or a value moved
+ * under another key reads as KHO_ECORRUPT and is never served):
  *
  *   info      "format"                   -> u32 STORE_FORMAT_VERSION
  *   raft_log  group u64 | index u64      -> u8 version, u8 type, u16 0,
@@ -32,13 +32,30 @@
  *             tag 2 snapshot meta        -> u64 index, u64 term,
  *                                           raft_conf_encode() bytes
  *             tag 3 applied index        -> u64 applied
+ *             tag 4 session count        -> u64 sessions in `sess`
+ *                                           (absent: 0)
  *   snap      group u64                  -> snapshot payload (below)
  *   kv        group u64 | user key       -> u32 crc, u16 long_key_len, u16 0,
- *                                           [full user key], value
+ *                                           [full user key], record
+ *   hist      group u64 | key hash u64 | -> u32 crc, u16 key_len, u8 flags
+ *             mod_rev u64 | u16 slot        (bit 0: a delete), u8 0,
+ *                                           full user key, record
+ *   sess      group u64 | session u64    -> u32 crc, u32 result, u64 seq,
+ *                                           u64 version, u64 revision,
+ *                                           u64 time_ms, u32 failed_cmp,
+ *                                           u32 0
+ *   sess_lru  group u64 | time_ms u64 |  -> u32 crc
+ *             session u64
+ *
+ * where a record is (struct store_record):
+ *   u64 version, u64 create_rev, u64 mod_rev, u64 time_ms, u8 writer_len,
+ *   writer bytes, user value.
  *
  * The entry crc covers the 16-byte key, the version/type/reserved bytes, the
  * term and the data; the meta crc covers its key, header and body; the kv
- * crc covers the group id, the full user key and everything after the crc.
+ * crc covers the group id, the full user key and everything after the crc;
+ * the hist, sess and sess_lru crcs cover the whole LMDB key and everything
+ * after the crc.
  *
  * LMDB keys are at most 511 bytes (mdb_env_get_maxkeysize), less than the
  * 1 KiB user-key limit. A user key longer than STORE_KV_INLINE_KEY_BYTES is
@@ -49,10 +66,38 @@
  * exist: the second put is refused with KHO_ECONFLICT (deterministically,
  * on every replica).
  *
+ * History. Every put writes its new record to `hist` too, and every delete
+ * of an existing key writes a tombstone (flags bit 0, version 0, the
+ * deleted record's create_rev, mod_rev = the delete's revision, no value).
+ * Versions of one key sit together under the 64-bit hash of the key (of
+ * every key, short ones included), oldest first; `slot` is the op's index
+ * in its request, so two keys of one request that share a hash stay apart.
+ * Readers filter on the full key, since keys may share a hash. A key keeps
+ * at most STORE_HISTORY_VERSIONS versions: writing one more drops that
+ * key's oldest (a key whose versions share a hash with another key's are
+ * counted apart). The history outlives a delete of its key.
+ *
+ * Sessions. `sess` holds one record per client session: the answer to its
+ * last seq (store.h, "State-machine requests"). `sess_lru` indexes the
+ * sessions by the time_ms of their last request, so that applying a
+ * request first forgets, oldest first, up to STORE_SESSION_EVICT_PER_APPLY
+ * sessions idle for STORE_SESSION_IDLE_MS by that request's time_ms. The
+ * session count (raft_meta tag 4) caps a group at store_opts.sessions_max.
+ *
  * Snapshot payload (what store_compact() writes, raft_storage.snapshot
- * serves and store_batch_persist_ready() installs):
- *   "KHOSNAP" 0x01, u64 group, u64 index, u64 count,
- *   count x (u16 key_len, u32 value_len, key, value), u32 crc of all before.
+ * serves and store_batch_persist_ready() installs): the group's whole state
+ * machine, i.e. its key ranges of kv, hist, sess and sess_lru, dumped raw:
+ *   "KHOSNAP" 0x02, u64 group, u64 index, u64 count,
+ *   count x (u8 db, u16 key_len, u32 value_len, key, value),
+ *   u32 crc of all before,
+ * where db is 1 kv, 2 hist, 3 sess, 4 sess_lru and key is the LMDB key
+ * without its leading group id. Records come database by database in that
+ * order, keys strictly increasing (LMDB's order) within one, and every
+ * session has exactly one sess_lru entry; a payload breaking any of this,
+ * or a size limit of its database, is corrupt. Each record keeps its own
+ * crc, checked when the snapshot is made and again when it is read after
+ * install. The session count is not shipped: installing recounts the
+ * sessions.
  */
 #ifndef KHO_STORE_H
 #define KHO_STORE_H
@@ -82,7 +127,7 @@
 /* Concurrent read transactions (reader-table slots). */
 #define STORE_READERS_DEFAULT 512u
 #define STORE_READERS_MAX 8192u
-/* Named databases the environment may hold (5 used today). */
+/* Named databases the environment may hold (8 used today). */
 #define STORE_DBS_MAX 16u
 /* Environments open at once in one process. */
 #define STORE_OPEN_MAX 64u
@@ -97,100 +142,173 @@
 #define STORE_LMDB_KEY_BYTES_MAX 511u
 /* Version of the on-disk layout above; a store with another refuses to
  * open. */
-#define STORE_FORMAT_VERSION 1u
+#define STORE_FORMAT_VERSION 2u
 
-/* --- State-machine commands ---------------------------------------------- */
+/* --- State-machine requests ------------------------------------------------ */
 
 /*
- * The data of a RAFT_ENTRY_NORMAL entry (little-endian):
- *   u8 op, u8 0, u16 key_len, u32 value_len, key, value
- * key_len in [1, STORE_KEY_BYTES_MAX], value_len <= STORE_VALUE_BYTES_MAX,
- * value_len == 0 for a delete, and the entry is exactly that long.
+ * Every NORMAL entry of a group carries one request (little-endian):
+ *
+ *   u8 STORE_REQ_MAGIC, u8 flags, u16 n_cmp, u16 n_ops, u16 writer_len,
+ *   u64 session, u64 seq, u64 time_ms, writer bytes,
+ *   n_cmp x (u8 target, u8 op, u16 key_len, u32 value_len, u64 number,
+ *            key, value),
+ *   n_ops x (u8 op, u8 0, u16 key_len, u32 value_len, key, value)
+ *
+ * and the entry is exactly that long. A request is a transaction: if every
+ * compare holds, its ops are applied in order, all at revision = the entry's
+ * raft index; otherwise nothing is applied and the answer is KHO_ECONFLICT
+ * with the 1-based index of the first compare that failed. A plain put or
+ * delete is a request with one op (and one compare for its precondition)
+ * and STORE_REQ_SINGLE set: then a delete of a missing key answers
+ * KHO_ENOTFOUND (inside a multi-op transaction it is a no-op).
+ *
+ * Limits: n_cmp <= STORE_TXN_CMPS_MAX, n_ops <= STORE_TXN_OPS_MAX, every
+ * key in [1, STORE_KEY_BYTES_MAX], every value <= STORE_VALUE_BYTES_MAX, a
+ * delete op has no value, writer_len <= STORE_WRITER_BYTES_MAX, the whole
+ * entry <= STORE_ENTRY_BYTES_MAX, no two ops on the same key. The encoding
+ * is canonical: flags holds nothing but STORE_REQ_SINGLE (which needs
+ * exactly one op), reserved bytes are 0, a VALUE compare has number 0 and
+ * the other targets have no value.
+ *
+ * Exactly-once (session != 0): the `sess` database holds, per group and
+ * session, the last seq applied and its answer. A seq equal to the last one
+ * is a retry and gets the recorded answer without being applied again
+ * (duplicate = true); an older seq gets KHO_ESTALE. The session record is
+ * written in the same transaction as the request it covers. A session idle
+ * for STORE_SESSION_IDLE_MS (by the requests' time_ms) is forgotten; a
+ * group holds at most STORE_SESSIONS_MAX sessions and refuses a request of
+ * a new session beyond that with KHO_EBUSY (deterministically: same answer
+ * on every replica). Sessions travel in snapshots.
+ *
+ * time_ms and writer are chosen by the proposer (the leader's wall clock
+ * and the client's name) and stored with every record the request writes,
+ * so every replica stores the same bytes.
  */
-enum store_cmd_op {
-    STORE_CMD_PUT = 1,
-    STORE_CMD_DELETE = 2,
+#define STORE_REQ_MAGIC 0x11u
+#define STORE_REQ_SINGLE 0x01u /* flags: a plain put or delete */
+#define STORE_REQ_HEADER_BYTES 32u
+#define STORE_CMP_HEADER_BYTES 16u
+#define STORE_OP_HEADER_BYTES 8u
+#define STORE_TXN_CMPS_MAX 64u
+#define STORE_TXN_OPS_MAX 128u
+#define STORE_WRITER_BYTES_MAX 64u
+#define STORE_SESSIONS_MAX 100000u
+#define STORE_SESSION_IDLE_MS (UINT64_C(3600) * 1000u)
+/* Versions of one key kept in its history (the newest included; a delete
+ * is a version too). Older ones are dropped as new ones come. */
+#define STORE_HISTORY_VERSIONS 32u
+/* Most records one scan or history call returns. */
+#define STORE_SCAN_LIMIT_MAX 10000u
+/* Idle sessions forgotten per applied request, at most: this bounds the
+ * work of one apply, and keeps up as long as sessions go idle no faster
+ * than this many per request. */
+#define STORE_SESSION_EVICT_PER_APPLY 8u
+
+enum store_op_kind {
+    STORE_OP_PUT = 1,
+    STORE_OP_DELETE = 2,
 };
 
-#define STORE_CMD_HEADER_BYTES 8u
-#define STORE_CMD_BYTES_MAX                                                    \
-    (STORE_CMD_HEADER_BYTES + STORE_KEY_BYTES_MAX + STORE_VALUE_BYTES_MAX)
+enum store_cmp_target {
+    STORE_CMP_VERSION = 0,
+    STORE_CMP_CREATE_REV = 1,
+    STORE_CMP_MOD_REV = 2,
+    STORE_CMP_VALUE = 3, /* bytewise, memcmp then length */
+};
 
-struct store_cmd {
-    uint32_t op; /* enum store_cmd_op */
+enum store_cmp_op {
+    STORE_CMP_EQ = 0,
+    STORE_CMP_NE = 1,
+    STORE_CMP_LT = 2,
+    STORE_CMP_GT = 3,
+};
+
+struct store_compare {
+    uint32_t target; /* enum store_cmp_target */
+    uint32_t op;     /* enum store_cmp_op */
     const uint8_t *key;
     size_t key_len;
-    const uint8_t *value; /* NULL for a delete */
+    uint64_t number; /* VERSION, CREATE_REV, MOD_REV */
+    const uint8_t *value;
     size_t value_len;
 };
 
-/* Encodes `c` into buf. Errors: KHO_EINVAL (bad op, empty key, a delete
- * with a value), KHO_ETOOLARGE (key or value over its limit, or cap too
- * small: *len_out then says how much is needed). */
-int store_cmd_encode(const struct store_cmd *c, uint8_t *buf, size_t cap,
-                     size_t *len_out);
-/* Decodes a command; key and value point into buf. Errors: KHO_EINVAL
- * (malformed), KHO_ETOOLARGE (over a limit). */
-int store_cmd_decode(const uint8_t *buf, size_t len, struct store_cmd *out);
-
-/*
- * Client sessions (exactly-once). khod wraps each client command in an
- * envelope (little-endian):
- *   u8 STORE_CMD_SESSION, u8 cond, u16 0, u32 0, u64 session, u64 seq,
- *   u64 expected_version, then a store_cmd
- * Applying it checks the `sess` database (group u64 | session u64 -> u32
- * crc, u32 result, u64 seq, u64 version, u64 revision): a seq equal to the
- * session's last one is a retry and gets the recorded answer without being
- * applied again; an older seq gets KHO_ESTALE. The session record is written
- * in the same transaction as the command it covers. Session 0 means "no
- * session" (no deduplication).
- *
- * Records written through envelopes carry STORE_REC_META_BYTES before the
- * user value in the kv database: u64 version (1 on create, +1 per put),
- * u64 modify revision (the raft index that wrote it). store_kv_get returns
- * them with the value; store_rec_meta_decode() splits them off.
- */
-#define STORE_CMD_SESSION 0x10u
-#define STORE_ENVELOPE_HEADER_BYTES 32u
-#define STORE_REC_META_BYTES 16u
-#define STORE_STORED_VALUE_BYTES_MAX (STORE_VALUE_BYTES_MAX + STORE_REC_META_BYTES)
-
-enum store_cond {
-    STORE_COND_NONE = 0,
-    STORE_COND_ABSENT = 1,  /* put only if the key does not exist */
-    STORE_COND_VERSION = 2, /* only if the version matches (0 = absent) */
+struct store_op {
+    uint32_t op; /* enum store_op_kind */
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value; /* NULL/0 for a delete */
+    size_t value_len;
 };
 
-struct store_envelope {
-    uint64_t session;
-    uint64_t seq;
-    uint32_t cond; /* enum store_cond */
-    uint64_t expected_version;
-    struct store_cmd cmd;
+struct store_request {
+    uint32_t flags; /* STORE_REQ_SINGLE */
+    uint64_t session, seq, time_ms;
+    const char *writer; /* not NUL-terminated; may be NULL when len 0 */
+    size_t writer_len;
+    const struct store_compare *cmps;
+    size_t n_cmp;
+    const struct store_op *ops;
+    size_t n_ops;
 };
+
+/* Size of the encoded request, or 0 when it breaks a limit above. */
+size_t store_request_size(const struct store_request *r);
+/* Encodes r into buf. Errors: KHO_EINVAL (bad op, target or cmp op, empty
+ * key, a delete with a value, two ops on one key, no op and no compare),
+ * KHO_ETOOLARGE (a limit; or cap too small: *len_out then says how much is
+ * needed). */
+int store_request_encode(const struct store_request *r, uint8_t *buf,
+                         size_t cap, size_t *len_out);
+/* Decodes a request. cmps and ops are filled into the caller's arrays
+ * (cap STORE_TXN_CMPS_MAX / STORE_TXN_OPS_MAX) and point into buf.
+ * Errors: KHO_EINVAL (malformed), KHO_ETOOLARGE (over a limit). */
+int store_request_decode(const uint8_t *buf, size_t len,
+                         struct store_request *out,
+                         struct store_compare *cmps, struct store_op *ops);
 
 /* The outcome of applying one entry, for the client that proposed it. */
 struct store_apply_result {
-    int result;         /* as store_batch_apply's *result, plus KHO_ECONFLICT
-                           (precondition failed) and KHO_ESTALE (old seq) */
-    uint64_t version;   /* of the record after a put */
-    uint64_t revision;  /* raft index that applied the command */
+    int result;         /* KHO_OK; KHO_ECONFLICT (a compare failed, or a
+                           long-key hash collision, store.h top);
+                           KHO_ENOTFOUND (single delete of a missing key);
+                           KHO_ESTALE (old seq); KHO_EBUSY (session table
+                           full); KHO_EINVAL / KHO_ETOOLARGE (malformed
+                           entry: a no-op on every replica alike) */
+    uint64_t version;   /* of the record after a single put; of the last
+                           put of a transaction; 0 otherwise */
+    uint64_t revision;  /* raft index that applied the request */
+    uint32_t failed_cmp;/* KHO_ECONFLICT from a compare: its 1-based index */
     bool duplicate;     /* a retry answered from the session table */
 };
 
-/* Encodes an envelope. Errors: those of store_cmd_encode(), KHO_EINVAL (bad
- * cond). */
-int store_envelope_encode(const struct store_envelope *e, uint8_t *buf,
-                          size_t cap, size_t *len_out);
-/* Errors: KHO_EINVAL (malformed), KHO_ETOOLARGE. */
-int store_envelope_decode(const uint8_t *buf, size_t len,
-                          struct store_envelope *out);
+/* --- Records, as reads return them ---------------------------------------- */
 
-/* Splits a stored record into version, revision and user value. Errors:
- * KHO_ECORRUPT (shorter than the meta). */
-int store_rec_meta_decode(const uint8_t *v, size_t len, uint64_t *version,
-                          uint64_t *revision, const uint8_t **value,
-                          size_t *value_len);
+/*
+ * A record of the kv database (and a version in the history database).
+ * In the kv value, after the crc header and the long key, come:
+ *   u64 version, u64 create_rev, u64 mod_rev, u64 time_ms, u8 writer_len,
+ *   writer bytes, user value.
+ * Pointers are valid only inside the read callback that received them.
+ */
+struct store_record {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value;
+    size_t value_len;
+    uint64_t version;    /* 1 on create, +1 per put */
+    uint64_t create_rev; /* revision (raft index) that created the key */
+    uint64_t mod_rev;    /* revision of the last change */
+    uint64_t time_ms;
+    const char *writer;
+    size_t writer_len;
+    bool deleted; /* history only: this version is a delete */
+};
+
+/* Called once per record on the reader's transaction; a non-KHO_OK return
+ * stops the walk and is returned by the read function. */
+typedef int (*store_record_cb)(void *ctx, const struct store_record *r);
 
 /* Checks that `data` is a well-formed snapshot payload for `group_id` at
  * `index` with an intact checksum, without installing it: for the host to
@@ -206,6 +324,15 @@ struct store_opts {
     /* Benchmarks only: MDB_NOSYNC, so a crash may lose or tear the last
      * transactions - a forgotten vote is a double vote. Logged loudly. */
     bool bench_unsafe_nosync;
+    /* Sessions one group may hold, [1, STORE_SESSIONS_MAX]; the default is
+     * STORE_SESSIONS_MAX. Must be the same on every replica: it decides
+     * which requests are refused with KHO_EBUSY. */
+    uint32_t sessions_max;
+    /* Tests only: when in [1, 63], key hashes (long kv keys, hist keys)
+     * keep only that many low bits, so that tests can force collisions.
+     * 0 (the default) keeps all 64. It shapes keys on disk: it must be the
+     * same for the life of the data and on every replica. */
+    uint32_t test_key_hash_bits;
 };
 
 struct store;
@@ -292,10 +419,11 @@ int store_batch_group_delete(struct store_batch *b, uint64_t group_id);
 
 /*
  * Step 2a-b of raft.h for one group: installs rd->snapshot if set (checks
- * the payload, replaces the group's kv range with it, sets the applied index
- * to its index, records its meta and payload, drops the whole stored log),
- * deletes stored entries >= rd->entries[0].index, appends rd->entries, and
- * stores rd->hs when rd->hs_changed.
+ * the payload, replaces the group's state machine - kv, hist and sessions -
+ * with it, sets the applied index to its index, records its meta and
+ * payload, drops the whole stored log), deletes stored entries >=
+ * rd->entries[0].index, appends rd->entries, and stores rd->hs when
+ * rd->hs_changed.
  * Errors: KHO_ENOTFOUND (no such group), KHO_ECORRUPT (the entries do not
  * fit the stored log, or a corrupt snapshot or stored record), KHO_EINVAL
  * (a cut or snapshot that would undo applied entries, malformed entries),
@@ -307,29 +435,23 @@ int store_batch_persist_ready(struct store_batch *b, uint64_t group_id,
 
 /*
  * Applies one committed entry (step 2d) and records its index as applied,
- * in the batch's transaction. NORMAL entries are store_cmd commands; NOOP
- * and CONF entries only advance the applied index. An entry at or below the
- * applied index is skipped (nothing is applied twice). The command's own
- * outcome - the answer for the client - goes to *result (may be NULL):
- * KHO_OK; KHO_ENOTFOUND (delete of a missing key); KHO_EINVAL or
- * KHO_ETOOLARGE (malformed command: a no-op on every replica alike);
- * KHO_ECONFLICT (long-key hash collision, see the top).
+ * in the batch's transaction. NORMAL entries are store requests (above);
+ * NOOP and CONF entries only advance the applied index. An entry at or
+ * below the applied index is skipped (nothing is applied twice). The
+ * request's own outcome - the answer for the client - goes to *out (may be
+ * NULL; see struct store_apply_result).
  * Errors (the batch fails): KHO_ENOTFOUND (no group), KHO_EINVAL (index not
  * applied + 1, unknown entry type), KHO_ECORRUPT, KHO_ENOSPC, KHO_EIO.
  */
 int store_batch_apply(struct store_batch *b, uint64_t group_id,
-                      const struct raft_entry *e, int *result);
-
-/* store_batch_apply() with the full outcome (version, revision, whether
- * the entry was a retried session request). Same errors. */
-int store_batch_apply_ex(struct store_batch *b, uint64_t group_id,
-                         const struct raft_entry *e,
-                         struct store_apply_result *out);
+                      const struct raft_entry *e,
+                      struct store_apply_result *out);
 
 /*
- * Log compaction in the batch: snapshots the group's kv range into `snap`
- * as of `index` with configuration `conf` (raft_applied_conf()), and drops
- * stored entries <= index. The kv state has no history, so `index` must be
+ * Log compaction in the batch: snapshots the group's state machine (kv,
+ * hist and sessions) into `snap` as of `index` with configuration `conf`
+ * (raft_applied_conf()), and drops stored entries <= index. The state
+ * machine cannot be rewound to an older revision, so `index` must be
  * the applied index exactly (raft.h only allows compaction up to it);
  * an index at or below the current snapshot is a no-op.
  * Errors: KHO_EINVAL (index != applied, bad conf), KHO_ETOOLARGE (payload
@@ -353,16 +475,66 @@ int store_compact(struct store *s, uint64_t group_id, uint64_t index,
 /* --- Reading the state machine ------------------------------------------- */
 
 /*
- * Reads a key of a group's state machine on a read transaction. The value
- * is copied into buf when it fits; *value_len is its length either way.
- * *applied (may be NULL) is the group's applied index in the same snapshot
- * of the database, for a linearizable read to check against its read index.
- * Errors: KHO_ENOTFOUND (no such key, or no such group), KHO_ETOOLARGE
- * (buf too small), KHO_EINVAL (key length), KHO_ECORRUPT, KHO_EBUSY
- * (reader table full), KHO_EIO.
+ * Every read runs on its own LMDB read transaction (any thread) and reports
+ * the group's applied index in that same snapshot of the database through
+ * *applied (may be NULL), so a linearizable read can check it against its
+ * read index.
  */
-int store_kv_get(struct store *s, uint64_t group_id, const void *key,
-                 size_t key_len, void *buf, size_t cap, size_t *value_len,
-                 uint64_t *applied);
+
+/* Reads one key: cb is called once with the record.
+ * Errors: KHO_ENOTFOUND (no such key, or no such group), KHO_EINVAL (key
+ * length), KHO_ECORRUPT, KHO_EBUSY (reader table full), KHO_EIO, or what cb
+ * returned. */
+int store_kv_read(struct store *s, uint64_t group_id, const void *key,
+                  size_t key_len, store_record_cb cb, void *ctx,
+                  uint64_t *applied);
+
+struct store_scan {
+    /* Range [start, end): start may be empty (from the first key); end
+     * NULL/0 means to the last key of the group. */
+    const uint8_t *start;
+    size_t start_len;
+    const uint8_t *end;
+    size_t end_len;
+    /* Continuation: when after_len > 0, resume strictly after this key
+     * (the last key of the previous page). */
+    const uint8_t *after;
+    size_t after_len;
+    uint32_t limit;     /* records, 1..STORE_SCAN_LIMIT_MAX */
+    size_t max_bytes;   /* stop before the keys+values returned exceed it
+                           (at least one record is always returned) */
+};
+
+/*
+ * Walks the group's records in key order (byte order of the keys; among
+ * long keys sharing their first STORE_KV_INLINE_KEY_BYTES bytes, hash
+ * order). *more is set when records remain in the range after the last one
+ * given to cb. Errors: KHO_EINVAL (limit 0 or too big, a key too long),
+ * KHO_ECORRUPT, KHO_EBUSY, KHO_EIO, or what cb returned.
+ */
+int store_kv_scan(struct store *s, uint64_t group_id,
+                  const struct store_scan *q, store_record_cb cb, void *ctx,
+                  bool *more, uint64_t *applied);
+
+/*
+ * The kept versions of one key, oldest first, starting after revision
+ * `after_rev` (0: from the oldest kept), at most `limit`
+ * (1..STORE_SCAN_LIMIT_MAX); deletes come as records with deleted set and
+ * no value. *more as for scans. A key never written has no versions
+ * (KHO_OK, cb never called). Errors: KHO_EINVAL, KHO_ECORRUPT, KHO_EBUSY,
+ * KHO_EIO, or what cb returned.
+ */
+int store_kv_history(struct store *s, uint64_t group_id, const void *key,
+                     size_t key_len, uint64_t after_rev, uint32_t limit,
+                     store_record_cb cb, void *ctx, bool *more,
+                     uint64_t *applied);
+
+/*
+ * Space in the map: *used_bytes is what LMDB holds (pages in use, the free
+ * list's pages excluded), *map_bytes the map size. For admission control:
+ * khod refuses new writes with KHO_ENOSPC above its quota, so that deletes,
+ * log appends and compaction still find room. Errors: KHO_EBUSY, KHO_EIO.
+ */
+int store_space(struct store *s, uint64_t *used_bytes, uint64_t *map_bytes);
 
 #endif /* KHO_STORE_H */

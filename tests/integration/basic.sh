@@ -72,7 +72,7 @@ step "random and truncated messages to the client and peer ports"
     after-garbage --serializable)" = ok ] || fail "node 1 after garbage"
 
 step "kill -9 the leader"
-leader=$("$CL" leader "$dir") || fail "no leader"
+leader=$("$CL" leader "$dir" demo) || fail "no leader"
 "$CHK" write demo b- 300 "$acked" >/dev/null &
 writer=$!
 sleep 0.3
@@ -80,7 +80,7 @@ sleep 0.3
 wait "$writer" || fail "writer during leader kill"
 "$CHK" write demo c- 100 "$acked" >/dev/null || fail "write after kill"
 "$CHK" verify demo "$acked" || fail "acknowledged writes lost after leader kill"
-new=$("$CL" leader "$dir") || fail "no new leader"
+new=$("$CL" leader "$dir" demo) || fail "no new leader"
 [ "$new" != "$leader" ] || fail "killed node still leads"
 
 step "restart the killed node: it catches up"

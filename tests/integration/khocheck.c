@@ -8,6 +8,19 @@
  *                                       value (linearizable reads)
  *   khocheck bench REG N THREADS        N puts split over THREADS clients;
  *                                       prints puts/s and p50/p99 latency
+ *   khocheck retry REG                  sends one put with a fixed session
+ *                                       and seq again and again, the way a
+ *                                       client resends after a timeout: it
+ *                                       is applied once, every answer is
+ *                                       the first one, an older seq is
+ *                                       KHO_ESTALE
+ *   khocheck scan REG PREFIX N          writes N keys in transactions of
+ *                                       100, then reads them back in pages
+ *                                       of 37 (scan) and checks order,
+ *                                       count, values and metadata
+ *   khocheck fill REG                   puts 64 KiB values until the cluster
+ *                                       answers KHO_ENOSPC, then checks
+ *                                       that deletes and reads still work
  *   khocheck garbage CLIENTURL PEERURL  sends random and truncated messages
  *                                       to a node's client port (REQ) and
  *                                       peer port (PUSH); the caller then
@@ -27,6 +40,7 @@
 #include <nng/protocol/reqrep0/req.h>
 
 #include "client/kho.h"
+#include "proto/api.pb-c.h"
 
 static const char *eps;
 
@@ -173,6 +187,271 @@ static int do_bench(const char *reg, long n, int threads)
 
 /* Random bytes of random length; some frames start like a real peer frame
  * (magic, version) with a wrong cluster id or a truncated batch. */
+/* --- retry: one request, sent many times ------------------------------- */
+
+/* Sends the packed request to url and unpacks the answer (NULL: none). */
+static Kho__Api__Response *raw_call(const char *url, const uint8_t *req,
+                                    size_t len)
+{
+    nng_socket s;
+    if (nng_req0_open(&s) != 0) {
+        return NULL;
+    }
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 3000);
+    nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, 0);
+    Kho__Api__Response *rs = NULL;
+    nng_msg *m = NULL;
+    if (nng_dial(s, url, NULL, 0) == 0 && nng_send(s, (void *)req, len, 0) == 0 &&
+        nng_recvmsg(s, &m, 0) == 0) {
+        rs = kho__api__response__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+        nng_msg_free(m);
+    }
+    nng_close(s);
+    return rs;
+}
+
+/* Packs a put of key=value with the given session and seq. */
+static size_t pack_put(const char *reg, const char *key, const char *value,
+                       uint64_t session, uint64_t seq, uint8_t *buf)
+{
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_PUT;
+    q.session = session;
+    q.seq = seq;
+    q.registry = (char *)reg;
+    q.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
+    q.value = (ProtobufCBinaryData){strlen(value), (uint8_t *)value};
+    q.client_name = "khocheck-retry";
+    return kho__api__request__pack(&q, buf);
+}
+
+/* Finds the node that takes writes for reg: follows NOT_LEADER hints from
+ * the first endpoint, sending a harmless get. */
+static int find_leader(const char *reg, char *url, size_t cap)
+{
+    snprintf(url, cap, "%.*s", (int)strcspn(eps, ","), eps);
+    for (int i = 0; i < 50; i++) {
+        Kho__Api__Request q = KHO__API__REQUEST__INIT;
+        q.op = KHO__API__OP__OP_GET;
+        q.registry = (char *)reg;
+        q.key = (ProtobufCBinaryData){1, (uint8_t *)"x"};
+        uint8_t buf[256];
+        size_t len = kho__api__request__pack(&q, buf);
+        Kho__Api__Response *rs = raw_call(url, buf, len);
+        int err = rs != NULL ? (int)rs->err : KHO_EUNAVAILABLE;
+        if (err == KHO_ENOTLEADER && rs->leader_hint[0] != '\0') {
+            snprintf(url, cap, "%s", rs->leader_hint);
+        }
+        if (rs != NULL) {
+            kho__api__response__free_unpacked(rs, NULL);
+        }
+        if (err == KHO_OK || err == KHO_ENOTFOUND) {
+            return 0;
+        }
+        struct timespec ts = {0, 100000000L};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+static int do_retry(const char *reg)
+{
+    char url[256];
+    if (find_leader(reg, url, sizeof(url)) != 0) {
+        fprintf(stderr, "retry: no leader for %s\n", reg);
+        return 1;
+    }
+    uint64_t session = ((uint64_t)time(NULL) << 20) ^ (uint64_t)now_us();
+    uint8_t req[512];
+    char key[64];
+    snprintf(key, sizeof(key), "retry-%llu", (unsigned long long)session);
+    size_t len = pack_put(reg, key, "once", session, 1, req);
+    uint64_t rev = 0;
+    for (int i = 0; i < 5; i++) {
+        Kho__Api__Response *rs = raw_call(url, req, len);
+        if (rs == NULL || rs->err != KHO_OK || rs->version != 1 ||
+            (rev != 0 && rs->revision != rev)) {
+            fprintf(stderr, "retry: send %d: err %d version %llu revision "
+                            "%llu (first revision %llu)\n",
+                    i, rs != NULL ? (int)rs->err : -1,
+                    rs != NULL ? (unsigned long long)rs->version : 0,
+                    rs != NULL ? (unsigned long long)rs->revision : 0,
+                    (unsigned long long)rev);
+            return 1;
+        }
+        rev = rs->revision;
+        kho__api__response__free_unpacked(rs, NULL);
+    }
+    len = pack_put(reg, key, "twice", session, 2, req);
+    Kho__Api__Response *rs = raw_call(url, req, len);
+    int ok = rs != NULL && rs->err == KHO_OK && rs->version == 2;
+    if (rs != NULL) {
+        kho__api__response__free_unpacked(rs, NULL);
+    }
+    len = pack_put(reg, key, "late", session, 1, req);
+    rs = raw_call(url, req, len);
+    ok = ok && rs != NULL && rs->err == KHO_ESTALE;
+    if (rs != NULL) {
+        kho__api__response__free_unpacked(rs, NULL);
+    }
+    struct kho_client *c = NULL;
+    struct kho_record_meta meta = {0};
+    void *v = NULL;
+    size_t vlen = 0;
+    ok = ok && kho_client_open(eps, 10000, &c) == KHO_OK &&
+         kho_get(c, reg, key, strlen(key), 0, &v, &vlen, &meta) == KHO_OK &&
+         meta.version == 2 && vlen == 5 && memcmp(v, "twice", 5) == 0;
+    free(v);
+    kho_client_close(c);
+    if (!ok) {
+        fprintf(stderr, "retry: the seq-2 put, the stale seq-1 resend or the "
+                        "final read went wrong\n");
+        return 1;
+    }
+    printf("retry: 5 sends of one request applied once (revision %llu); "
+           "an older seq answered KHO_ESTALE\n",
+           (unsigned long long)rev);
+    return 0;
+}
+
+/* --- scan: many keys, read back in pages ----------------------------------- */
+
+static int write_batch(struct kho_client *c, const char *reg,
+                       const char *prefix, long from, long to)
+{
+    struct kho_op ops[100];
+    char keys[100][64], vals[100][64];
+    size_t n = 0;
+    for (long i = from; i < to; i++, n++) {
+        snprintf(keys[n], sizeof(keys[n]), "%s%06ld", prefix, i);
+        snprintf(vals[n], sizeof(vals[n]), "v%ld", i);
+        ops[n] = (struct kho_op){.key = keys[n], .key_len = strlen(keys[n]),
+                                 .value = vals[n],
+                                 .value_len = strlen(vals[n])};
+    }
+    uint64_t rev = 0;
+    return kho_txn(c, reg, NULL, 0, ops, n, &rev, NULL);
+}
+
+static int check_page(const struct kho_record *r, size_t n, const char *prefix,
+                      long *seen)
+{
+    for (size_t i = 0; i < n; i++, (*seen)++) {
+        char k[64], v[64];
+        snprintf(k, sizeof(k), "%s%06ld", prefix, *seen);
+        snprintf(v, sizeof(v), "v%ld", *seen);
+        if (r[i].key_len != strlen(k) || memcmp(r[i].key, k, r[i].key_len) ||
+            r[i].value_len != strlen(v) ||
+            memcmp(r[i].value, v, r[i].value_len) || r[i].version != 1 ||
+            r[i].modify_revision == 0 || r[i].time_ms == 0 ||
+            strcmp(r[i].writer, "khocheck-scan") != 0) {
+            fprintf(stderr, "scan: record %ld is not %s=%s (or bad metadata)\n",
+                    *seen, k, v);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int do_scan(const char *reg, const char *prefix, long n)
+{
+    struct kho_client *c = NULL;
+    if (kho_client_open(eps, 10000, &c) != KHO_OK ||
+        kho_client_set_name(c, "khocheck-scan") != KHO_OK) {
+        return 2;
+    }
+    for (long i = 0; i < n; i += 100) {
+        int rc = write_batch(c, reg, prefix, i, i + 100 < n ? i + 100 : n);
+        if (rc != KHO_OK) {
+            fprintf(stderr, "scan: txn at %ld: %s\n", i, kho_strerror(rc));
+            return 1;
+        }
+    }
+    long seen = 0, pages = 0;
+    void *token = NULL;
+    size_t token_len = 0;
+    do {
+        struct kho_scan_opts o = {.prefix = prefix,
+                                  .prefix_len = strlen(prefix),
+                                  .limit = 37,
+                                  .token = token,
+                                  .token_len = token_len};
+        struct kho_record *recs = NULL;
+        size_t got = 0;
+        void *next = NULL;
+        size_t next_len = 0;
+        int rc = kho_scan(c, reg, &o, &recs, &got, &next, &next_len);
+        free(token);
+        token = next;
+        token_len = next_len;
+        if (rc != KHO_OK || check_page(recs, got, prefix, &seen) != 0) {
+            fprintf(stderr, "scan: page %ld: %s\n", pages, kho_strerror(rc));
+            return 1;
+        }
+        kho_records_free(recs, got);
+        pages++;
+    } while (token != NULL);
+    kho_client_close(c);
+    if (seen != n) {
+        fprintf(stderr, "scan: read %ld records, wrote %ld\n", seen, n);
+        return 1;
+    }
+    printf("scan: %ld records written in transactions, read back in order in "
+           "%ld pages\n", n, pages);
+    return 0;
+}
+
+/* --- fill: until the space quota answers ------------------------------- */
+
+static int do_fill(const char *reg)
+{
+    struct kho_client *c = NULL;
+    if (kho_client_open(eps, 10000, &c) != KHO_OK) {
+        return 2;
+    }
+    static char val[64 * 1024];
+    memset(val, 'f', sizeof(val));
+    long n = 0;
+    int rc = KHO_OK;
+    for (; n < 100000; n++) {
+        char k[32];
+        snprintf(k, sizeof(k), "fill-%ld", n);
+        rc = kho_put(c, reg, k, strlen(k), val, sizeof(val), KHO_COND_NONE, 0,
+                     NULL);
+        if (rc != KHO_OK) {
+            break;
+        }
+    }
+    if (rc != KHO_ENOSPC) {
+        fprintf(stderr, "fill: after %ld puts: %s, want KHO_ENOSPC\n", n,
+                kho_strerror(rc));
+        return 1;
+    }
+    printf("fill: KHO_ENOSPC after %ld puts of 64 KiB (%s)\n", n,
+           kho_client_errmsg(c));
+    void *v = NULL;
+    size_t vlen = 0;
+    if (kho_get(c, reg, "fill-0", 6, 0, &v, &vlen, NULL) != KHO_OK ||
+        vlen != sizeof(val)) {
+        fprintf(stderr, "fill: a read failed on a full store\n");
+        return 1;
+    }
+    free(v);
+    for (long i = 0; i < n; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "fill-%ld", i);
+        rc = kho_del(c, reg, k, strlen(k), KHO_COND_NONE, 0);
+        if (rc != KHO_OK) {
+            fprintf(stderr, "fill: delete %s on a full store: %s (%s)\n", k,
+                    kho_strerror(rc), kho_client_errmsg(c));
+            return 1;
+        }
+    }
+    printf("fill: all %ld records deleted on the full store\n", n);
+    kho_client_close(c);
+    return 0;
+}
+
 static void fill_garbage(uint8_t *buf, size_t len, unsigned *seed, int kind)
 {
     for (size_t i = 0; i < len; i++) {
@@ -234,6 +513,15 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "verify") == 0 && argc == 4) {
         return do_verify(argv[2], argv[3]);
+    }
+    if (strcmp(argv[1], "retry") == 0 && argc == 3) {
+        return do_retry(argv[2]);
+    }
+    if (strcmp(argv[1], "scan") == 0 && argc == 5) {
+        return do_scan(argv[2], argv[3], atol(argv[4]));
+    }
+    if (strcmp(argv[1], "fill") == 0 && argc == 3) {
+        return do_fill(argv[2]);
     }
     if (strcmp(argv[1], "bench") == 0 && argc == 5) {
         int th = atoi(argv[4]);

@@ -11,13 +11,15 @@
  *   - a conflicting suffix is cut, compaction keeps later entries and
  *     other groups intact, and a cut or compaction that would undo applied
  *     state is refused;
- *   - a flipped byte in a stored entry, hard state or kv record (written
- *     with raw LMDB) reads as KHO_ECORRUPT and is never served (P5);
+ *   - a flipped byte in a stored entry, hard state, kv record, history
+ *     version or session (written with raw LMDB) reads as KHO_ECORRUPT, is
+ *     never served and never leaves in a snapshot (P5); a data file of
+ *     another format version does not open;
  *   - a full map gives KHO_ENOSPC, the store stays readable, and a reopen
  *     with a bigger map carries on;
  *   - one directory cannot be opened twice in one process, and a store is
  *     not usable in a forked child;
- *   - commands, limits, long keys beyond LMDB's key size, group commit and
+ *   - requests, limits, long keys beyond LMDB's key size, group commit and
  *     the group lifecycle behave as store.h says, and the checksum is the
  *     standard CRC-32C on every machine.
  *
@@ -216,20 +218,35 @@ static int persist(struct store *s, uint64_t group, const struct raft_ready *rd)
     return store_write_commit(b);
 }
 
-/* Payloads owned by the test, freed at exit by the OS in this binary. */
+/* A single-put request (STORE_REQ_SINGLE); the caller frees it. */
 static uint8_t *cmd_put(const char *key, const char *val, uint32_t *len)
 {
-    struct store_cmd c = {.op = STORE_CMD_PUT,
+    struct store_op op = {.op = STORE_OP_PUT,
                           .key = (const uint8_t *)key,
                           .key_len = strlen(key),
                           .value = (const uint8_t *)val,
                           .value_len = strlen(val)};
-    size_t n = 0;
-    uint8_t *buf = malloc(STORE_CMD_HEADER_BYTES + c.key_len + c.value_len);
+    struct store_request r = {
+        .flags = STORE_REQ_SINGLE, .time_ms = 1, .ops = &op, .n_ops = 1};
+    size_t n = store_request_size(&r);
+    uint8_t *buf = malloc(n);
     assert_non_null(buf);
-    assert_int_equal(store_cmd_encode(&c, buf, 1u << 20, &n), KHO_OK);
+    assert_int_equal(store_request_encode(&r, buf, n, &n), KHO_OK);
     *len = (uint32_t)n;
     return buf;
+}
+
+/* A single-delete request into buf (cap bytes); returns its length. */
+static size_t cmd_del(const void *key, size_t key_len, uint8_t *buf,
+                      size_t cap)
+{
+    struct store_op op = {
+        .op = STORE_OP_DELETE, .key = key, .key_len = key_len};
+    struct store_request r = {
+        .flags = STORE_REQ_SINGLE, .time_ms = 1, .ops = &op, .n_ops = 1};
+    size_t n = 0;
+    assert_int_equal(store_request_encode(&r, buf, cap, &n), KHO_OK);
+    return n;
 }
 
 static struct raft_entry ent(uint64_t index, uint64_t term, uint32_t type,
@@ -281,11 +298,39 @@ static void apply_range(struct store *s, uint64_t group,
     struct store_batch *b = NULL;
     assert_int_equal(store_write_begin(s, &b), KHO_OK);
     for (size_t i = 0; i < n; i++) {
-        int result = -1;
-        assert_int_equal(store_batch_apply(b, group, &e[i], &result), KHO_OK);
-        assert_int_equal(result, KHO_OK);
+        struct store_apply_result res;
+        assert_int_equal(store_batch_apply(b, group, &e[i], &res), KHO_OK);
+        assert_int_equal(res.result, KHO_OK);
     }
     assert_int_equal(store_write_commit(b), KHO_OK);
+}
+
+/* A value copied out of a read callback. */
+struct got {
+    uint8_t *buf;
+    size_t cap;
+    size_t len;
+};
+
+static int got_cb(void *ctx, const struct store_record *r)
+{
+    struct got *g = ctx;
+    g->len = r->value_len;
+    assert_true(r->value_len <= g->cap);
+    if (r->value_len > 0) {
+        memcpy(g->buf, r->value, r->value_len);
+    }
+    return KHO_OK;
+}
+
+static int kv_get(struct store *s, uint64_t group, const void *key,
+                  size_t key_len, void *buf, size_t cap, size_t *len,
+                  uint64_t *applied)
+{
+    struct got g = {.buf = buf, .cap = cap};
+    int rc = store_kv_read(s, group, key, key_len, got_cb, &g, applied);
+    *len = g.len;
+    return rc;
 }
 
 static void expect_kv(struct store *s, uint64_t group, const char *key,
@@ -293,8 +338,7 @@ static void expect_kv(struct store *s, uint64_t group, const char *key,
 {
     char buf[256];
     size_t n = 0;
-    int rc =
-        store_kv_get(s, group, key, strlen(key), buf, sizeof(buf), &n, NULL);
+    int rc = kv_get(s, group, key, strlen(key), buf, sizeof(buf), &n, NULL);
     if (want == NULL) {
         assert_int_equal(rc, KHO_ENOTFOUND);
         return;
@@ -555,13 +599,13 @@ static void pump(struct driver *d)
         assert_int_equal(store_batch_persist_ready(b, G, &rd), KHO_OK);
         for (size_t i = 0; i < rd.n_committed; i++) {
             const struct raft_entry *e = &rd.committed[i];
-            int result = -1;
+            struct store_apply_result result;
             assert_int_equal(e->index, d->applied + 1);
             assert_true(e->index < sizeof(d->seen));
             assert_false(d->seen[e->index]);
             d->seen[e->index] = 1;
             assert_int_equal(store_batch_apply(b, G, e, &result), KHO_OK);
-            assert_int_equal(result, KHO_OK);
+            assert_int_equal(result.result, KHO_OK);
             d->applied = e->index;
         }
         assert_int_equal(store_write_commit(b), KHO_OK);
@@ -899,6 +943,7 @@ static void test_compaction(void **state)
     assert_int_equal(raw_count(f->dir, "raft_log", other), n);
     assert_int_equal(raw_count(f->dir, "kv", G), 3000);
     assert_int_equal(raw_count(f->dir, "kv", other), 0);
+    assert_int_equal(raw_count(f->dir, "hist", G), 3000);
 }
 
 /* --- Corruption on disk -------------------------------------------------- */
@@ -1013,11 +1058,126 @@ static void test_corrupt_entry_detected(void **state)
     uint64_t applied = 0;
     assert_int_equal(store_group_load(f->s, G, &hs, &applied), KHO_ECORRUPT);
     char buf[64];
-    assert_int_equal(store_kv_get(f->s, G, "k1", 2, buf, sizeof(buf), &n, NULL),
+    assert_int_equal(kv_get(f->s, G, "k1", 2, buf, sizeof(buf), &n, NULL),
                      KHO_ECORRUPT);
     expect_kv(f->s, G, "k2", "v2.1");
     /* A compaction must not ship the corrupt record in a snapshot. */
     assert_int_equal(store_compact(f->s, G, 2, &conf), KHO_ECORRUPT);
+}
+
+/* The state machine's other records - history versions and sessions - are
+ * checksummed the same way: a flipped bit is an error, never an answer,
+ * and never leaves in a snapshot. */
+static uint8_t *cmd_sess_put(const char *key, uint64_t session, uint32_t *len)
+{
+    struct store_op op = {.op = STORE_OP_PUT,
+                          .key = (const uint8_t *)key,
+                          .key_len = strlen(key),
+                          .value = (const uint8_t *)"v",
+                          .value_len = 1};
+    struct store_request r = {.flags = STORE_REQ_SINGLE,
+                              .session = session,
+                              .seq = 1,
+                              .time_ms = 1,
+                              .ops = &op,
+                              .n_ops = 1};
+    size_t n = store_request_size(&r);
+    uint8_t *buf = malloc(n);
+    assert_non_null(buf);
+    assert_int_equal(store_request_encode(&r, buf, n, &n), KHO_OK);
+    *len = (uint32_t)n;
+    return buf;
+}
+
+static int no_cb(void *ctx, const struct store_record *r)
+{
+    (void)ctx;
+    (void)r;
+    return KHO_OK;
+}
+
+static void test_corrupt_state_detected(void **state)
+{
+    struct fx *f = *state;
+    struct raft_conf conf = conf_of(1, 0);
+    uint32_t l1 = 0, l2 = 0;
+    uint8_t *d1 = cmd_sess_put("h", 5, &l1);
+    uint8_t *d2 = cmd_put("j", "x", &l2);
+    struct raft_entry e[3] = {ent(1, 1, RAFT_ENTRY_NORMAL, d1, l1),
+                              ent(2, 1, RAFT_ENTRY_NORMAL, d2, l2),
+                              ent(3, 1, RAFT_ENTRY_NORMAL, d1, l1)};
+    f->s = open_at(f->dir, 0);
+    create_group(f->s, G, &conf);
+    persist_entries(f->s, G, e, 3);
+    apply_range(f->s, G, e, 2);
+    store_close(f->s);
+    f->s = NULL;
+
+    /* A version of "h" in hist: group | hash | mod_rev 1 | slot 0. */
+    uint8_t kh[26] = {0}, ks[16];
+    be64(kh, G);
+    be64(kh + 8, store_key_hash((const uint8_t *)"h", 1));
+    be64(kh + 16, 1);
+    raw_flip(f->dir, "hist", kh, sizeof(kh), -1);
+    f->s = open_at(f->dir, 0);
+    bool more = false;
+    assert_int_equal(store_kv_history(f->s, G, "h", 1, 0, 10, no_cb, NULL,
+                                      &more, NULL),
+                     KHO_ECORRUPT);
+    assert_non_null(strstr(store_errmsg(f->s), "hist"));
+    expect_kv(f->s, G, "h", "v"); /* the current record is intact */
+    assert_int_equal(store_compact(f->s, G, 2, &conf), KHO_ECORRUPT);
+    assert_non_null(strstr(store_errmsg(f->s), "hist"));
+    store_close(f->s);
+    f->s = NULL;
+    raw_flip(f->dir, "hist", kh, sizeof(kh), -1); /* flipped back */
+
+    /* Session 5's record: its retry (entry 3) cannot be answered. */
+    be64(ks, G);
+    be64(ks + 8, 5);
+    raw_flip(f->dir, "sess", ks, sizeof(ks), 8);
+    f->s = open_at(f->dir, 0);
+    struct store_batch *b = NULL;
+    assert_int_equal(store_write_begin(f->s, &b), KHO_OK);
+    assert_int_equal(store_batch_apply(b, G, &e[2], NULL), KHO_ECORRUPT);
+    assert_int_equal(store_write_commit(b), KHO_ECORRUPT);
+    assert_int_equal(applied_of(f->s, G), 2);
+    assert_int_equal(store_compact(f->s, G, 2, &conf), KHO_ECORRUPT);
+    assert_non_null(strstr(store_errmsg(f->s), "sess"));
+    store_close(f->s);
+    f->s = NULL;
+    raw_flip(f->dir, "sess", ks, sizeof(ks), 8);
+    f->s = open_at(f->dir, 0);
+    assert_int_equal(store_compact(f->s, G, 2, &conf), KHO_OK);
+    free(d1);
+    free(d2);
+}
+
+/* A data file of another format version is refused, never misread. */
+static void test_format_version_checked(void **state)
+{
+    struct fx *f = *state;
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    struct store *s = NULL;
+    f->s = open_at(f->dir, 0);
+    store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, STORE_DBS_MAX), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "info", 0, &dbi), 0);
+    uint8_t v1[4] = {1, 0, 0, 0};
+    MDB_val k = {.mv_size = 6, .mv_data = "format"};
+    MDB_val v = {.mv_size = sizeof(v1), .mv_data = v1};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_int_equal(store_open(f->dir, NULL, &s), KHO_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(store_errmsg(NULL), "unknown store format"));
 }
 
 /* --- A full map ---------------------------------------------------------- */
@@ -1146,63 +1306,44 @@ static void test_not_usable_after_fork(void **state)
 
 /* --- Commands and the state machine -------------------------------------- */
 
+/* Request limits are proven in test_txn; here the biggest record, a
+ * malformed entry, a missing delete, a replayed index and a gap meet the
+ * store's apply and read paths. */
 static void test_commands_and_limits(void **state)
 {
     struct fx *f = *state;
-    static uint8_t big[STORE_CMD_BYTES_MAX + 1];
-    static uint8_t val[STORE_VALUE_BYTES_MAX + 1];
-    uint8_t key[STORE_KEY_BYTES_MAX + 1];
+    static uint8_t val[STORE_VALUE_BYTES_MAX];
+    static uint8_t key[STORE_KEY_BYTES_MAX + 1];
     size_t n = 0;
-    struct store_cmd c = {.op = STORE_CMD_PUT,
-                          .key = key,
-                          .key_len = 0,
-                          .value = val,
-                          .value_len = 1};
     memset(key, 'x', sizeof(key));
     memset(val, 'v', sizeof(val));
-    assert_int_equal(store_cmd_encode(&c, big, sizeof(big), &n), KHO_EINVAL);
-    c.key_len = STORE_KEY_BYTES_MAX + 1;
-    assert_int_equal(store_cmd_encode(&c, big, sizeof(big), &n), KHO_ETOOLARGE);
-    c.key_len = STORE_KEY_BYTES_MAX;
-    c.value_len = STORE_VALUE_BYTES_MAX + 1;
-    assert_int_equal(store_cmd_encode(&c, big, sizeof(big), &n), KHO_ETOOLARGE);
-    c.value_len = STORE_VALUE_BYTES_MAX;
-    assert_int_equal(store_cmd_encode(&c, big, 16, &n), KHO_ETOOLARGE);
-    assert_int_equal(n, STORE_CMD_BYTES_MAX);
-    assert_int_equal(store_cmd_encode(&c, big, sizeof(big), &n), KHO_OK);
-    assert_int_equal(n, STORE_CMD_BYTES_MAX);
-    struct store_cmd d;
-    assert_int_equal(store_cmd_decode(big, n, &d), KHO_OK);
-    assert_int_equal(d.key_len, STORE_KEY_BYTES_MAX);
-    assert_int_equal(d.value_len, STORE_VALUE_BYTES_MAX);
-    assert_int_equal(store_cmd_decode(big, n - 1, &d), KHO_EINVAL);
-    assert_int_equal(store_cmd_decode(big, n + 1, &d), KHO_EINVAL);
-    assert_int_equal(store_cmd_decode(big, 3, &d), KHO_EINVAL);
-    struct store_cmd del = {.op = STORE_CMD_DELETE,
-                            .key = key,
-                            .key_len = 1,
-                            .value = val,
-                            .value_len = 1};
-    assert_int_equal(store_cmd_encode(&del, big, sizeof(big), &n), KHO_EINVAL);
-    del.op = 9;
-    del.value_len = 0;
-    assert_int_equal(store_cmd_encode(&del, big, sizeof(big), &n), KHO_EINVAL);
+    struct store_op op = {.op = STORE_OP_PUT,
+                          .key = key,
+                          .key_len = STORE_KEY_BYTES_MAX,
+                          .value = val,
+                          .value_len = STORE_VALUE_BYTES_MAX};
+    struct store_request req = {.flags = STORE_REQ_SINGLE,
+                                .time_ms = 1,
+                                .ops = &op,
+                                .n_ops = 1,
+                                .writer = "w",
+                                .writer_len = 1};
+    size_t big_len = store_request_size(&req);
+    uint8_t *big = malloc(big_len);
+    assert_non_null(big);
+    assert_int_equal(store_request_encode(&req, big, big_len, &n), KHO_OK);
 
-    /* Apply a 1 MiB value under a 1 KiB key, a malformed command, deletes,
-     * a replayed index, and a gap. */
+    /* Apply a 1 MiB value under a 1 KiB key, a malformed request, a
+     * delete of a missing key, and an empty entry. */
     struct raft_conf conf = conf_of(1, 0);
     f->s = open_at(f->dir, 0);
     create_group(f->s, G, &conf);
-    assert_int_equal(store_cmd_encode(&c, big, sizeof(big), &n), KHO_OK);
-    uint8_t junk[5] = {1, 0, 9, 9, 9};
+    uint8_t junk[5] = {STORE_REQ_MAGIC, 0, 9, 9, 9};
     uint32_t la = 0, lb = 0;
     uint8_t *pa = cmd_put("a", "first", &la);
     uint8_t *pb = cmd_put("a", "second", &lb);
-    struct store_cmd dc = {
-        .op = STORE_CMD_DELETE, .key = (const uint8_t *)"zz", .key_len = 2};
-    uint8_t dbuf[16];
-    size_t dl = 0;
-    assert_int_equal(store_cmd_encode(&dc, dbuf, sizeof(dbuf), &dl), KHO_OK);
+    uint8_t dbuf[64];
+    size_t dl = cmd_del("zz", 2, dbuf, sizeof(dbuf));
     struct raft_entry e[5] = {
         ent(1, 1, RAFT_ENTRY_NORMAL, big, (uint32_t)n),
         ent(2, 1, RAFT_ENTRY_NORMAL, junk, sizeof(junk)),
@@ -1212,38 +1353,35 @@ static void test_commands_and_limits(void **state)
     };
     persist_entries(f->s, G, e, 5);
     struct store_batch *b = NULL;
-    int res[5];
+    struct store_apply_result res[5];
     assert_int_equal(store_write_begin(f->s, &b), KHO_OK);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(store_batch_apply(b, G, &e[i], &res[i]), KHO_OK);
+        assert_int_equal(res[i].revision, (uint64_t)i + 1);
     }
     assert_int_equal(store_write_commit(b), KHO_OK);
-    assert_int_equal(res[0], KHO_OK);
-    assert_int_equal(res[1], KHO_EINVAL);
-    assert_int_equal(res[2], KHO_OK);
-    assert_int_equal(res[3], KHO_ENOTFOUND);
-    assert_int_equal(res[4], KHO_EINVAL);
+    assert_int_equal(res[0].result, KHO_OK);
+    assert_int_equal(res[0].version, 1);
+    assert_int_equal(res[1].result, KHO_EINVAL);
+    assert_int_equal(res[2].result, KHO_OK);
+    assert_int_equal(res[3].result, KHO_ENOTFOUND);
+    assert_int_equal(res[4].result, KHO_EINVAL);
     assert_int_equal(applied_of(f->s, G), 5);
 
     uint8_t *got = malloc(STORE_VALUE_BYTES_MAX);
     assert_non_null(got);
     uint64_t applied = 0;
-    assert_int_equal(store_kv_get(f->s, G, key, STORE_KEY_BYTES_MAX, got,
-                                  STORE_VALUE_BYTES_MAX, &n, &applied),
+    assert_int_equal(kv_get(f->s, G, key, STORE_KEY_BYTES_MAX, got,
+                            STORE_VALUE_BYTES_MAX, &n, &applied),
                      KHO_OK);
     assert_int_equal(n, STORE_VALUE_BYTES_MAX);
     assert_int_equal(applied, 5);
     assert_memory_equal(got, val, n);
+    assert_int_equal(kv_get(f->s, G, key, 0, got, 10, &n, NULL), KHO_EINVAL);
     assert_int_equal(
-        store_kv_get(f->s, G, key, STORE_KEY_BYTES_MAX, got, 10, &n, NULL),
-        KHO_ETOOLARGE);
-    assert_int_equal(n, STORE_VALUE_BYTES_MAX);
-    assert_int_equal(store_kv_get(f->s, G, key, 0, got, 10, &n, NULL),
-                     KHO_EINVAL);
-    assert_int_equal(
-        store_kv_get(f->s, G, key, STORE_KEY_BYTES_MAX + 1, got, 10, &n, NULL),
+        kv_get(f->s, G, key, STORE_KEY_BYTES_MAX + 1, got, 10, &n, NULL),
         KHO_EINVAL);
-    assert_int_equal(store_kv_get(f->s, G + 1, "a", 1, got, 10, &n, NULL),
+    assert_int_equal(kv_get(f->s, G + 1, "a", 1, got, 10, &n, NULL),
                      KHO_ENOTFOUND);
     expect_kv(f->s, G, "a", "first");
 
@@ -1266,6 +1404,7 @@ static void test_commands_and_limits(void **state)
     free(got);
     free(pa);
     free(pb);
+    free(big);
 }
 
 /* Keys longer than LMDB's 511-byte key limit (store.h, top). */
@@ -1293,12 +1432,9 @@ static void test_long_keys(void **state)
         uint8_t *d = cmd_put(keys[i], vals[i], &len);
         e[i] = ent((uint64_t)i + 1, 1, RAFT_ENTRY_NORMAL, d, len);
     }
-    struct store_cmd dc = {.op = STORE_CMD_DELETE,
-                           .key = (const uint8_t *)k1,
-                           .key_len = strlen(k1)};
-    uint8_t dbuf[STORE_CMD_HEADER_BYTES + STORE_KEY_BYTES_MAX];
-    size_t dl = 0;
-    assert_int_equal(store_cmd_encode(&dc, dbuf, sizeof(dbuf), &dl), KHO_OK);
+    uint8_t dbuf[STORE_REQ_HEADER_BYTES + STORE_OP_HEADER_BYTES +
+                 STORE_KEY_BYTES_MAX];
+    size_t dl = cmd_del(k1, strlen(k1), dbuf, sizeof(dbuf));
     e[4] = ent(5, 1, RAFT_ENTRY_NORMAL, dbuf, (uint32_t)dl);
     persist_entries(f->s, G, e, 5);
     apply_range(f->s, G, e, 4);
@@ -1435,6 +1571,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_entry_detected, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_state_detected, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_format_version_checked, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_twice_refused, setup,

@@ -1,0 +1,52 @@
+/*
+ * meta.h - what the meta group (group 0) stores, and how.
+ *
+ * The meta group is an ordinary kv state machine replicated on every node
+ * of the cluster; its keys are:
+ *
+ *   "reg/" NAME  -> a registry: u8 META_REG_VERSION, u8 n_replicas,
+ *                   u16 0, n_replicas x u64 node id (little-endian)
+ *
+ * A registry's raft group id is the create revision of its record - the
+ * meta log index that created it - so ids are unique and chosen by the log
+ * itself, the same on every node, with no counter to race on. Its creator
+ * and creation time are the record's writer and time.
+ */
+#ifndef KHO_NODE_META_H
+#define KHO_NODE_META_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../raft/raft.h"
+
+#define META_REG_PREFIX "reg/"
+#define META_REG_PREFIX_BYTES 4u
+#define META_REG_VERSION 1u
+#define META_REG_HEADER_BYTES 4u
+#define META_REG_NAME_BYTES_MAX 64u
+#define META_REG_VALUE_BYTES_MAX (META_REG_HEADER_BYTES + 8u * RAFT_MEMBERS_MAX)
+
+/* A registry name: 1..64 bytes of [a-z0-9_.-], starting with a letter or
+ * digit. Returns a reason, or NULL when the name is good. */
+const char *meta_reg_name_check(const char *name);
+
+/* Encodes a registry record value; returns its length (0: n is 0 or over
+ * RAFT_MEMBERS_MAX). buf holds META_REG_VALUE_BYTES_MAX. */
+size_t meta_reg_encode(const uint64_t *replicas, uint32_t n, uint8_t *buf);
+
+/* Decodes one; *n receives the replica count (cap entries at most).
+ * Errors: KHO_ECORRUPT. */
+int meta_reg_decode(const uint8_t *v, size_t len, uint64_t *replicas,
+                    uint32_t cap, uint32_t *n);
+
+/*
+ * Chooses `want` distinct replicas among the voters of `members` for the
+ * registry `name`: consecutive nodes in id order starting at a hash of the
+ * name, so registries spread over the nodes. Returns the count chosen
+ * (min(want, voters)).
+ */
+uint32_t meta_pick_replicas(const struct raft_conf *members, const char *name,
+                            uint32_t want, uint64_t *out);
+
+#endif /* KHO_NODE_META_H */

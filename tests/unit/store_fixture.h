@@ -1,0 +1,395 @@
+/*
+ * store_fixture.h - what the state-machine unit tests (test_txn,
+ * test_session) share: a store in a fresh directory with one group, a
+ * request builder, "apply this request as the next log entry", and reads
+ * that copy records out of their callbacks. Include after cmocka.h.
+ */
+#ifndef KHO_TEST_STORE_FIXTURE_H
+#define KHO_TEST_STORE_FIXTURE_H
+
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../server/store/store.h"
+
+#define FX_GROUP 7u
+#define FX_GROUPS_MAX 4u
+
+/* --- Fixture ------------------------------------------------------------- */
+
+struct fx {
+    char dir[PATH_MAX];
+    char dir2[PATH_MAX];
+    struct store *s;
+    struct store *s2;
+    struct store_opts opts;        /* what s (and s2) open with */
+    uint64_t index[FX_GROUPS_MAX]; /* last index applied, per test group */
+};
+
+static inline bool fx_tmp(char *out)
+{
+    const char *base = getenv("TMPDIR");
+    if (base == NULL || base[0] == '\0') {
+        base = "/tmp";
+    }
+    snprintf(out, PATH_MAX, "%s/kho-sm-XXXXXX", base);
+    if (mkdtemp(out) == NULL) {
+        fprintf(stderr, "cannot create %s: %s\n", out, strerror(errno));
+        out[0] = '\0';
+        return false;
+    }
+    return true;
+}
+
+static inline int fx_rm_cb(const char *path, const struct stat *sb, int flag,
+                           struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static inline void fx_rm(const char *dir)
+{
+    if (dir[0] != '\0') {
+        nftw(dir, fx_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    }
+}
+
+static inline struct store *fx_open(const char *dir, const struct store_opts *o)
+{
+    struct store *s = NULL;
+    int rc = store_open(dir, o, &s);
+    if (rc != KHO_OK) {
+        fail_msg("store_open(%s): %s: %s", dir, kho_errname(rc),
+                 store_errmsg(NULL));
+    }
+    return s;
+}
+
+static inline void fx_create_group(struct store *s, uint64_t group)
+{
+    struct raft_conf c = {.n = 1, .members = {{.id = 1, .role = RAFT_VOTER}}};
+    struct store_batch *b = NULL;
+    assert_int_equal(store_write_begin(s, &b), KHO_OK);
+    assert_int_equal(store_batch_group_create(b, group, &c), KHO_OK);
+    assert_int_equal(store_write_commit(b), KHO_OK);
+}
+
+/* Opens f->s in f->dir with f->opts (already set) and creates FX_GROUP. */
+static inline void fx_start(struct fx *f)
+{
+    f->s = fx_open(f->dir, &f->opts);
+    fx_create_group(f->s, FX_GROUP);
+}
+
+static inline int fx_setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    if (f == NULL || !fx_tmp(f->dir)) {
+        free(f);
+        return -1;
+    }
+    store_opts_defaults(&f->opts);
+    f->opts.map_size_bytes = UINT64_C(256) << 20;
+    *state = f;
+    return 0;
+}
+
+static inline int fx_teardown(void **state)
+{
+    struct fx *f = *state;
+    store_close(f->s);
+    store_close(f->s2);
+    fx_rm(f->dir);
+    fx_rm(f->dir2);
+    free(f);
+    return 0;
+}
+
+/* --- Requests ------------------------------------------------------------ */
+
+struct req {
+    struct store_request r;
+    struct store_compare cmps[STORE_TXN_CMPS_MAX];
+    struct store_op ops[STORE_TXN_OPS_MAX];
+};
+
+static inline void req_init(struct req *q, uint64_t time_ms, const char *writer)
+{
+    memset(q, 0, sizeof(*q));
+    q->r.time_ms = time_ms;
+    q->r.writer = writer;
+    q->r.writer_len = writer != NULL ? strlen(writer) : 0;
+    q->r.cmps = q->cmps;
+    q->r.ops = q->ops;
+}
+
+static inline void req_put_n(struct req *q, const void *key, size_t key_len,
+                             const void *value, size_t value_len)
+{
+    assert_true(q->r.n_ops < STORE_TXN_OPS_MAX);
+    q->ops[q->r.n_ops++] = (struct store_op){.op = STORE_OP_PUT,
+                                             .key = key,
+                                             .key_len = key_len,
+                                             .value = value,
+                                             .value_len = value_len};
+}
+
+static inline void req_put(struct req *q, const char *key, const char *value)
+{
+    req_put_n(q, key, strlen(key), value, strlen(value));
+}
+
+static inline void req_del_n(struct req *q, const void *key, size_t key_len)
+{
+    assert_true(q->r.n_ops < STORE_TXN_OPS_MAX);
+    q->ops[q->r.n_ops++] = (struct store_op){
+        .op = STORE_OP_DELETE, .key = key, .key_len = key_len};
+}
+
+static inline void req_del(struct req *q, const char *key)
+{
+    req_del_n(q, key, strlen(key));
+}
+
+static inline void req_cmp(struct req *q, const char *key, uint32_t target,
+                           uint32_t op, uint64_t number)
+{
+    assert_true(q->r.n_cmp < STORE_TXN_CMPS_MAX);
+    q->cmps[q->r.n_cmp++] = (struct store_compare){
+        .target = target,
+        .op = op,
+        .key = (const uint8_t *)key,
+        .key_len = strlen(key),
+        .number = number,
+    };
+}
+
+static inline void req_cmp_value(struct req *q, const char *key, uint32_t op,
+                                 const char *value)
+{
+    assert_true(q->r.n_cmp < STORE_TXN_CMPS_MAX);
+    q->cmps[q->r.n_cmp++] = (struct store_compare){
+        .target = STORE_CMP_VALUE,
+        .op = op,
+        .key = (const uint8_t *)key,
+        .key_len = strlen(key),
+        .value = (const uint8_t *)value,
+        .value_len = strlen(value),
+    };
+}
+
+/* Encodes q into a fresh buffer (the caller frees it). */
+static inline uint8_t *req_encode(const struct req *q, size_t *len)
+{
+    size_t n = store_request_size(&q->r);
+    assert_true(n > 0);
+    uint8_t *buf = malloc(n);
+    assert_non_null(buf);
+    assert_int_equal(store_request_encode(&q->r, buf, n, len), KHO_OK);
+    assert_int_equal(*len, n);
+    return buf;
+}
+
+/* --- Applying ------------------------------------------------------------ */
+
+static inline size_t fx_slot(uint64_t group)
+{
+    assert_true(group >= FX_GROUP && group < FX_GROUP + FX_GROUPS_MAX);
+    return (size_t)(group - FX_GROUP);
+}
+
+/* Persists and applies raw entry bytes as the group's next NORMAL entry on
+ * store s (whose last applied index is *index). */
+static inline struct store_apply_result
+fx_apply_raw_at(struct store *s, uint64_t group, uint64_t *index,
+                const uint8_t *data, size_t len)
+{
+    struct raft_entry e = {.term = 1,
+                           .index = *index + 1,
+                           .type = RAFT_ENTRY_NORMAL,
+                           .len = (uint32_t)len,
+                           .data = (uint8_t *)data};
+    struct raft_ready rd = {.entries = &e, .n_entries = 1};
+    struct store_apply_result r;
+    struct store_batch *b = NULL;
+    memset(&r, 0xAB, sizeof(r)); /* every field must be set */
+    assert_int_equal(store_write_begin(s, &b), KHO_OK);
+    assert_int_equal(store_batch_persist_ready(b, group, &rd), KHO_OK);
+    int rc = store_batch_apply(b, group, &e, &r);
+    if (rc != KHO_OK) {
+        fail_msg("apply: %s: %s", kho_errname(rc), store_errmsg(s));
+    }
+    assert_int_equal(store_write_commit(b), KHO_OK);
+    if (!r.duplicate) {
+        assert_int_equal(r.revision, e.index);
+    }
+    *index = e.index;
+    return r;
+}
+
+static inline struct store_apply_result
+fx_apply_raw(struct fx *f, uint64_t group, const uint8_t *data, size_t len)
+{
+    return fx_apply_raw_at(f->s, group, &f->index[fx_slot(group)], data, len);
+}
+
+static inline struct store_apply_result
+fx_apply_to(struct fx *f, uint64_t group, const struct req *q)
+{
+    size_t len = 0;
+    uint8_t *buf = req_encode(q, &len);
+    struct store_apply_result r = fx_apply_raw(f, group, buf, len);
+    free(buf);
+    return r;
+}
+
+static inline struct store_apply_result fx_apply(struct fx *f,
+                                                 const struct req *q)
+{
+    return fx_apply_to(f, FX_GROUP, q);
+}
+
+/* A plain put or delete (STORE_REQ_SINGLE) at time_ms. */
+static inline struct store_apply_result
+fx_put(struct fx *f, const char *key, const char *value, uint64_t time_ms)
+{
+    struct req q;
+    req_init(&q, time_ms, "tester");
+    q.r.flags = STORE_REQ_SINGLE;
+    req_put(&q, key, value);
+    return fx_apply(f, &q);
+}
+
+static inline struct store_apply_result fx_del(struct fx *f, const char *key,
+                                               uint64_t time_ms)
+{
+    struct req q;
+    req_init(&q, time_ms, "tester");
+    q.r.flags = STORE_REQ_SINGLE;
+    req_del(&q, key);
+    return fx_apply(f, &q);
+}
+
+/* --- Reading ------------------------------------------------------------- */
+
+/* A record copied out of a read callback. */
+struct rec {
+    uint8_t key[STORE_KEY_BYTES_MAX];
+    size_t key_len;
+    uint8_t *value; /* malloc'd; NULL when empty */
+    size_t value_len;
+    uint64_t version, create_rev, mod_rev, time_ms;
+    char writer[STORE_WRITER_BYTES_MAX + 1];
+    bool deleted;
+};
+
+#define RECS_MAX 512u
+
+struct recs {
+    struct rec r[RECS_MAX];
+    size_t n;
+    size_t stop_after; /* cb answers KHO_EBUSY after this many; 0: never */
+};
+
+static inline int recs_cb(void *ctx, const struct store_record *r)
+{
+    struct recs *l = ctx;
+    if (l->stop_after != 0 && l->n == l->stop_after) {
+        return KHO_EBUSY;
+    }
+    assert_true(l->n < RECS_MAX);
+    assert_true(r->key_len <= STORE_KEY_BYTES_MAX);
+    assert_true(r->writer_len <= STORE_WRITER_BYTES_MAX);
+    struct rec *c = &l->r[l->n++];
+    memcpy(c->key, r->key, r->key_len);
+    c->key_len = r->key_len;
+    c->value = NULL;
+    c->value_len = r->value_len;
+    if (r->value_len > 0) {
+        c->value = malloc(r->value_len);
+        assert_non_null(c->value);
+        memcpy(c->value, r->value, r->value_len);
+    }
+    c->version = r->version;
+    c->create_rev = r->create_rev;
+    c->mod_rev = r->mod_rev;
+    c->time_ms = r->time_ms;
+    if (r->writer_len > 0) {
+        memcpy(c->writer, r->writer, r->writer_len);
+    }
+    c->writer[r->writer_len] = '\0';
+    c->deleted = r->deleted;
+    return KHO_OK;
+}
+
+static inline void recs_free(struct recs *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->r[i].value);
+        l->r[i].value = NULL;
+    }
+    l->n = 0;
+}
+
+static inline bool rec_is(const struct rec *r, const char *key,
+                          const char *value)
+{
+    return r->key_len == strlen(key) && memcmp(r->key, key, r->key_len) == 0 &&
+           (value == NULL ? r->value_len == 0
+                          : r->value_len == strlen(value) &&
+                                memcmp(r->value, value, r->value_len) == 0);
+}
+
+/* Reads one key into *out (freed by the caller with free(out->value)). */
+static inline int fx_read_at(struct store *s, uint64_t group, const char *key,
+                             struct rec *out)
+{
+    static struct recs l; /* big: not on the stack */
+    memset(out, 0, sizeof(*out));
+    l.n = 0;
+    l.stop_after = 0;
+    int rc = store_kv_read(s, group, key, strlen(key), recs_cb, &l, NULL);
+    if (rc == KHO_OK) {
+        assert_int_equal(l.n, 1);
+        *out = l.r[0];
+    } else {
+        assert_int_equal(l.n, 0);
+    }
+    return rc;
+}
+
+static inline int fx_read(struct fx *f, const char *key, struct rec *out)
+{
+    return fx_read_at(f->s, FX_GROUP, key, out);
+}
+
+/* Asserts key's value on s (NULL: absent). */
+static inline void fx_expect_at(struct store *s, uint64_t group,
+                                const char *key, const char *want)
+{
+    struct rec r;
+    int rc = fx_read_at(s, group, key, &r);
+    if (want == NULL) {
+        assert_int_equal(rc, KHO_ENOTFOUND);
+        return;
+    }
+    if (rc != KHO_OK) {
+        fail_msg("read %s: %s: %s", key, kho_errname(rc), store_errmsg(s));
+    }
+    assert_true(rec_is(&r, key, want));
+    free(r.value);
+}
+
+static inline void fx_expect(struct fx *f, const char *key, const char *want)
+{
+    fx_expect_at(f->s, FX_GROUP, key, want);
+}
+
+#endif /* KHO_TEST_STORE_FIXTURE_H */
