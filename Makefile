@@ -214,12 +214,19 @@ LIBKHO_LDLIBS = -lnng -lprotobuf-c -lpthread
 build/obj/server/api/api.o build/obj/client/libkho.o \
 build/pic/obj/client/libkho.o build/asan/obj/client/libkho.o \
 build/obj/tests/unit/test_libkho.o \
-build/asan/obj/tests/unit/test_libkho.o: build/gen/proto/api.pb-c.h
+build/asan/obj/tests/unit/test_libkho.o build/asan/obj/server/api/api.o \
+build/obj/tests/integration/khocheck.o: build/gen/proto/api.pb-c.h
 
 build/bin/khod: $(call objs,build,$(KHOD_SRC))
 	@echo "  LD      $@"
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $^ $(KHOD_LDLIBS) -o $@
+
+# khod under ASan+UBSan, for the integration tests of `make test-asan`.
+build/asan/bin/khod: $(call objs,build/asan,$(KHOD_SRC))
+	@echo "  LD      $@"
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ $(KHOD_LDLIBS) -o $@
 
 # libkho.so is built from position-independent objects of its own.
 build/pic/obj/%.o: %.c | $(DEPS_STAMP)
@@ -255,6 +262,7 @@ build/bin/khocheck: build/obj/tests/integration/khocheck.o build/lib/libkho.a
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $^ $(LIBKHO_LDLIBS) -o $@
 
+ALL_OBJS += $(call objs,build/asan,$(KHOD_SRC))
 ALL_OBJS += $(call objs,build,$(KHOD_SRC) $(LIBKHO_SRC) $(KHOCTL_SRC) \
 	tests/integration/khocheck.c) \
 	$(call objs,build/pic,$(LIBKHO_SRC))
@@ -343,11 +351,17 @@ else
 	@echo "skipped: tests/sim has no sources yet"
 endif
 
-test-asan: asan
+test-asan: asan build/asan/bin/khod build/bin/khoctl build/bin/khocheck
 	$(call banner,unit tests: $(words $(ASAN_UNIT_BINS)) binaries (ASan+UBSan))
 	$(Q)for t in $(ASAN_UNIT_BINS); do \
 		echo "--- $$t"; \
 		$(SAN_ENV) $$t || { echo "FAILED: $$t" >&2; exit 1; }; \
+	done
+	$(call banner,integration: tests/integration/*.sh with khod under ASan+UBSan)
+	$(Q)for t in tests/integration/*.sh; do \
+		echo "--- $$t"; \
+		$(SAN_ENV) KHOD=$(CURDIR)/build/asan/bin/khod $$t || \
+			{ echo "FAILED: $$t (ASan khod)" >&2; exit 1; }; \
 	done
 	$(call banner,simulator: $(ASAN_SIM_SEEDS) seeds (ASan+UBSan))
 ifneq ($(SIM_SRC),)

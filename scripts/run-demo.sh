@@ -19,9 +19,12 @@ trap stop INT TERM EXIT
 
 eval "$("$CL" start 3 "$dir" | grep '^KHO_ENDPOINTS=')"
 export KHO_ENDPOINTS
-"$CTL" put demo citizen/001 '{"name":"Nguyen Van A","province":"hanoi"}' 2>/dev/null
-"$CTL" put demo citizen/002 '{"name":"Tran Thi B","province":"hue"}' 2>/dev/null
-"$CTL" put demo licence/77A-12345 '{"holder":"citizen/001","class":"B2"}' 2>/dev/null
+"$CTL" --name hanoi-police put demo citizen/001 \
+    '{"name":"Nguyen Van A","province":"hanoi"}' 2>/dev/null
+"$CTL" --name hue-health put demo citizen/002 \
+    '{"name":"Tran Thi B","province":"hue"}' 2>/dev/null
+"$CTL" --name hanoi-transport put demo licence/77A-12345 \
+    '{"holder":"citizen/001","class":"B2"}' 2>/dev/null
 
 cat <<EOT
 
@@ -29,12 +32,19 @@ kho: 3 nodes running (data and logs in $dir).
 
   export KHO_ENDPOINTS=$KHO_ENDPOINTS
   build/bin/khoctl cluster status
+  build/bin/khoctl registry list
   build/bin/khoctl get demo citizen/001
   build/bin/khoctl get demo citizen/001 --json
-  build/bin/khoctl put demo citizen/003 '{"name":"Le Van C"}'
+  build/bin/khoctl --name me put demo citizen/003 '{"name":"Le Van C"}'
   echo '{"big":"json"}' | build/bin/khoctl put demo doc/1 -
+  build/bin/khoctl scan demo --prefix citizen/
+  build/bin/khoctl put demo citizen/001 '{"name":"Nguyen Van A","moved":"hue"}'
+  build/bin/khoctl history demo citizen/001
+  printf 'cmp licence/77A-12345 version = 1\nput licence/77A-12345 renewed\n' |
+      build/bin/khoctl txn demo
+  build/bin/khoctl registry create land
   build/bin/khoctl del demo citizen/002
-  scripts/cluster.sh leader $dir          # which node leads
+  scripts/cluster.sh leader $dir demo     # which node leads demo's group
   scripts/cluster.sh kill 2 $dir          # SIGKILL node 2; restart 2 $dir
 
 EOT

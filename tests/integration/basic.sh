@@ -16,6 +16,7 @@ set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 CL="$root/scripts/cluster.sh"
 CTL="$root/build/bin/khoctl"
+KHOD=${KHOD:-$root/build/bin/khod}
 CHK="$root/build/bin/khocheck"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kho-it.XXXXXX")
 export KHO_BASE_PORT=${KHO_BASE_PORT:-$((20000 + ($$ % 200) * 200))}
@@ -106,5 +107,9 @@ for i in 1 2 3; do "$CL" kill "$i" "$dir"; done
 for i in 1 2 3; do "$CL" restart "$i" "$dir"; done
 "$CHK" verify demo "$acked" || fail "acknowledged writes lost after kill-all"
 [ "$("$CTL" get demo hello)" = world ] || fail "hello lost"
+
+if grep -l 'Sanitizer\|runtime error' "$dir"/node*.log >&2; then
+    fail "sanitizer report in the node logs above (KHOD=$KHOD)"
+fi
 
 echo "PASS: tests/integration/basic.sh ($(wc -l <"$acked") acknowledged writes verified)"

@@ -37,6 +37,17 @@ fail() {
     exit 1
 }
 step() { echo "--- $*"; }
+# Stops a cluster and fails if a node reported a sanitizer error (when khod
+# is an ASan+UBSan build: KHOD=build/asan/bin/khod) or did not stop cleanly.
+stop_checked() {
+    "$CL" stop "$1"
+    if grep -l 'Sanitizer\|runtime error' "$1"/node*.log >&2; then
+        fail "sanitizer report in the node logs above"
+    fi
+    for f in "$1"/node*.log; do
+        grep -q 'stopped cleanly' "$f" || fail "$f: no clean stop"
+    done
+}
 # expect CODE CMD...: runs CMD, fails unless it exits with CODE.
 expect() {
     want=$1
@@ -120,7 +131,7 @@ expect 1 "$CTL" put nosuch k v
 longkey=$(head -c 1025 /dev/zero | tr '\0' k)
 expect 4 "$CTL" put citizens "$longkey" v
 grep -q KHO_ETOOLARGE "$dir/err" || fail "long key: $(cat "$dir/err")"
-"$CL" stop "$dir/a"
+stop_checked "$dir/a"
 
 step "space quota: KHO_ENOSPC for puts, reads and deletes still work"
 out=$(KHOD_FLAGS="--map-size-mb 64 --quota-mb 8" KHO_REGISTRIES=full \
@@ -128,6 +139,6 @@ out=$(KHOD_FLAGS="--map-size-mb 64 --quota-mb 8" KHO_REGISTRIES=full \
     fail "cluster b"
 eval "$(echo "$out" | grep '^KHO_ENDPOINTS=')"
 "$CHK" fill full || fail "khocheck fill"
-"$CL" stop "$dir/b"
+stop_checked "$dir/b"
 
 echo "PASS: tests/integration/registry.sh"
