@@ -53,7 +53,7 @@ struct opts {
     uint64_t map_size_mb;
     uint64_t quota_mb;
     bool set[16];
-    struct api_peer peer[NET_PEERS_MAX];
+    struct node_peer peer[NET_PEERS_MAX];
     size_t n_peers;
 };
 
@@ -169,7 +169,7 @@ static int parse_peers(struct opts *o)
         if (e3 != NULL) {
             *e3 = '\0';
         }
-        struct api_peer *p = &o->peer[o->n_peers];
+        struct node_peer *p = &o->peer[o->n_peers];
         char *end = NULL;
         p->id = strtoull(tok, &end, 10);
         if (*end != '\0' || p->id == 0) {
@@ -336,6 +336,8 @@ static int build_node_config(const struct opts *o, struct node_config *nc)
         self = self || o->peer[i].id == o->id;
     }
     nc->initial.n = (uint32_t)o->n_peers;
+    memcpy(nc->peers, o->peer, o->n_peers * sizeof(o->peer[0]));
+    nc->n_peers = o->n_peers;
     if (!self) {
         fprintf(stderr, "khod: --peers does not list this node (id %llu)\n",
                 (unsigned long long)o->id);

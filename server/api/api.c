@@ -42,7 +42,7 @@ struct api {
     nng_listener listener;
     struct node *node;
     struct store *st;
-    struct api_peer *peers;
+    struct node_peer *peers;
     size_t n_peers;
     uint64_t quota_bytes;
     pthread_mutex_t space_mu;
@@ -411,15 +411,23 @@ static void reply_status(struct worker *w)
         gs[i].last_index = st[i].last_index;
         gp[i] = &gs[i];
     }
-    Kho__Api__NodeInfo ni[NET_PEERS_MAX];
-    Kho__Api__NodeInfo *np[NET_PEERS_MAX];
-    size_t k = a->n_peers < NET_PEERS_MAX ? a->n_peers : NET_PEERS_MAX;
+    /* The nodes as the meta group records them; the start-up list until
+     * it has. */
+    static _Thread_local struct node_peer peers[RAFT_MEMBERS_MAX];
+    Kho__Api__NodeInfo ni[RAFT_MEMBERS_MAX];
+    Kho__Api__NodeInfo *np[RAFT_MEMBERS_MAX];
+    size_t k = 0;
+    if (node_load_nodes(a->node, peers, RAFT_MEMBERS_MAX, &k) != KHO_OK ||
+        k == 0) {
+        k = a->n_peers < RAFT_MEMBERS_MAX ? a->n_peers : RAFT_MEMBERS_MAX;
+        memcpy(peers, a->peers, k * sizeof(peers[0]));
+    }
     for (size_t i = 0; i < k; i++) {
         kho__api__node_info__init(&ni[i]);
-        ni[i].id = a->peers[i].id;
-        ni[i].name = a->peers[i].name;
-        ni[i].client_url = a->peers[i].client_url;
-        ni[i].peer_url = a->peers[i].peer_url;
+        ni[i].id = peers[i].id;
+        ni[i].name = peers[i].name;
+        ni[i].client_url = peers[i].client_url;
+        ni[i].peer_url = peers[i].peer_url;
         np[i] = &ni[i];
     }
     Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
@@ -1030,7 +1038,7 @@ int api_open(const struct api_config *c, struct api **out, char *err,
              size_t err_len)
 {
     struct api *a = calloc(1, sizeof(*a));
-    struct api_peer *peers = calloc(c->n_peers, sizeof(*peers));
+    struct node_peer *peers = calloc(c->n_peers, sizeof(*peers));
     if (a == NULL || peers == NULL) {
         free(a);
         free(peers);

@@ -41,19 +41,13 @@
 
 struct api;
 
-/* One node of the cluster, as clients see it. */
-struct api_peer {
-    uint64_t id;
-    char name[NODE_NAME_BYTES];
-    char client_url[API_URL_BYTES_MAX];
-    char peer_url[API_URL_BYTES_MAX];
-};
-
 struct api_config {
     const char *url;
     struct node *node;
     struct store *st;
-    const struct api_peer *peers; /* every node, this one included */
+    /* Every node of the initial cluster, this one included: where to send
+     * clients until the meta group has recorded the nodes. */
+    const struct node_peer *peers;
     size_t n_peers;
     uint64_t quota_bytes; /* writes adding data are refused above it */
 };

@@ -102,3 +102,77 @@ uint32_t meta_pick_replicas(const struct raft_conf *members, const char *name,
     }
     return k;
 }
+
+/* --- Node records ---------------------------------------------------------- */
+
+void meta_node_key(uint64_t id, uint8_t *key)
+{
+    static const char hex[] = "0123456789abcdef";
+    memcpy(key, META_NODE_PREFIX, META_NODE_PREFIX_BYTES);
+    for (int i = 0; i < 16; i++) {
+        key[META_NODE_PREFIX_BYTES + i] = (uint8_t)hex[(id >> (60 - 4 * i)) & 15];
+    }
+}
+
+uint64_t meta_node_key_id(const uint8_t *key, size_t len)
+{
+    if (len != META_NODE_KEY_BYTES ||
+        memcmp(key, META_NODE_PREFIX, META_NODE_PREFIX_BYTES) != 0) {
+        return 0;
+    }
+    uint64_t id = 0;
+    for (size_t i = META_NODE_PREFIX_BYTES; i < len; i++) {
+        uint8_t c = key[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) {
+            return 0;
+        }
+        id = (id << 4) | (uint64_t)d;
+    }
+    return id;
+}
+
+size_t meta_node_encode(const char *name, const char *peer_url,
+                        const char *client_url, uint8_t *buf)
+{
+    size_t nl = strlen(name), pl = strlen(peer_url), cl = strlen(client_url);
+    if (nl > META_NODE_FIELD_BYTES_MAX || pl > META_NODE_FIELD_BYTES_MAX ||
+        cl > META_NODE_FIELD_BYTES_MAX) {
+        return 0;
+    }
+    buf[0] = META_NODE_VERSION;
+    buf[1] = (uint8_t)nl;
+    buf[2] = (uint8_t)pl;
+    buf[3] = 0;
+    buf[4] = (uint8_t)cl;
+    buf[5] = 0;
+    buf[6] = buf[7] = 0;
+    uint8_t *p = buf + META_NODE_HEADER_BYTES;
+    memcpy(p, name, nl);
+    memcpy(p + nl, peer_url, pl);
+    memcpy(p + nl + pl, client_url, cl);
+    return META_NODE_HEADER_BYTES + nl + pl + cl;
+}
+
+int meta_node_decode(const uint8_t *v, size_t len, char *name,
+                     size_t name_cap, char *peer_url, char *client_url,
+                     size_t url_cap)
+{
+    if (len < META_NODE_HEADER_BYTES || v[0] != META_NODE_VERSION ||
+        v[3] != 0 || v[5] != 0 || v[6] != 0 || v[7] != 0) {
+        return KHO_ECORRUPT;
+    }
+    size_t nl = v[1], pl = v[2], cl = v[4];
+    if (len != META_NODE_HEADER_BYTES + nl + pl + cl || nl >= name_cap ||
+        pl >= url_cap || cl >= url_cap) {
+        return KHO_ECORRUPT;
+    }
+    const uint8_t *p = v + META_NODE_HEADER_BYTES;
+    memcpy(name, p, nl);
+    name[nl] = '\0';
+    memcpy(peer_url, p + nl, pl);
+    peer_url[pl] = '\0';
+    memcpy(client_url, p + nl + pl, cl);
+    client_url[cl] = '\0';
+    return KHO_OK;
+}

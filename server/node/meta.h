@@ -27,6 +27,38 @@
 #define META_REG_NAME_BYTES_MAX 64u
 #define META_REG_VALUE_BYTES_MAX (META_REG_HEADER_BYTES + 8u * RAFT_MEMBERS_MAX)
 
+/*
+ *   "node/" 16 hex digits of the id -> a node: u8 META_NODE_VERSION,
+ *                   u8 name_len, u16 peer_url_len, u16 client_url_len,
+ *                   u16 0, name, peer URL, client URL
+ *
+ * The meta leader writes the record of every node of the initial cluster
+ * that has none (once per term, in one transaction).
+ */
+#define META_NODE_PREFIX "node/"
+#define META_NODE_PREFIX_BYTES 5u
+#define META_NODE_KEY_BYTES (META_NODE_PREFIX_BYTES + 16u)
+#define META_NODE_VERSION 1u
+#define META_NODE_HEADER_BYTES 8u
+#define META_NODE_FIELD_BYTES_MAX 255u
+#define META_NODE_VALUE_BYTES_MAX                                              \
+    (META_NODE_HEADER_BYTES + 3u * META_NODE_FIELD_BYTES_MAX)
+
+/* The record key of node `id` (META_NODE_KEY_BYTES, no NUL). */
+void meta_node_key(uint64_t id, uint8_t *key);
+/* Parses a node record key; 0 when it is not one. */
+uint64_t meta_node_key_id(const uint8_t *key, size_t len);
+/* Encodes a node record; returns its length, 0 when a field is longer than
+ * META_NODE_FIELD_BYTES_MAX. buf holds META_NODE_VALUE_BYTES_MAX. */
+size_t meta_node_encode(const char *name, const char *peer_url,
+                        const char *client_url, uint8_t *buf);
+/* Decodes one into NUL-terminated fields: name of name_cap bytes, the URLs
+ * of url_cap bytes each. Errors: KHO_ECORRUPT (malformed, or a field that
+ * does not fit). */
+int meta_node_decode(const uint8_t *v, size_t len, char *name,
+                     size_t name_cap, char *peer_url, char *client_url,
+                     size_t url_cap);
+
 /* A registry name: 1..64 bytes of [a-z0-9_.-], starting with a letter or
  * digit. Returns a reason, or NULL when the name is good. */
 const char *meta_reg_name_check(const char *name);

@@ -54,6 +54,13 @@ struct node {
     size_t n_groups;                      /* changed by the raft thread only */
     struct raft_conf initial;
     uint64_t meta_seen; /* meta applied index the registry table reflects */
+    struct node_peer peers[RAFT_MEMBERS_MAX]; /* the initial cluster */
+    size_t n_peers;
+    /* The meta leader's own proposal recording the nodes (raft thread). */
+    struct node_req meta_req;
+    uint8_t *meta_buf;
+    bool meta_busy;
+    uint64_t nodes_term; /* the term in which node records were checked */
 
     /* The registry table, read by request threads. */
     pthread_rwlock_t reg_mu;
@@ -79,6 +86,13 @@ struct node {
     struct raft_msg *out;
     size_t out_cap;
 };
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 static uint64_t now_ms(void)
 {
@@ -309,6 +323,52 @@ static void sync_registries(struct node *n)
     pthread_rwlock_unlock(&n->reg_mu);
 }
 
+struct node_scan {
+    struct node_peer *out;
+    size_t n, cap;
+};
+
+static int node_scan_cb(void *ctx, const struct store_record *r)
+{
+    struct node_scan *ns = ctx;
+    if (ns->n >= ns->cap) {
+        LOGE("meta group: more than %zu node records; the rest are ignored",
+             ns->cap);
+        return KHO_ETOOLARGE;
+    }
+    struct node_peer *p = &ns->out[ns->n];
+    p->id = meta_node_key_id(r->key, r->key_len);
+    if (p->id == 0 ||
+        meta_node_decode(r->value, r->value_len, p->name, sizeof(p->name),
+                         p->peer_url, p->client_url,
+                         sizeof(p->peer_url)) != KHO_OK) {
+        LOGE("meta group: a malformed node record is ignored");
+        return KHO_OK;
+    }
+    ns->n++;
+    return KHO_OK;
+}
+
+int node_load_nodes(struct node *n, struct node_peer *out, size_t cap,
+                    size_t *count)
+{
+    static const uint8_t end[] = {'n', 'o', 'd', 'e', '/' + 1};
+    struct store_scan q = {
+        .start = (const uint8_t *)META_NODE_PREFIX,
+        .start_len = META_NODE_PREFIX_BYTES,
+        .end = end,
+        .end_len = sizeof(end),
+        .limit = STORE_SCAN_LIMIT_MAX,
+        .max_bytes = SIZE_MAX,
+    };
+    struct node_scan ns = {.out = out, .cap = cap};
+    bool more = false;
+    int rc = store_kv_scan(n->st, NODE_META_GROUP, &q, node_scan_cb, &ns,
+                           &more, NULL);
+    *count = ns.n;
+    return rc == KHO_ENOTFOUND || rc == KHO_ETOOLARGE ? KHO_OK : rc;
+}
+
 int node_load_registries(struct node *n, struct node_registry *out,
                          size_t cap, size_t *count)
 {
@@ -380,6 +440,8 @@ int node_create(const struct node_config *c, struct store *st,
     snprintf(n->name, sizeof(n->name), "%s", c->name);
     n->st = st;
     n->initial = c->initial;
+    n->n_peers = c->n_peers < RAFT_MEMBERS_MAX ? c->n_peers : RAFT_MEMBERS_MAX;
+    memcpy(n->peers, c->peers, n->n_peers * sizeof(n->peers[0]));
     pthread_mutex_init(&n->mu, NULL);
     pthread_mutex_init(&n->status_mu, NULL);
     pthread_rwlock_init(&n->reg_mu, NULL);
@@ -825,10 +887,112 @@ static bool ready_cycle(struct node *n)
     return true;
 }
 
+/* --- Node records in the meta group -------------------------------------- */
+
+static void meta_req_done(struct node_req *r)
+{
+    struct node *n = r->ctx;
+    int err = r->err != KHO_OK ? r->err : r->res.result;
+    if (err != KHO_OK) {
+        LOGW("meta group: recording the cluster's nodes failed: %s; next "
+             "term tries again",
+             kho_strerror(err));
+    } else {
+        LOGI("meta group: the cluster's nodes are recorded");
+    }
+    free(n->meta_buf);
+    n->meta_buf = NULL;
+    n->meta_busy = false;
+}
+
+static bool has_node(const struct node_peer *have, size_t n, uint64_t id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (have[i].id == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void handle_req(struct node *n, struct node_req *r);
+
+/* Proposes the records of the initial cluster's nodes that the meta group
+ * lacks: once per term, by the meta leader, once it has applied its log. */
+static void record_nodes(struct node *n)
+{
+    struct group *meta = &n->groups[0];
+    struct raft_status rs;
+    raft_status(meta->raft, &rs);
+    if (rs.role != RAFT_LEADER || n->meta_busy || n->nodes_term == rs.term ||
+        meta->applied < rs.commit) {
+        return;
+    }
+    n->nodes_term = rs.term;
+    static struct node_peer have[RAFT_MEMBERS_MAX];
+    static uint8_t keys[RAFT_MEMBERS_MAX][META_NODE_KEY_BYTES];
+    static uint8_t vals[RAFT_MEMBERS_MAX][META_NODE_VALUE_BYTES_MAX];
+    struct store_compare cmps[RAFT_MEMBERS_MAX];
+    struct store_op ops[RAFT_MEMBERS_MAX];
+    size_t nh = 0, k = 0;
+    if (node_load_nodes(n, have, RAFT_MEMBERS_MAX, &nh) != KHO_OK) {
+        return;
+    }
+    for (size_t i = 0; i < n->n_peers; i++) {
+        const struct node_peer *p = &n->peers[i];
+        size_t len = meta_node_encode(p->name, p->peer_url, p->client_url,
+                                      vals[k]);
+        if (has_node(have, nh, p->id) || len == 0) {
+            continue;
+        }
+        meta_node_key(p->id, keys[k]);
+        cmps[k] = (struct store_compare){.target = STORE_CMP_VERSION,
+                                         .op = STORE_CMP_EQ,
+                                         .key = keys[k],
+                                         .key_len = META_NODE_KEY_BYTES};
+        ops[k] = (struct store_op){.op = STORE_OP_PUT,
+                                   .key = keys[k],
+                                   .key_len = META_NODE_KEY_BYTES,
+                                   .value = vals[k],
+                                   .value_len = len};
+        k++;
+    }
+    if (k == 0) {
+        return;
+    }
+    struct store_request sr = {.time_ms = wall_ms(),
+                               .writer = n->name,
+                               .writer_len = strlen(n->name),
+                               .cmps = cmps,
+                               .n_cmp = k,
+                               .ops = ops,
+                               .n_ops = k};
+    size_t cap = store_request_size(&sr), len = 0;
+    n->meta_buf = cap > 0 ? malloc(cap) : NULL;
+    if (n->meta_buf == NULL ||
+        store_request_encode(&sr, n->meta_buf, cap, &len) != KHO_OK) {
+        free(n->meta_buf);
+        n->meta_buf = NULL;
+        return;
+    }
+    n->meta_req = (struct node_req){.kind = NODE_REQ_PROPOSE,
+                                    .group_id = NODE_META_GROUP,
+                                    .data = n->meta_buf,
+                                    .len = len,
+                                    .done_cb = meta_req_done,
+                                    .ctx = n};
+    n->meta_req.id_ = ++n->next_req_id;
+    n->meta_req.deadline_ms_ = now_ms() + NODE_REQ_TIMEOUT_MS;
+    n->meta_busy = true;
+    handle_req(n, &n->meta_req);
+}
+
 /* After a loop: registries the meta group just created get their local
- * groups, and long logs are compacted into snapshots. */
+ * groups, the meta leader records missing nodes, and long logs are
+ * compacted into snapshots. */
 static void after_cycle(struct node *n)
 {
+    record_nodes(n);
     if (n->groups[0].applied != n->meta_seen) {
         n->meta_seen = n->groups[0].applied;
         sync_registries(n);

@@ -81,9 +81,23 @@ struct node_req {
     struct node_req *next_;
 };
 
+#define NODE_URL_BYTES 256u
+
+/* A node of the cluster: what the meta group records of it. */
+struct node_peer {
+    uint64_t id;
+    char name[NODE_NAME_BYTES];
+    char peer_url[NODE_URL_BYTES];
+    char client_url[NODE_URL_BYTES];
+};
+
 struct node_config {
     uint64_t id;
     char name[NODE_NAME_BYTES];
+    /* Every node of the initial cluster, this one included: the meta
+     * group's leader records each in the meta group. */
+    struct node_peer peers[RAFT_MEMBERS_MAX];
+    size_t n_peers;
     struct raft_conf initial; /* the meta group's voters at bootstrap: every
                                  node of the initial cluster */
 };
@@ -139,6 +153,10 @@ size_t node_registries(struct node *n, struct node_registry *out, size_t cap);
  * whether this node is one of the replicas. Errors: store errors. */
 int node_load_registries(struct node *n, struct node_registry *out,
                          size_t cap, size_t *count);
+/* Reads the nodes the meta group records, in id order (committed state).
+ * Errors: store errors. */
+int node_load_nodes(struct node *n, struct node_peer *out, size_t cap,
+                    size_t *count);
 /* Leader of a local group as last published (0: unknown or not hosted). */
 uint64_t node_leader_of(struct node *n, uint64_t group_id);
 /* The meta group's voters at bootstrap (the nodes of the cluster). */
