@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "ctl_cmd.h"
 #include "kho.h"
 
 #define CTL_TIMEOUT_DEFAULT_MS 5000u
@@ -35,26 +36,8 @@
  * that is broken, and the scan stops with KHO_ECORRUPT. */
 #define CTL_EMPTY_PAGES_MAX 8u
 
-enum {
-    EXIT_NOT_FOUND = 1,
-    EXIT_USAGE = 2,
-    EXIT_UNAVAILABLE = 3,
-    EXIT_OTHER = 4,
-};
 
-/* Global options and the client, opened on first use. */
-struct ctl {
-    const char *endpoints;
-    uint32_t timeout_ms;
-    const char *name;
-    struct kho_client *c;
-};
 
-struct command {
-    const char *noun, *verb; /* verb NULL: a one-word command */
-    const char *usage;       /* what follows "khoctl " */
-    int (*run)(struct ctl *x, const struct command *cmd, int argc, char **argv);
-};
 
 static const char USAGE_HEAD[] =
     "usage: khoctl [--endpoints URL,...] [--timeout MS] [--name CLIENT] "
@@ -101,7 +84,7 @@ static const char USAGE_TAIL[] =
 /* --- Errors and exit codes --------------------------------------------------
  */
 
-static int exit_code(int err)
+int ctl_exit_code(int err)
 {
     switch (err) {
     case KHO_OK:
@@ -118,15 +101,15 @@ static int exit_code(int err)
     }
 }
 
-static int fail(struct kho_client *c, const char *what, int err)
+int ctl_fail(struct kho_client *c, const char *what, int err)
 {
     const char *msg = c != NULL ? kho_client_errmsg(c) : "";
     fprintf(stderr, "khoctl: %s: %s (%s)%s%s\n", what, kho_strerror(err),
             kho_errname(err), msg[0] != '\0' ? ": " : "", msg);
-    return exit_code(err);
+    return ctl_exit_code(err);
 }
 
-static int usage_error(const struct command *cmd, const char *fmt,
+int ctl_usage_error(const struct command *cmd, const char *fmt,
                        const char *arg)
 {
     fprintf(stderr, "khoctl: %s%s%s: ", cmd->noun, cmd->verb ? " " : "",
@@ -139,19 +122,10 @@ static int usage_error(const struct command *cmd, const char *fmt,
 /* --- Argument parsing --------------------------------------------------------
  */
 
-enum opt_kind { OPT_FLAG, OPT_STR, OPT_U64 };
 
-struct opt {
-    const char *name; /* "--json" */
-    enum opt_kind kind;
-    bool *seen;
-    const char **str; /* OPT_STR */
-    uint64_t *num;    /* OPT_U64, in [min, max] */
-    uint64_t min, max;
-};
 
 /* Strict decimal: digits only, no sign, no overflow. */
-static bool parse_u64(const char *s, uint64_t *out)
+bool ctl_parse_u64(const char *s, uint64_t *out)
 {
     uint64_t v = 0;
     if (s[0] == '\0') {
@@ -189,13 +163,13 @@ static int set_opt(const struct command *cmd, const struct opt *o,
         *o->str = val;
     } else if (o->kind == OPT_U64) {
         uint64_t v;
-        if (!parse_u64(val, &v) || v < o->min || v > o->max) {
+        if (!ctl_parse_u64(val, &v) || v < o->min || v > o->max) {
             char want[96];
             snprintf(want, sizeof(want),
                      "%%s needs a number from %llu to "
                      "%llu",
                      (unsigned long long)o->min, (unsigned long long)o->max);
-            return usage_error(cmd, want, o->name);
+            return ctl_usage_error(cmd, want, o->name);
         }
         *o->num = v;
     }
@@ -208,7 +182,7 @@ static int set_opt(const struct command *cmd, const struct opt *o,
  * lone "-" too). Returns 0, or the exit code after printing why (2), or
  * -1 after printing the command's usage for --help.
  */
-static int parse_args(const struct command *cmd, int argc, char **argv,
+int ctl_parse_args(const struct command *cmd, int argc, char **argv,
                       const struct opt *opts, size_t n_opts, char **pos,
                       size_t min_pos, size_t max_pos)
 {
@@ -218,7 +192,7 @@ static int parse_args(const struct command *cmd, int argc, char **argv,
         const char *a = argv[i];
         if (only_pos || strncmp(a, "--", 2) != 0) {
             if (n_pos == max_pos) {
-                return usage_error(cmd, "unexpected argument '%s'", a);
+                return ctl_usage_error(cmd, "unexpected argument '%s'", a);
             }
             pos[n_pos++] = argv[i];
             continue;
@@ -235,15 +209,15 @@ static int parse_args(const struct command *cmd, int argc, char **argv,
         size_t len = eq != NULL ? (size_t)(eq - a) : strlen(a);
         const struct opt *o = find_opt(opts, n_opts, a, len);
         if (o == NULL) {
-            return usage_error(cmd, "unknown option '%s'", a);
+            return ctl_usage_error(cmd, "unknown option '%s'", a);
         }
         const char *val = eq != NULL ? eq + 1 : NULL;
         if (o->kind == OPT_FLAG && val != NULL) {
-            return usage_error(cmd, "%s takes no value", o->name);
+            return ctl_usage_error(cmd, "%s takes no value", o->name);
         }
         if (o->kind != OPT_FLAG && val == NULL) {
             if (i + 1 == argc) {
-                return usage_error(cmd, "%s needs a value", o->name);
+                return ctl_usage_error(cmd, "%s needs a value", o->name);
             }
             val = argv[++i];
         }
@@ -253,7 +227,7 @@ static int parse_args(const struct command *cmd, int argc, char **argv,
         }
     }
     if (n_pos < min_pos) {
-        return usage_error(cmd, "%s", "missing arguments");
+        return ctl_usage_error(cmd, "%s", "missing arguments");
     }
     for (size_t k = n_pos; k < max_pos; k++) {
         pos[k] = NULL;
@@ -261,14 +235,14 @@ static int parse_args(const struct command *cmd, int argc, char **argv,
     return 0;
 }
 
-/* Exit code for parse_args()'s result: --help exits 0. */
-static int parsed_code(int rc)
+/* Exit code for ctl_parse_args()'s result: --help exits 0. */
+int ctl_parsed_code(int rc)
 {
     return rc < 0 ? 0 : rc;
 }
 
 /* Opens the client on first use. Returns 0 or an exit code. */
-static int client_of(struct ctl *x, struct kho_client **out)
+int ctl_client_of(struct ctl *x, struct kho_client **out)
 {
     if (x->c != NULL) {
         *out = x->c;
@@ -298,7 +272,7 @@ static int client_of(struct ctl *x, struct kho_client **out)
  * Reads all of stdin, up to max bytes, into a malloc'd buffer. Errors:
  * KHO_ETOOLARGE (more than max), KHO_ENOMEM, KHO_EIO.
  */
-static int read_stdin(size_t max, char **out, size_t *len)
+int ctl_read_stdin(size_t max, char **out, size_t *len)
 {
     size_t cap = CTL_STDIN_CHUNK_BYTES, n = 0;
     char *buf = malloc(cap);
@@ -357,7 +331,7 @@ static void replicas_text(const struct kho_registry_info *r, char *buf,
     }
 }
 
-static int print_json(json_t *v)
+int ctl_print_json(json_t *v)
 {
     if (ctl_json_print(v, stdout) != 0) {
         fprintf(stderr, "khoctl: writing JSON failed (out of memory?)\n");
@@ -366,11 +340,11 @@ static int print_json(json_t *v)
     return 0;
 }
 
-static int print_table(struct ctl_table *t)
+int ctl_print_table(struct ctl_table *t)
 {
     int rc = t != NULL ? ctl_table_print(t, stdout) : KHO_ENOMEM;
     ctl_table_free(t);
-    return rc == KHO_OK ? 0 : fail(NULL, "printing the table", rc);
+    return rc == KHO_OK ? 0 : ctl_fail(NULL, "printing the table", rc);
 }
 
 /* --- registry create | list | describe -------------------------------------
@@ -386,21 +360,21 @@ static int cmd_registry_create(struct ctl *x, const struct command *cmd,
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
     char *pos[1] = {NULL};
-    int rc = parse_args(cmd, argc, argv, opts, 2, pos, 1, 1);
+    int rc = ctl_parse_args(cmd, argc, argv, opts, 2, pos, 1, 1);
     struct kho_client *c = NULL;
     if (rc == 0) {
-        rc = client_of(x, &c);
+        rc = ctl_client_of(x, &c);
     }
     if (rc != 0) {
-        return parsed_code(rc);
+        return ctl_parsed_code(rc);
     }
     struct kho_registry_info info;
     int err = kho_registry_create(c, pos[0], (uint32_t)reps, &info);
     if (err != KHO_OK) {
-        return fail(c, "registry create", err);
+        return ctl_fail(c, "registry create", err);
     }
     if (json) {
-        return print_json(ctl_json_registry(&info, false));
+        return ctl_print_json(ctl_json_registry(&info, false));
     }
     char rbuf[8 * 24];
     replicas_text(&info, rbuf, sizeof(rbuf));
@@ -436,19 +410,19 @@ static int cmd_registry_list(struct ctl *x, const struct command *cmd, int argc,
     const struct opt opts[] = {
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
-    int rc = parse_args(cmd, argc, argv, opts, 1, NULL, 0, 0);
+    int rc = ctl_parse_args(cmd, argc, argv, opts, 1, NULL, 0, 0);
     struct kho_client *c = NULL;
     if (rc == 0) {
-        rc = client_of(x, &c);
+        rc = ctl_client_of(x, &c);
     }
     if (rc != 0) {
-        return parsed_code(rc);
+        return ctl_parsed_code(rc);
     }
     struct kho_registry_info *regs = NULL;
     size_t n = 0;
     int err = kho_registry_list(c, &regs, &n);
     if (err != KHO_OK) {
-        return fail(c, "registry list", err);
+        return ctl_fail(c, "registry list", err);
     }
     if (json) {
         json_t *arr = json_array();
@@ -465,7 +439,7 @@ static int cmd_registry_list(struct ctl *x, const struct command *cmd, int argc,
             o = NULL;
         }
         free(regs);
-        return print_json(o);
+        return ctl_print_json(o);
     }
     struct ctl_table *t = ctl_table_new("NAME GROUP> REPLICAS CREATED "
                                         "CREATOR");
@@ -473,7 +447,7 @@ static int cmd_registry_list(struct ctl *x, const struct command *cmd, int argc,
         registry_row(t, &regs[i], false);
     }
     free(regs);
-    return print_table(t);
+    return ctl_print_table(t);
 }
 
 static int cmd_registry_describe(struct ctl *x, const struct command *cmd,
@@ -484,28 +458,28 @@ static int cmd_registry_describe(struct ctl *x, const struct command *cmd,
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
     char *pos[1] = {NULL};
-    int rc = parse_args(cmd, argc, argv, opts, 1, pos, 1, 1);
+    int rc = ctl_parse_args(cmd, argc, argv, opts, 1, pos, 1, 1);
     struct kho_client *c = NULL;
     if (rc == 0) {
-        rc = client_of(x, &c);
+        rc = ctl_client_of(x, &c);
     }
     if (rc != 0) {
-        return parsed_code(rc);
+        return ctl_parsed_code(rc);
     }
     struct kho_registry_info info;
     int err = kho_registry_describe(c, pos[0], &info);
     if (err != KHO_OK) {
-        return fail(c, "registry describe", err);
+        return ctl_fail(c, "registry describe", err);
     }
     if (json) {
-        return print_json(ctl_json_registry(&info, true));
+        return ctl_print_json(ctl_json_registry(&info, true));
     }
     struct ctl_table *t = ctl_table_new("NAME GROUP> REPLICAS LEADER> TERM> "
                                         "COMMIT> APPLIED> CREATED CREATOR");
     if (t != NULL) {
         registry_row(t, &info, true);
     }
-    return print_table(t);
+    return ctl_print_table(t);
 }
 
 /* --- put, get, del
@@ -517,7 +491,7 @@ static int cond_of(const struct command *cmd, bool absent, bool has_ver,
                    enum kho_cond *cond, uint64_t *want)
 {
     if ((int)absent + (int)has_ver + (int)has_rev > 1) {
-        return usage_error(cmd, "%s", "give at most one precondition");
+        return ctl_usage_error(cmd, "%s", "give at most one precondition");
     }
     *cond = absent    ? KHO_COND_IF_ABSENT
             : has_ver ? KHO_COND_IF_VERSION
@@ -541,32 +515,32 @@ static int cmd_put(struct ctl *x, const struct command *cmd, int argc,
     char *pos[3] = {NULL};
     enum kho_cond cond = KHO_COND_NONE;
     uint64_t want = 0;
-    int rc = parse_args(cmd, argc, argv, opts, 4, pos, 3, 3);
+    int rc = ctl_parse_args(cmd, argc, argv, opts, 4, pos, 3, 3);
     if (rc == 0) {
         rc = cond_of(cmd, absent, has_ver, ver, has_rev, rev, &cond, &want);
     }
     if (rc == 0 && pos[1][0] == '\0') {
-        rc = usage_error(cmd, "%s", "empty key");
+        rc = ctl_usage_error(cmd, "%s", "empty key");
     }
     struct kho_client *c = NULL;
     if (rc == 0) {
-        rc = client_of(x, &c);
+        rc = ctl_client_of(x, &c);
     }
     if (rc != 0) {
-        return parsed_code(rc);
+        return ctl_parsed_code(rc);
     }
     const char *val = pos[2];
     size_t vlen = strlen(val);
     char *owned = NULL;
     if (strcmp(val, "-") == 0) {
-        int err = read_stdin(KHO_VALUE_BYTES_MAX, &owned, &vlen);
+        int err = ctl_read_stdin(KHO_VALUE_BYTES_MAX, &owned, &vlen);
         if (err != KHO_OK) {
             fprintf(stderr,
                     "khoctl: put: reading the value from stdin: %s "
                     "(%s)%s\n",
                     kho_strerror(err), kho_errname(err),
                     err == KHO_ETOOLARGE ? ": over 1 MiB" : "");
-            return exit_code(err);
+            return ctl_exit_code(err);
         }
         val = owned;
     }
@@ -575,7 +549,7 @@ static int cmd_put(struct ctl *x, const struct command *cmd, int argc,
                       &meta);
     free(owned);
     if (err != KHO_OK) {
-        return fail(c, "put", err);
+        return ctl_fail(c, "put", err);
     }
     if (json) {
         json_t *o = json_object();
@@ -585,7 +559,7 @@ static int cmd_put(struct ctl *x, const struct command *cmd, int argc,
             json_decref(o);
             o = NULL;
         }
-        return print_json(o);
+        return ctl_print_json(o);
     }
     fprintf(stderr, "ok: version %llu, revision %llu\n",
             (unsigned long long)meta.version,
@@ -602,24 +576,24 @@ static int cmd_get(struct ctl *x, const struct command *cmd, int argc,
         {"--serializable", OPT_FLAG, &ser, NULL, NULL, 0, 0},
     };
     char *pos[2] = {NULL};
-    int rc = parse_args(cmd, argc, argv, opts, 2, pos, 2, 2);
+    int rc = ctl_parse_args(cmd, argc, argv, opts, 2, pos, 2, 2);
     if (rc == 0 && pos[1][0] == '\0') {
-        rc = usage_error(cmd, "%s", "empty key");
+        rc = ctl_usage_error(cmd, "%s", "empty key");
     }
     struct kho_client *c = NULL;
     if (rc == 0) {
-        rc = client_of(x, &c);
+        rc = ctl_client_of(x, &c);
     }
     if (rc != 0) {
-        return parsed_code(rc);
+        return ctl_parsed_code(rc);
     }
     struct kho_record r;
     int err = kho_get_record(c, pos[0], pos[1], strlen(pos[1]), ser, &r);
     if (err != KHO_OK) {
-        return fail(c, "get", err);
+        return ctl_fail(c, "get", err);
     }
     if (json) {
-        rc = print_json(ctl_json_record(&r, false, false));
+        rc = ctl_print_json(ctl_json_record(&r, false, false));
     } else {
         fwrite(r.value, 1, r.value_len, stdout);
         if (r.value_len > 0 && ((char *)r.value)[r.value_len - 1] != '\n' &&
@@ -643,22 +617,22 @@ static int cmd_del(struct ctl *x, const struct command *cmd, int argc,
     char *pos[2] = {NULL};
     enum kho_cond cond = KHO_COND_NONE;
     uint64_t want = 0;
-    int rc = parse_args(cmd, argc, argv, opts, 2, pos, 2, 2);
+    int rc = ctl_parse_args(cmd, argc, argv, opts, 2, pos, 2, 2);
     if (rc == 0) {
         rc = cond_of(cmd, false, has_ver, ver, has_rev, rev, &cond, &want);
     }
     if (rc == 0 && pos[1][0] == '\0') {
-        rc = usage_error(cmd, "%s", "empty key");
+        rc = ctl_usage_error(cmd, "%s", "empty key");
     }
     struct kho_client *c = NULL;
     if (rc == 0) {
-        rc = client_of(x, &c);
+        rc = ctl_client_of(x, &c);
     }
     if (rc != 0) {
-        return parsed_code(rc);
+        return ctl_parsed_code(rc);
     }
     int err = kho_del(c, pos[0], pos[1], strlen(pos[1]), cond, want);
-    return err == KHO_OK ? 0 : fail(c, "del", err);
+    return err == KHO_OK ? 0 : ctl_fail(c, "del", err);
 }
 
 /* --- txn
@@ -669,18 +643,18 @@ static int txn_read(struct ctl_txn *t)
 {
     char *text = NULL;
     size_t len = 0;
-    int err = read_stdin(CTL_TXN_INPUT_BYTES_MAX, &text, &len);
+    int err = ctl_read_stdin(CTL_TXN_INPUT_BYTES_MAX, &text, &len);
     if (err != KHO_OK) {
         fprintf(stderr, "khoctl: txn: reading stdin: %s (%s)\n",
                 kho_strerror(err), kho_errname(err));
-        return exit_code(err);
+        return ctl_exit_code(err);
     }
     char why[256];
     err = ctl_txn_parse(text, len, t, why, sizeof(why));
     free(text);
     if (err != KHO_OK) {
         fprintf(stderr, "khoctl: txn: stdin: %s (%s)\n", why, kho_errname(err));
-        return err == KHO_EINVAL ? EXIT_USAGE : exit_code(err);
+        return err == KHO_EINVAL ? EXIT_USAGE : ctl_exit_code(err);
     }
     return 0;
 }
@@ -699,7 +673,7 @@ static int txn_report(struct kho_client *c, bool json, int err,
             json_decref(o);
             o = NULL;
         }
-        int rc = print_json(o);
+        int rc = ctl_print_json(o);
         if (rc != 0 || err == KHO_OK) {
             return rc;
         }
@@ -710,10 +684,10 @@ static int txn_report(struct kho_client *c, bool json, int err,
                 "does not hold; nothing applied\n",
                 kho_strerror(err), kho_errname(err), failed,
                 t->cmp_lines[failed - 1]);
-        return exit_code(err);
+        return ctl_exit_code(err);
     }
     if (err != KHO_OK) {
-        return fail(c, "txn", err);
+        return ctl_fail(c, "txn", err);
     }
     fprintf(stderr, "ok: revision %llu\n", (unsigned long long)revision);
     return 0;
@@ -727,16 +701,16 @@ static int cmd_txn(struct ctl *x, const struct command *cmd, int argc,
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
     char *pos[1] = {NULL};
-    int rc = parse_args(cmd, argc, argv, opts, 1, pos, 1, 1);
+    int rc = ctl_parse_args(cmd, argc, argv, opts, 1, pos, 1, 1);
     if (rc != 0) {
-        return parsed_code(rc);
+        return ctl_parsed_code(rc);
     }
     /* About 20 KiB: kept off the stack. */
     static struct ctl_txn t;
     rc = txn_read(&t);
     struct kho_client *c = NULL;
     if (rc == 0) {
-        rc = client_of(x, &c);
+        rc = ctl_client_of(x, &c);
     }
     if (rc == 0) {
         uint64_t revision = 0;
@@ -828,13 +802,13 @@ static int sink_close(struct sink *s, struct kho_client *c, const char *what,
                err != KHO_OK ? "\"" : "");
     }
     if (err != KHO_OK) {
-        rc = fail(c, what, err);
+        rc = ctl_fail(c, what, err);
     } else if (s->err != KHO_OK) {
-        rc = fail(NULL, "writing the output", s->err);
+        rc = ctl_fail(NULL, "writing the output", s->err);
     } else if (!s->json) {
         rc = ctl_table_print(s->t, stdout) == KHO_OK
                  ? 0
-                 : fail(NULL, "printing the table", KHO_ENOMEM);
+                 : ctl_fail(NULL, "printing the table", KHO_ENOMEM);
     }
     ctl_table_free(s->t);
     s->t = NULL;
@@ -928,16 +902,16 @@ static int cmd_scan(struct ctl *x, const struct command *cmd, int argc,
         {"--json", OPT_FLAG, &s.json, NULL, NULL, 0, 0},
     };
     char *pos[1] = {NULL};
-    int rc = parse_args(cmd, argc, argv, opts, 7, pos, 1, 1);
+    int rc = ctl_parse_args(cmd, argc, argv, opts, 7, pos, 1, 1);
     if (rc == 0 && has_prefix && (has_from || has_to)) {
-        rc = usage_error(cmd, "%s", "--prefix excludes --from and --to");
+        rc = ctl_usage_error(cmd, "%s", "--prefix excludes --from and --to");
     }
     struct pager p = {.registry = pos[0], .limit = limit};
     if (rc == 0) {
-        rc = client_of(x, &p.c);
+        rc = ctl_client_of(x, &p.c);
     }
     if (rc != 0) {
-        return parsed_code(rc);
+        return ctl_parsed_code(rc);
     }
     p.scan.start = from;
     p.scan.start_len = strlen(from);
@@ -970,16 +944,16 @@ static int cmd_history(struct ctl *x, const struct command *cmd, int argc,
         {"--json", OPT_FLAG, &s.json, NULL, NULL, 0, 0},
     };
     char *pos[2] = {NULL};
-    int rc = parse_args(cmd, argc, argv, opts, 2, pos, 2, 2);
+    int rc = ctl_parse_args(cmd, argc, argv, opts, 2, pos, 2, 2);
     if (rc == 0 && pos[1][0] == '\0') {
-        rc = usage_error(cmd, "%s", "empty key");
+        rc = ctl_usage_error(cmd, "%s", "empty key");
     }
     struct pager p = {.registry = pos[0], .key = pos[1], .limit = limit};
     if (rc == 0) {
-        rc = client_of(x, &p.c);
+        rc = ctl_client_of(x, &p.c);
     }
     if (rc != 0) {
-        return parsed_code(rc);
+        return ctl_parsed_code(rc);
     }
     sink_open(&s);
     bool more = false;
@@ -1098,7 +1072,7 @@ static int cluster_print_json(struct cluster *cl)
         json_decref(o);
         o = NULL;
     }
-    return print_json(o);
+    return ctl_print_json(o);
 }
 
 static int cluster_print_tables(struct cluster *cl)
@@ -1113,10 +1087,10 @@ static int cluster_print_tables(struct cluster *cl)
         ctl_table_add_bytes(t, n->peer_url, strlen(n->peer_url),
                             KHO_URL_BYTES_MAX);
     }
-    int rc = print_table(t);
+    int rc = ctl_print_table(t);
     if (rc == 0) {
         putchar('\n');
-        rc = print_table(cl->t);
+        rc = ctl_print_table(cl->t);
     } else {
         ctl_table_free(cl->t);
     }
@@ -1131,13 +1105,13 @@ static int cmd_cluster_status(struct ctl *x, const struct command *cmd,
     const struct opt opts[] = {
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
-    int rc = parse_args(cmd, argc, argv, opts, 1, NULL, 0, 0);
+    int rc = ctl_parse_args(cmd, argc, argv, opts, 1, NULL, 0, 0);
     struct kho_client *c = NULL;
     if (rc == 0) {
-        rc = client_of(x, &c);
+        rc = ctl_client_of(x, &c);
     }
     if (rc != 0) {
-        return parsed_code(rc);
+        return ctl_parsed_code(rc);
     }
     /* Both about 110 KiB: kept off the stack. */
     static struct cluster cl;
@@ -1150,7 +1124,7 @@ static int cmd_cluster_status(struct ctl *x, const struct command *cmd,
                              "COMMIT> APPLIED>");
     }
     if (json ? cl.groups == NULL || cl.unreachable == NULL : cl.t == NULL) {
-        return fail(NULL, "cluster status", KHO_ENOMEM);
+        return ctl_fail(NULL, "cluster status", KHO_ENOMEM);
     }
     int worst = 0;
     for (size_t i = 0; i < kho_client_endpoints(c); i++) {
@@ -1164,7 +1138,7 @@ static int cmd_cluster_status(struct ctl *x, const struct command *cmd,
                 kho_strerror(err), kho_errname(err),
                 kho_client_errmsg(c)[0] != '\0' ? ": " : "",
                 kho_client_errmsg(c));
-        worst = exit_code(err) > worst ? exit_code(err) : worst;
+        worst = ctl_exit_code(err) > worst ? ctl_exit_code(err) : worst;
         if (cl.unreachable != NULL) {
             json_t *u = json_object();
             if (u != NULL &&
@@ -1210,6 +1184,16 @@ static const struct command cmds[] = {
      cmd_scan},
     {"history", NULL, "history REG KEY [--limit N] [--json]", cmd_history},
     {"cluster", "status", "cluster status [--json]", cmd_cluster_status},
+    {"cluster", "health", "cluster health [--json]", ctl_cmd_cluster_health},
+    {"member", "add", "member add NAME PEER_URL CLIENT_URL [--json]",
+     ctl_cmd_member_add},
+    {"member", "remove", "member remove NAME", ctl_cmd_member_remove},
+    {"member", "list", "member list [--json]", ctl_cmd_member_list},
+    {"leader", "transfer",
+     "leader transfer GROUP NODE | leader transfer --drain NODE",
+     ctl_cmd_leader_transfer},
+    {"check", NULL, "check [REG] [--json]", ctl_cmd_check},
+    {"backup", NULL, "backup FILE", ctl_cmd_backup},
 };
 
 #define CMDS_N (sizeof(cmds) / sizeof(cmds[0]))
@@ -1246,7 +1230,7 @@ static int parse_global(struct ctl *x, int argc, char **argv, int *code)
         } else if (strcmp(a, "--name") == 0 && i + 1 < argc) {
             x->name = argv[++i];
         } else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
-            if (!parse_u64(argv[++i], &v) || v == 0 || v > CTL_TIMEOUT_MS_MAX) {
+            if (!ctl_parse_u64(argv[++i], &v) || v == 0 || v > CTL_TIMEOUT_MS_MAX) {
                 fprintf(stderr,
                         "khoctl: --timeout needs milliseconds from 1 "
                         "to %u\n",

@@ -7,9 +7,9 @@
  *           a linearizable read);
  *   W_SEND  the reply is on its way.
  * Replies are packed into an NNG message at once, so everything a Response
- * points to may be freed right after reply().
+ * points to may be freed right after api_reply().
  */
-#include "api.h"
+#include "internal.h"
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -25,33 +25,6 @@
 #include "../node/meta.h"
 #include "proto/api.pb-c.h"
 
-enum wstate { W_RECV = 1, W_NODE = 2, W_SEND = 3 };
-
-struct worker {
-    struct api *api;
-    nng_aio *aio;
-    nng_ctx ctx;
-    enum wstate state;
-    struct node_req req;
-    uint8_t *prop;         /* the proposal's encoded request */
-    Kho__Api__Request *rq; /* the request being served */
-};
-
-struct api {
-    nng_socket sock;
-    nng_listener listener;
-    struct node *node;
-    struct store *st;
-    struct node_peer *peers;
-    size_t n_peers;
-    uint64_t quota_bytes;
-    pthread_mutex_t space_mu;
-    uint64_t space_at_ms, space_used;
-    atomic_bool closing;
-    struct worker workers[API_WORKERS];
-    size_t n_workers;
-};
-
 static void worker_cb(void *arg);
 
 static uint64_t mono_ms(void)
@@ -61,14 +34,14 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static uint64_t wall_ms(void)
+uint64_t api_wall_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static const char *client_url_of(const struct api *a, uint64_t id)
+const char *api_client_url(const struct api *a, uint64_t id)
 {
     for (size_t i = 0; i < a->n_peers; i++) {
         if (a->peers[i].id == id) {
@@ -80,7 +53,7 @@ static const char *client_url_of(const struct api *a, uint64_t id)
 
 /* --- Replies ------------------------------------------------------------ */
 
-static void reply(struct worker *w, Kho__Api__Response *rs)
+void api_reply(struct worker *w, Kho__Api__Response *rs)
 {
     if (rs->message == NULL) {
         rs->message = "";
@@ -104,21 +77,18 @@ static void reply(struct worker *w, Kho__Api__Response *rs)
 
 /* Replies with an error; `redirect` (a node id, 0: none) becomes the hint
  * of a KHO_ENOTLEADER answer. */
-static void reply_err(struct worker *w, int err, const char *msg,
+void api_reply_err(struct worker *w, int err, const char *msg,
                       uint64_t redirect)
 {
     Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
     rs.err = (uint32_t)err;
     rs.message = (char *)(msg != NULL ? msg : kho_strerror(err));
     rs.leader_hint =
-        (char *)(redirect != 0 ? client_url_of(w->api, redirect) : "");
-    reply(w, &rs);
+        (char *)(redirect != 0 ? api_client_url(w->api, redirect) : "");
+    api_reply(w, &rs);
 }
 
-static void reply_errf(struct worker *w, int err, uint64_t redirect,
-                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void reply_errf(struct worker *w, int err, uint64_t redirect,
+void api_reply_errf(struct worker *w, int err, uint64_t redirect,
                        const char *fmt, ...)
 {
     char msg[512];
@@ -126,7 +96,7 @@ static void reply_errf(struct worker *w, int err, uint64_t redirect,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    reply_err(w, err, msg, redirect);
+    api_reply_err(w, err, msg, redirect);
 }
 
 /* --- Pages of records --------------------------------------------------- */
@@ -202,9 +172,9 @@ static void page_free(struct page *pg)
 static void reply_read_err(struct worker *w, int rc)
 {
     if (rc == KHO_ENOTFOUND) {
-        reply_err(w, rc, "key not found", 0);
+        api_reply_err(w, rc, "key not found", 0);
     } else {
-        reply_err(w, rc, rc == KHO_ENOMEM ? NULL : store_errmsg(w->api->st),
+        api_reply_err(w, rc, rc == KHO_ENOMEM ? NULL : store_errmsg(w->api->st),
                   0);
     }
 }
@@ -222,7 +192,7 @@ static void serve_get(struct worker *w, uint64_t gid)
         rs.value = r->value;
         rs.version = r->version;
         rs.revision = r->modify_revision;
-        reply(w, &rs);
+        api_reply(w, &rs);
     } else {
         reply_read_err(w, rc == KHO_OK ? KHO_ECORRUPT : rc);
     }
@@ -260,7 +230,7 @@ static void reply_page(struct worker *w, struct page *pg, const uint8_t *token,
     rs.records = pg->recs;
     rs.n_records = pg->n;
     rs.token = (ProtobufCBinaryData){.len = token_len, .data = (uint8_t *)token};
-    reply(w, &rs);
+    api_reply(w, &rs);
 }
 
 static void serve_scan(struct worker *w, uint64_t gid)
@@ -302,7 +272,7 @@ static void serve_history(struct worker *w, uint64_t gid)
     const Kho__Api__Request *q = w->rq;
     uint64_t after = 0;
     if (q->token.len != 0 && q->token.len != 8) {
-        reply_err(w, KHO_EINVAL, "malformed history token", 0);
+        api_reply_err(w, KHO_EINVAL, "malformed history token", 0);
         return;
     }
     for (size_t i = q->token.len; i > 0; i--) {
@@ -377,13 +347,13 @@ static void serve_registries(struct worker *w)
         rs.n_registries++;
     }
     if (rc != KHO_OK) {
-        reply_err(w, rc, rc == KHO_ENOMEM ? NULL : store_errmsg(a->st), 0);
+        api_reply_err(w, rc, rc == KHO_ENOMEM ? NULL : store_errmsg(a->st), 0);
     } else if (q->op == KHO__API__OP__OP_REGISTRY_DESCRIBE &&
                rs.n_registries == 0) {
-        reply_errf(w, KHO_ENOTFOUND, 0, "no registry named '%s'", q->registry);
+        api_reply_errf(w, KHO_ENOTFOUND, 0, "no registry named '%s'", q->registry);
     } else {
         rs.registries = ptrs;
-        reply(w, &rs);
+        api_reply(w, &rs);
     }
     free(regs);
     free(infos);
@@ -392,52 +362,92 @@ static void serve_registries(struct worker *w)
 
 /* --- Status ---------------------------------------------------------------- */
 
-static void reply_status(struct worker *w)
-{
-    static _Thread_local struct node_group_status st[NODE_GROUPS_MAX];
-    static _Thread_local Kho__Api__GroupStatus gs[NODE_GROUPS_MAX];
-    static _Thread_local Kho__Api__GroupStatus *gp[NODE_GROUPS_MAX];
-    struct api *a = w->api;
-    size_t n = node_status(a->node, st, NODE_GROUPS_MAX);
-    for (size_t i = 0; i < n; i++) {
-        kho__api__group_status__init(&gs[i]);
-        gs[i].group_id = st[i].group_id;
-        gs[i].registry = st[i].registry;
-        gs[i].role = (char *)raft_role_name(st[i].role);
-        gs[i].term = st[i].term;
-        gs[i].leader = st[i].leader;
-        gs[i].commit = st[i].commit;
-        gs[i].applied = st[i].applied;
-        gs[i].last_index = st[i].last_index;
-        gp[i] = &gs[i];
-    }
-    /* The nodes as the meta group records them; the start-up list until
-     * it has. */
-    static _Thread_local struct node_peer peers[RAFT_MEMBERS_MAX];
+/* Everything one status answer points to, in one allocation. */
+struct status_buf {
+    struct node_group_status st[NODE_GROUPS_MAX];
+    Kho__Api__GroupStatus gs[NODE_GROUPS_MAX];
+    Kho__Api__GroupStatus *gp[NODE_GROUPS_MAX];
+    Kho__Api__ReplicaInfo ri[NODE_GROUPS_MAX][RAFT_MEMBERS_MAX];
+    Kho__Api__ReplicaInfo *rp[NODE_GROUPS_MAX][RAFT_MEMBERS_MAX];
+    struct node_peer peers[RAFT_MEMBERS_MAX];
     Kho__Api__NodeInfo ni[RAFT_MEMBERS_MAX];
     Kho__Api__NodeInfo *np[RAFT_MEMBERS_MAX];
+};
+
+static void fill_replicas(struct status_buf *b, size_t i)
+{
+    const struct node_group_status *st = &b->st[i];
+    for (uint32_t k = 0; k < st->n_replicas; k++) {
+        const struct node_replica_status *r = &st->replicas[k];
+        Kho__Api__ReplicaInfo *ri = &b->ri[i][k];
+        kho__api__replica_info__init(ri);
+        ri->group_id = st->group_id;
+        ri->registry = b->gs[i].registry;
+        ri->role = r->voter ? "voter" : "learner";
+        ri->match = r->match;
+        ri->lag = st->last_index > r->match ? st->last_index - r->match : 0;
+        ri->leader = r->id == st->leader;
+        ri->node = r->id;
+        ri->active = r->active;
+        b->rp[i][k] = ri;
+    }
+    b->gs[i].n_replicas = st->n_replicas;
+    b->gs[i].replicas = b->rp[i];
+}
+
+static size_t fill_nodes(struct api *a, struct status_buf *b)
+{
+    /* The nodes as the meta group records them; the start-up list until
+     * it has. */
     size_t k = 0;
-    if (node_load_nodes(a->node, peers, RAFT_MEMBERS_MAX, &k) != KHO_OK ||
+    if (node_load_nodes(a->node, b->peers, RAFT_MEMBERS_MAX, &k) != KHO_OK ||
         k == 0) {
         k = a->n_peers < RAFT_MEMBERS_MAX ? a->n_peers : RAFT_MEMBERS_MAX;
-        memcpy(peers, a->peers, k * sizeof(peers[0]));
+        memcpy(b->peers, a->peers, k * sizeof(b->peers[0]));
     }
     for (size_t i = 0; i < k; i++) {
-        kho__api__node_info__init(&ni[i]);
-        ni[i].id = peers[i].id;
-        ni[i].name = peers[i].name;
-        ni[i].client_url = peers[i].client_url;
-        ni[i].peer_url = peers[i].peer_url;
-        np[i] = &ni[i];
+        kho__api__node_info__init(&b->ni[i]);
+        b->ni[i].id = b->peers[i].id;
+        b->ni[i].name = b->peers[i].name;
+        b->ni[i].client_url = b->peers[i].client_url;
+        b->ni[i].peer_url = b->peers[i].peer_url;
+        b->np[i] = &b->ni[i];
+    }
+    return k;
+}
+
+static void reply_status(struct worker *w)
+{
+    struct api *a = w->api;
+    struct status_buf *b = malloc(sizeof(*b));
+    if (b == NULL) {
+        api_reply_err(w, KHO_ENOMEM, NULL, 0);
+        return;
+    }
+    size_t n = node_status(a->node, b->st, NODE_GROUPS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        Kho__Api__GroupStatus *gs = &b->gs[i];
+        kho__api__group_status__init(gs);
+        gs->group_id = b->st[i].group_id;
+        gs->registry = b->st[i].registry;
+        gs->role = (char *)raft_role_name(b->st[i].role);
+        gs->term = b->st[i].term;
+        gs->leader = b->st[i].leader;
+        gs->commit = b->st[i].commit;
+        gs->applied = b->st[i].applied;
+        gs->last_index = b->st[i].last_index;
+        fill_replicas(b, i);
+        b->gp[i] = gs;
     }
     Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
     rs.node_id = node_id(a->node);
     rs.node_name = (char *)node_name(a->node);
     rs.n_groups = n;
-    rs.groups = gp;
-    rs.n_nodes = k;
-    rs.nodes = np;
-    reply(w, &rs);
+    rs.groups = b->gp;
+    rs.n_nodes = fill_nodes(a, b);
+    rs.nodes = b->np;
+    api_reply(w, &rs);
+    free(b);
 }
 
 /* --- Proposals ------------------------------------------------------------- */
@@ -449,7 +459,7 @@ static void node_done_cb(struct node_req *r)
     nng_sleep_aio(0, w->aio);
 }
 
-static void submit(struct worker *w, uint32_t kind, uint64_t gid,
+void api_submit(struct worker *w, uint32_t kind, uint64_t gid,
                    const uint8_t *data, size_t len)
 {
     w->req = (struct node_req){
@@ -463,7 +473,7 @@ static void submit(struct worker *w, uint32_t kind, uint64_t gid,
     w->state = W_NODE;
     int rc = node_submit(w->api->node, &w->req);
     if (rc != KHO_OK) {
-        reply_err(w, rc, rc == KHO_EBUSY ? "node queue full" : NULL, 0);
+        api_reply_err(w, rc, rc == KHO_EBUSY ? "node queue full" : NULL, 0);
     }
 }
 
@@ -485,7 +495,7 @@ static bool over_quota(struct api *a, uint64_t *used)
     return *used > a->quota_bytes;
 }
 
-static void propose(struct worker *w, uint64_t gid,
+void api_propose(struct worker *w, uint64_t gid,
                     const struct store_request *sr)
 {
     bool adds = false;
@@ -494,7 +504,7 @@ static void propose(struct worker *w, uint64_t gid,
     }
     uint64_t used = 0;
     if (adds && over_quota(w->api, &used)) {
-        reply_errf(w, KHO_ENOSPC, 0,
+        api_reply_errf(w, KHO_ENOSPC, 0,
                    "the store holds %llu MiB, over its quota of %llu MiB: "
                    "writes that add data are refused; deletes and reads "
                    "still work",
@@ -504,34 +514,34 @@ static void propose(struct worker *w, uint64_t gid,
     }
     size_t cap = store_request_size(sr), len = 0;
     if (cap == 0) {
-        reply_err(w, KHO_ETOOLARGE, "request over a size limit", 0);
+        api_reply_err(w, KHO_ETOOLARGE, "request over a size limit", 0);
         return;
     }
     w->prop = malloc(cap);
     if (w->prop == NULL) {
-        reply_err(w, KHO_ENOMEM, NULL, 0);
+        api_reply_err(w, KHO_ENOMEM, NULL, 0);
         return;
     }
     int rc = store_request_encode(sr, w->prop, cap, &len);
     if (rc != KHO_OK) {
-        reply_err(w, rc,
+        api_reply_err(w, rc,
                   rc == KHO_EINVAL ? "malformed request (bad compare or op, "
                                      "empty key, or two ops on one key)"
                                    : "request over a size limit",
                   0);
         return;
     }
-    submit(w, NODE_REQ_PROPOSE, gid, w->prop, len);
+    api_submit(w, NODE_REQ_PROPOSE, gid, w->prop, len);
 }
 
-static void fill_request(struct worker *w, struct store_request *sr)
+void api_fill_request(struct worker *w, struct store_request *sr)
 {
     const Kho__Api__Request *q = w->rq;
     size_t wl = strlen(q->client_name);
     *sr = (struct store_request){
         .session = q->session,
         .seq = q->seq,
-        .time_ms = wall_ms(),
+        .time_ms = api_wall_ms(),
         .writer = q->client_name,
         .writer_len = wl < STORE_WRITER_BYTES_MAX ? wl : STORE_WRITER_BYTES_MAX,
     };
@@ -550,7 +560,7 @@ static void propose_single(struct worker *w, uint64_t gid)
         .value_len = put ? q->value.len : 0,
     };
     struct store_request sr;
-    fill_request(w, &sr);
+    api_fill_request(w, &sr);
     sr.flags = STORE_REQ_SINGLE;
     sr.ops = &op;
     sr.n_ops = 1;
@@ -573,7 +583,7 @@ static void propose_single(struct worker *w, uint64_t gid)
         sr.cmps = &cmp;
         sr.n_cmp = 1;
     }
-    propose(w, gid, &sr);
+    api_propose(w, gid, &sr);
 }
 
 static void propose_txn(struct worker *w, uint64_t gid)
@@ -605,12 +615,12 @@ static void propose_txn(struct worker *w, uint64_t gid)
         };
     }
     struct store_request sr;
-    fill_request(w, &sr);
+    api_fill_request(w, &sr);
     sr.cmps = cmps;
     sr.n_cmp = q->n_compares;
     sr.ops = ops;
     sr.n_ops = q->n_ops;
-    propose(w, gid, &sr);
+    api_propose(w, gid, &sr);
 }
 
 static void propose_registry(struct worker *w)
@@ -618,24 +628,24 @@ static void propose_registry(struct worker *w)
     const Kho__Api__Request *q = w->rq;
     const char *why = meta_reg_name_check(q->registry);
     if (why != NULL) {
-        reply_err(w, KHO_EINVAL, why, 0);
+        api_reply_err(w, KHO_EINVAL, why, 0);
         return;
     }
     const struct raft_conf *members = node_members(w->api->node);
     uint32_t want = q->replicas != 0 ? q->replicas : NODE_REPLICAS_DEFAULT;
     if (want > NODE_REPLICAS_MAX) {
-        reply_errf(w, KHO_EINVAL, 0, "at most %u replicas", NODE_REPLICAS_MAX);
+        api_reply_errf(w, KHO_EINVAL, 0, "at most %u replicas", NODE_REPLICAS_MAX);
         return;
     }
     if (q->replicas != 0 && want > members->n) {
-        reply_errf(w, KHO_EINVAL, 0,
+        api_reply_errf(w, KHO_EINVAL, 0,
                    "%u replicas asked for, the cluster has %u nodes", want,
                    members->n);
         return;
     }
     struct node_registry tmp;
     if (node_registries(w->api->node, &tmp, 0) >= NODE_REGISTRIES_MAX) {
-        reply_errf(w, KHO_ENOSPC, 0, "the cluster holds %u registries, the "
+        api_reply_errf(w, KHO_ENOSPC, 0, "the cluster holds %u registries, the "
                    "most it can", NODE_REGISTRIES_MAX);
         return;
     }
@@ -660,13 +670,13 @@ static void propose_registry(struct worker *w)
         .value_len = meta_reg_encode(replicas, n, val),
     };
     struct store_request sr;
-    fill_request(w, &sr);
+    api_fill_request(w, &sr);
     sr.flags = STORE_REQ_SINGLE;
     sr.cmps = &cmp;
     sr.n_cmp = 1;
     sr.ops = &op;
     sr.n_ops = 1;
-    propose(w, NODE_META_GROUP, &sr);
+    api_propose(w, NODE_META_GROUP, &sr);
 }
 
 /* --- Validation and routing --------------------------------------------- */
@@ -788,14 +798,14 @@ static bool route(struct worker *w, struct node_registry *reg)
     if (node_registry(a->node, name, reg) != KHO_OK) {
         uint64_t meta = node_leader_of(a->node, NODE_META_GROUP);
         if (meta == node_id(a->node)) {
-            reply_errf(w, KHO_ENOTFOUND, 0, "unknown registry '%s'", name);
+            api_reply_errf(w, KHO_ENOTFOUND, 0, "unknown registry '%s'", name);
         } else if (meta != 0) {
-            reply_errf(w, KHO_ENOTLEADER, meta,
+            api_reply_errf(w, KHO_ENOTLEADER, meta,
                        "registry '%s' is unknown here; the meta leader "
                        "knows every registry",
                        name);
         } else {
-            reply_errf(w, KHO_EUNAVAILABLE, 0,
+            api_reply_errf(w, KHO_EUNAVAILABLE, 0,
                        "registry '%s' is unknown here and the meta group "
                        "has no leader to ask",
                        name);
@@ -803,7 +813,7 @@ static bool route(struct worker *w, struct node_registry *reg)
         return false;
     }
     if (!reg->local) {
-        reply_errf(w, KHO_ENOTLEADER, reg->replicas[0],
+        api_reply_errf(w, KHO_ENOTLEADER, reg->replicas[0],
                    "registry '%s' is not hosted on this node", name);
         return false;
     }
@@ -842,7 +852,7 @@ static void serve_data(struct worker *w)
     char why[256];
     int rc = validate(q, why, sizeof(why));
     if (rc != KHO_OK) {
-        reply_err(w, rc, why, 0);
+        api_reply_err(w, rc, why, 0);
         return;
     }
     struct node_registry reg;
@@ -852,7 +862,7 @@ static void serve_data(struct worker *w)
     if (is_read(q) && q->serializable) {
         serve_read(w, reg.group_id);
     } else if (is_read(q)) {
-        submit(w, NODE_REQ_READ, reg.group_id, NULL, 0);
+        api_submit(w, NODE_REQ_READ, reg.group_id, NULL, 0);
     } else if (q->op == KHO__API__OP__OP_TXN) {
         propose_txn(w, reg.group_id);
     } else {
@@ -865,7 +875,7 @@ static void serve(struct worker *w, nng_msg *m)
     w->rq = kho__api__request__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
     nng_msg_free(m);
     if (w->rq == NULL) {
-        reply_err(w, KHO_EINVAL, "malformed request", 0);
+        api_reply_err(w, KHO_EINVAL, "malformed request", 0);
         return;
     }
     const Kho__Api__Request *q = w->rq;
@@ -881,11 +891,13 @@ static void serve(struct worker *w, nng_msg *m)
         if (q->serializable) {
             serve_registries(w);
         } else {
-            submit(w, NODE_REQ_READ, NODE_META_GROUP, NULL, 0);
+            api_submit(w, NODE_REQ_READ, NODE_META_GROUP, NULL, 0);
         }
         break;
     default:
-        serve_data(w);
+        if (!api_member_serve(w) && !api_admin_serve(w)) {
+            serve_data(w);
+        }
         break;
     }
 }
@@ -897,17 +909,17 @@ static void answer_registry_create(struct worker *w,
 {
     const Kho__Api__Request *q = w->rq;
     if (res->result == KHO_ECONFLICT) {
-        reply_errf(w, KHO_EEXIST, 0, "registry '%s' already exists",
+        api_reply_errf(w, KHO_EEXIST, 0, "registry '%s' already exists",
                    q->registry);
         return;
     }
     if (res->result != KHO_OK) {
-        reply_err(w, res->result, NULL, 0);
+        api_reply_err(w, res->result, NULL, 0);
         return;
     }
     Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
     rs.revision = res->revision;
-    reply(w, &rs);
+    api_reply(w, &rs);
 }
 
 static const char *result_message(const Kho__Api__Request *q, int result)
@@ -931,8 +943,11 @@ static void node_answered(struct worker *w)
 {
     struct node_req *r = &w->req;
     const Kho__Api__Request *q = w->rq;
+    if (api_member_answered(w) || api_admin_answered(w)) {
+        return;
+    }
     if (r->err != KHO_OK) {
-        reply_err(w, r->err,
+        api_reply_err(w, r->err,
                   r->err == KHO_ENOTLEADER && r->leader == 0
                       ? "no leader known for this group yet"
                       : NULL,
@@ -956,7 +971,7 @@ static void node_answered(struct worker *w)
     rs.version = r->res.version;
     rs.revision = r->res.revision;
     rs.failed_compare = r->res.failed_cmp;
-    reply(w, &rs);
+    api_reply(w, &rs);
 }
 
 static void release(struct worker *w)
@@ -967,6 +982,8 @@ static void release(struct worker *w)
     }
     free(w->prop);
     w->prop = NULL;
+    free(w->op_state);
+    w->op_state = NULL;
 }
 
 static void worker_cb(void *arg)

@@ -831,7 +831,15 @@ static void publish_status(struct node *n)
             .commit = rs.commit,
             .applied = n->groups[i].applied,
             .last_index = rs.last_index,
+            .first_index = rs.first_index,
+            .n_replicas = rs.conf.n,
         };
+        for (uint32_t k = 0; k < rs.conf.n; k++) {
+            struct node_replica_status *rp = &st[i].replicas[k];
+            rp->id = rs.conf.members[k].id;
+            rp->voter = rs.conf.members[k].role == RAFT_VOTER;
+            raft_progress(n->groups[i].raft, rp->id, &rp->match, &rp->active);
+        }
         memcpy(st[i].registry, n->groups[i].registry, NODE_REGISTRY_BYTES);
     }
     pthread_mutex_lock(&n->status_mu);

@@ -113,11 +113,23 @@ struct node_registry {
     bool local;          /* a replica lives on this node */
 };
 
+/* A member of a group, as the group's leader sees it. */
+struct node_replica_status {
+    uint64_t id;
+    bool voter;
+    bool active;    /* heard from within an election timeout */
+    uint64_t match; /* its durable log index, as last acknowledged */
+};
+
 struct node_group_status {
     uint64_t group_id;
     char registry[NODE_REGISTRY_BYTES];
     enum raft_role role;
-    uint64_t term, leader, commit, applied, last_index;
+    uint64_t term, leader, commit, applied, last_index, first_index;
+    /* Members of the configuration in force; match and active only when
+     * this node leads the group. */
+    struct node_replica_status replicas[RAFT_MEMBERS_MAX];
+    uint32_t n_replicas;
 };
 
 struct node;

@@ -628,6 +628,21 @@ void raft_applied_conf(const struct raft *r, struct raft_conf *out)
     *out = r->applied_conf;
 }
 
+int raft_progress(const struct raft *r, raft_id id, uint64_t *match,
+                  bool *active)
+{
+    if (r->role != RAFT_LEADER) {
+        return KHO_ENOTLEADER;
+    }
+    int pos = conf_pos(r, id);
+    if (pos < 0) {
+        return KHO_ENOTFOUND;
+    }
+    *match = r->prs[pos].match;
+    *active = id == r->cfg.id || r->prs[pos].recent_active;
+    return KHO_OK;
+}
+
 const char *raft_role_name(enum raft_role role)
 {
     switch (role) {

@@ -417,6 +417,12 @@ const struct raft_stats *raft_stats(const struct raft *r);
  * at raft_status().applied must record. */
 void raft_applied_conf(const struct raft *r, struct raft_conf *out);
 
+/* A leader's view of member `id`: its durable log index as last
+ * acknowledged (*match) and whether it was heard from within an election
+ * timeout (*active). Errors: KHO_ENOTLEADER, KHO_ENOTFOUND (not a member). */
+int raft_progress(const struct raft *r, raft_id id, uint64_t *match,
+                  bool *active);
+
 const char *raft_role_name(enum raft_role role);
 const char *raft_msg_type_name(uint32_t type);
 
