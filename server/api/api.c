@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "../common/log.h"
+#include "../common/metrics.h"
 #include "../node/meta.h"
 #include "proto/api.pb-c.h"
 
@@ -41,20 +42,22 @@ uint64_t api_wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-const char *api_client_url(const struct api *a, uint64_t id)
+void api_client_url(struct api *a, uint64_t id, char *buf, size_t cap)
 {
-    for (size_t i = 0; i < a->n_peers; i++) {
-        if (a->peers[i].id == id) {
-            return a->peers[i].client_url;
-        }
+    struct node_peer p;
+    if (id != 0 && node_peer_info(a->node, id, &p) == KHO_OK) {
+        snprintf(buf, cap, "%s", p.client_url);
+    } else {
+        snprintf(buf, cap, "%s", "");
     }
-    return "";
 }
 
 /* --- Replies ------------------------------------------------------------ */
 
 void api_reply(struct worker *w, Kho__Api__Response *rs)
 {
+    metrics_request(w->rq != NULL ? (uint32_t)w->rq->op : 0, (int)rs->err,
+                    metrics_now_us() - w->start_us);
     if (rs->message == NULL) {
         rs->message = "";
     }
@@ -83,8 +86,9 @@ void api_reply_err(struct worker *w, int err, const char *msg,
     Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
     rs.err = (uint32_t)err;
     rs.message = (char *)(msg != NULL ? msg : kho_strerror(err));
-    rs.leader_hint =
-        (char *)(redirect != 0 ? api_client_url(w->api, redirect) : "");
+    char hint[NODE_URL_BYTES];
+    api_client_url(w->api, redirect, hint, sizeof(hint));
+    rs.leader_hint = hint;
     api_reply(w, &rs);
 }
 
@@ -369,9 +373,9 @@ struct status_buf {
     Kho__Api__GroupStatus *gp[NODE_GROUPS_MAX];
     Kho__Api__ReplicaInfo ri[NODE_GROUPS_MAX][RAFT_MEMBERS_MAX];
     Kho__Api__ReplicaInfo *rp[NODE_GROUPS_MAX][RAFT_MEMBERS_MAX];
-    struct node_peer peers[RAFT_MEMBERS_MAX];
-    Kho__Api__NodeInfo ni[RAFT_MEMBERS_MAX];
-    Kho__Api__NodeInfo *np[RAFT_MEMBERS_MAX];
+    struct node_peer peers[NODE_NODES_MAX];
+    Kho__Api__NodeInfo ni[NODE_NODES_MAX];
+    Kho__Api__NodeInfo *np[NODE_NODES_MAX];
 };
 
 static void fill_replicas(struct status_buf *b, size_t i)
@@ -400,10 +404,13 @@ static size_t fill_nodes(struct api *a, struct status_buf *b)
     /* The nodes as the meta group records them; the start-up list until
      * it has. */
     size_t k = 0;
-    if (node_load_nodes(a->node, b->peers, RAFT_MEMBERS_MAX, &k) != KHO_OK ||
+    if (node_load_nodes(a->node, b->peers, NODE_NODES_MAX, &k) != KHO_OK ||
         k == 0) {
         k = a->n_peers < RAFT_MEMBERS_MAX ? a->n_peers : RAFT_MEMBERS_MAX;
         memcpy(b->peers, a->peers, k * sizeof(b->peers[0]));
+        for (size_t i = 0; i < k; i++) {
+            b->peers[i].state = META_NODE_MEMBER;
+        }
     }
     for (size_t i = 0; i < k; i++) {
         kho__api__node_info__init(&b->ni[i]);
@@ -411,6 +418,8 @@ static size_t fill_nodes(struct api *a, struct status_buf *b)
         b->ni[i].name = b->peers[i].name;
         b->ni[i].client_url = b->peers[i].client_url;
         b->ni[i].peer_url = b->peers[i].peer_url;
+        b->ni[i].state =
+            b->peers[i].state == META_NODE_REMOVED ? "removed" : "member";
         b->np[i] = &b->ni[i];
     }
     return k;
@@ -467,6 +476,7 @@ void api_submit(struct worker *w, uint32_t kind, uint64_t gid,
         .group_id = gid,
         .data = data,
         .len = len,
+        .target = w->req.target, /* set by the caller for a transfer */
         .done_cb = node_done_cb,
         .ctx = w,
     };
@@ -631,7 +641,9 @@ static void propose_registry(struct worker *w)
         api_reply_err(w, KHO_EINVAL, why, 0);
         return;
     }
-    const struct raft_conf *members = node_members(w->api->node);
+    struct raft_conf mc;
+    node_member_conf(w->api->node, &mc);
+    const struct raft_conf *members = &mc;
     uint32_t want = q->replicas != 0 ? q->replicas : NODE_REPLICAS_DEFAULT;
     if (want > NODE_REPLICAS_MAX) {
         api_reply_errf(w, KHO_EINVAL, 0, "at most %u replicas", NODE_REPLICAS_MAX);
@@ -649,8 +661,11 @@ static void propose_registry(struct worker *w)
                    "most it can", NODE_REGISTRIES_MAX);
         return;
     }
-    uint64_t replicas[NODE_REPLICAS_MAX];
-    uint32_t n = meta_pick_replicas(members, q->registry, want, replicas);
+    struct meta_reg mr;
+    mr.n_replicas = meta_pick_replicas(members, q->registry, want,
+                                       mr.replicas);
+    mr.n_initial = mr.n_replicas;
+    memcpy(mr.initial, mr.replicas, sizeof(mr.initial));
     uint8_t key[META_REG_PREFIX_BYTES + META_REG_NAME_BYTES_MAX];
     size_t name_len = strlen(q->registry);
     memcpy(key, META_REG_PREFIX, META_REG_PREFIX_BYTES);
@@ -667,7 +682,7 @@ static void propose_registry(struct worker *w)
         .key = key,
         .key_len = cmp.key_len,
         .value = val,
-        .value_len = meta_reg_encode(replicas, n, val),
+        .value_len = meta_reg_encode(&mr, val),
     };
     struct store_request sr;
     api_fill_request(w, &sr);
@@ -984,6 +999,7 @@ static void release(struct worker *w)
     w->prop = NULL;
     free(w->op_state);
     w->op_state = NULL;
+    w->req.target = 0;
 }
 
 static void worker_cb(void *arg)
@@ -1003,6 +1019,7 @@ static void worker_cb(void *arg)
             nng_ctx_recv(w->ctx, w->aio);
             return;
         }
+        w->start_us = metrics_now_us();
         serve(w, nng_aio_get_msg(w->aio));
         break;
     case W_NODE:

@@ -32,6 +32,7 @@ struct worker {
     uint8_t *prop;         /* the proposal's encoded request */
     Kho__Api__Request *rq; /* the request being served */
     void *op_state;        /* a handler's own state, freed with free() */
+    uint64_t start_us;     /* when the request arrived (metrics_now_us) */
 };
 
 struct api {
@@ -69,8 +70,8 @@ void api_propose(struct worker *w, uint64_t gid,
                  const struct store_request *sr);
 /* A store request with the session, seq, time and writer of w's request. */
 void api_fill_request(struct worker *w, struct store_request *sr);
-/* The client URL of node id ("" when unknown). */
-const char *api_client_url(const struct api *a, uint64_t id);
+/* The client URL of node id into buf ("" when unknown). */
+void api_client_url(struct api *a, uint64_t id, char *buf, size_t cap);
 uint64_t api_wall_ms(void);
 
 /* member.c: serves OP_MEMBER_* and OP_LEADER_TRANSFER (returns false for

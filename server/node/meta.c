@@ -28,41 +28,60 @@ const char *meta_reg_name_check(const char *name)
     return NULL;
 }
 
-size_t meta_reg_encode(const uint64_t *replicas, uint32_t n, uint8_t *buf)
+static void put_ids(uint8_t *p, const uint64_t *ids, uint32_t n)
 {
-    if (n == 0 || n > RAFT_MEMBERS_MAX) {
+    for (uint32_t i = 0; i < n; i++) {
+        for (int b = 0; b < 8; b++) {
+            p[8 * i + b] = (uint8_t)(ids[i] >> (8 * b));
+        }
+    }
+}
+
+static bool get_ids(const uint8_t *p, uint64_t *ids, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t id = 0;
+        for (int b = 7; b >= 0; b--) {
+            id = (id << 8) | p[8 * i + b];
+        }
+        if (id == 0) {
+            return false;
+        }
+        ids[i] = id;
+    }
+    return true;
+}
+
+size_t meta_reg_encode(const struct meta_reg *r, uint8_t *buf)
+{
+    if (r->n_initial == 0 || r->n_initial > RAFT_MEMBERS_MAX ||
+        r->n_replicas == 0 || r->n_replicas > RAFT_MEMBERS_MAX) {
         return 0;
     }
     buf[0] = META_REG_VERSION;
-    buf[1] = (uint8_t)n;
-    buf[2] = buf[3] = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        for (int b = 0; b < 8; b++) {
-            buf[META_REG_HEADER_BYTES + 8 * i + b] =
-                (uint8_t)(replicas[i] >> (8 * b));
-        }
-    }
-    return META_REG_HEADER_BYTES + 8u * n;
+    buf[1] = (uint8_t)r->n_initial;
+    buf[2] = (uint8_t)r->n_replicas;
+    buf[3] = 0;
+    put_ids(buf + META_REG_HEADER_BYTES, r->initial, r->n_initial);
+    put_ids(buf + META_REG_HEADER_BYTES + 8u * r->n_initial, r->replicas,
+            r->n_replicas);
+    return META_REG_HEADER_BYTES + 8u * (r->n_initial + r->n_replicas);
 }
 
-int meta_reg_decode(const uint8_t *v, size_t len, uint64_t *replicas,
-                    uint32_t cap, uint32_t *n)
+int meta_reg_decode(const uint8_t *v, size_t len, struct meta_reg *out)
 {
     if (len < META_REG_HEADER_BYTES || v[0] != META_REG_VERSION ||
-        v[1] == 0 || v[1] > cap || v[2] != 0 || v[3] != 0 ||
-        len != META_REG_HEADER_BYTES + 8u * v[1]) {
+        v[1] == 0 || v[1] > RAFT_MEMBERS_MAX || v[2] == 0 ||
+        v[2] > RAFT_MEMBERS_MAX || v[3] != 0 ||
+        len != META_REG_HEADER_BYTES + 8u * (v[1] + v[2])) {
         return KHO_ECORRUPT;
     }
-    *n = v[1];
-    for (uint32_t i = 0; i < *n; i++) {
-        uint64_t id = 0;
-        for (int b = 7; b >= 0; b--) {
-            id = (id << 8) | v[META_REG_HEADER_BYTES + 8 * i + b];
-        }
-        if (id == 0) {
-            return KHO_ECORRUPT;
-        }
-        replicas[i] = id;
+    out->n_initial = v[1];
+    out->n_replicas = v[2];
+    if (!get_ids(v + META_REG_HEADER_BYTES, out->initial, out->n_initial) ||
+        !get_ids(v + META_REG_HEADER_BYTES + 8u * out->n_initial,
+                 out->replicas, out->n_replicas)) {
+        return KHO_ECORRUPT;
     }
     return KHO_OK;
 }
@@ -133,7 +152,7 @@ uint64_t meta_node_key_id(const uint8_t *key, size_t len)
 }
 
 size_t meta_node_encode(const char *name, const char *peer_url,
-                        const char *client_url, uint8_t *buf)
+                        const char *client_url, uint32_t state, uint8_t *buf)
 {
     size_t nl = strlen(name), pl = strlen(peer_url), cl = strlen(client_url);
     if (nl > META_NODE_FIELD_BYTES_MAX || pl > META_NODE_FIELD_BYTES_MAX ||
@@ -143,7 +162,7 @@ size_t meta_node_encode(const char *name, const char *peer_url,
     buf[0] = META_NODE_VERSION;
     buf[1] = (uint8_t)nl;
     buf[2] = (uint8_t)pl;
-    buf[3] = 0;
+    buf[3] = (uint8_t)state;
     buf[4] = (uint8_t)cl;
     buf[5] = 0;
     buf[6] = buf[7] = 0;
@@ -156,10 +175,11 @@ size_t meta_node_encode(const char *name, const char *peer_url,
 
 int meta_node_decode(const uint8_t *v, size_t len, char *name,
                      size_t name_cap, char *peer_url, char *client_url,
-                     size_t url_cap)
+                     size_t url_cap, uint32_t *state)
 {
     if (len < META_NODE_HEADER_BYTES || v[0] != META_NODE_VERSION ||
-        v[3] != 0 || v[5] != 0 || v[6] != 0 || v[7] != 0) {
+        (v[3] != META_NODE_MEMBER && v[3] != META_NODE_REMOVED) ||
+        v[5] != 0 || v[6] != 0 || v[7] != 0) {
         return KHO_ECORRUPT;
     }
     size_t nl = v[1], pl = v[2], cl = v[4];
@@ -174,5 +194,6 @@ int meta_node_decode(const uint8_t *v, size_t len, char *name,
     peer_url[pl] = '\0';
     memcpy(client_url, p + nl + pl, cl);
     client_url[cl] = '\0';
+    *state = v[3];
     return KHO_OK;
 }

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,20 @@ struct group {
     struct raft_ready rd;
     struct store_apply_result *results;
     size_t results_cap;
+    /* For node_group_metrics(): the leader last published. */
+    uint64_t seen_leader, leader_changes;
+    /* When the core last reported each member active (NODE_ACTIVE_HOLD_MS;
+     * id 0: a free slot). */
+    struct {
+        uint64_t id, ms;
+    } seen_active[RAFT_MEMBERS_MAX];
+};
+
+/* Counters of the raft thread (node_metrics()): written by it alone,
+ * atomics so that the HTTP server reads them without a lock. */
+struct node_counters {
+    atomic_uint_fast64_t proposals, proposals_refused, reads, entries_applied;
+    struct metrics_hist commit_latency, apply_latency;
 };
 
 struct node {
@@ -62,10 +77,17 @@ struct node {
     bool meta_busy;
     uint64_t nodes_term; /* the term in which node records were checked */
 
-    /* The registry table, read by request threads. */
+    /* The registry and node tables, read by request threads. */
     pthread_rwlock_t reg_mu;
     struct node_registry regs[NODE_REGISTRIES_MAX];
     size_t n_regs;
+    struct node_peer nodes[NODE_NODES_MAX];
+    size_t n_nodes;
+    /* Nodes the transport knows (raft thread only). */
+    uint64_t net_ids[NET_PEERS_MAX];
+    size_t n_net_ids;
+    uint64_t next_reconcile_ms;
+    uint32_t compact_entries;
 
     pthread_t thread;
     bool started;
@@ -81,6 +103,8 @@ struct node {
     pthread_mutex_t status_mu;
     struct node_group_status status[NODE_GROUPS_MAX];
     size_t n_status;
+    struct node_group_metrics gmetrics[NODE_GROUPS_MAX]; /* under status_mu */
+    struct node_counters counters;
 
     /* Scratch for grouping outgoing messages by peer. */
     struct raft_msg *out;
@@ -198,12 +222,18 @@ static int reg_scan_cb(void *ctx, const struct store_record *r)
     struct node_registry *g = &rs->out[rs->n];
     memset(g, 0, sizeof(*g));
     size_t name_len = r->key_len - META_REG_PREFIX_BYTES;
+    struct meta_reg mr;
     if (name_len == 0 || name_len >= sizeof(g->name) ||
-        meta_reg_decode(r->value, r->value_len, g->replicas,
-                        NODE_REPLICAS_MAX, &g->n_replicas) != KHO_OK) {
+        meta_reg_decode(r->value, r->value_len, &mr) != KHO_OK ||
+        mr.n_initial > NODE_REPLICAS_MAX || mr.n_replicas > NODE_REPLICAS_MAX) {
         rs->bad++;
         return KHO_OK;
     }
+    g->n_initial = mr.n_initial;
+    memcpy(g->initial, mr.initial, mr.n_initial * sizeof(mr.initial[0]));
+    g->n_replicas = mr.n_replicas;
+    memcpy(g->replicas, mr.replicas, mr.n_replicas * sizeof(mr.replicas[0]));
+    g->mod_rev = r->mod_rev;
     memcpy(g->name, r->key + META_REG_PREFIX_BYTES, name_len);
     size_t wl = r->writer_len < sizeof(g->creator) - 1 ? r->writer_len
                                                         : sizeof(g->creator) - 1;
@@ -265,9 +295,16 @@ static int add_group(struct node *n, const struct node_registry *r)
              r->name, NODE_GROUPS_MAX);
         return KHO_ETOOLARGE;
     }
-    struct raft_conf conf = {.n = r->n_replicas};
-    for (uint32_t i = 0; i < r->n_replicas; i++) {
-        conf.members[i].id = r->replicas[i];
+    /* The initial replicas bootstrap the group; a later one starts empty
+     * and waits for the group's leader to add it. */
+    struct raft_conf conf = {.n = 0};
+    for (uint32_t i = 0; i < r->n_initial; i++) {
+        if (r->initial[i] == n->id) {
+            conf.n = r->n_initial;
+        }
+    }
+    for (uint32_t i = 0; i < conf.n; i++) {
+        conf.members[i].id = r->initial[i];
         conf.members[i].role = RAFT_VOTER;
     }
     struct group *g = &n->groups[n->n_groups];
@@ -291,10 +328,58 @@ static int add_group(struct node *n, const struct node_registry *r)
     return KHO_OK;
 }
 
+static bool net_knows(const struct node *n, uint64_t id)
+{
+    for (size_t i = 0; i < n->n_net_ids; i++) {
+        if (n->net_ids[i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Makes the transport dial every node it does not know yet. */
+static void net_learn(struct node *n, const struct node_peer *p, size_t k)
+{
+    for (size_t i = 0; n->net != NULL && i < k; i++) {
+        if (p[i].id == n->id || net_knows(n, p[i].id) ||
+            p[i].state == META_NODE_REMOVED ||
+            n->n_net_ids >= NET_PEERS_MAX) {
+            continue;
+        }
+        int rc = net_add_peer(n->net, p[i].id, p[i].peer_url);
+        if (rc != KHO_OK) {
+            LOGE("cannot reach node %llu (%s) at %s: %s",
+                 (unsigned long long)p[i].id, p[i].name, p[i].peer_url,
+                 kho_strerror(rc));
+            continue;
+        }
+        LOGI("peer node %llu (%s) at %s", (unsigned long long)p[i].id,
+             p[i].name, p[i].peer_url);
+        n->net_ids[n->n_net_ids++] = p[i].id;
+    }
+}
+
+/* Refreshes the node table from the meta group and dials new nodes. */
+static void sync_nodes(struct node *n)
+{
+    static struct node_peer fresh[NODE_NODES_MAX];
+    size_t k = 0;
+    if (node_load_nodes(n, fresh, NODE_NODES_MAX, &k) != KHO_OK) {
+        return;
+    }
+    net_learn(n, fresh, k);
+    pthread_rwlock_wrlock(&n->reg_mu);
+    memcpy(n->nodes, fresh, k * sizeof(fresh[0]));
+    n->n_nodes = k;
+    pthread_rwlock_unlock(&n->reg_mu);
+}
+
 /* Brings the registry table and the local groups up to the meta group's
  * state in the store. */
 static void sync_registries(struct node *n)
 {
+    sync_nodes(n);
     static struct node_registry fresh[NODE_REGISTRIES_MAX];
     size_t count = 0;
     int rc = load_registries(n, fresh, NODE_REGISTRIES_MAX, &count);
@@ -340,8 +425,8 @@ static int node_scan_cb(void *ctx, const struct store_record *r)
     p->id = meta_node_key_id(r->key, r->key_len);
     if (p->id == 0 ||
         meta_node_decode(r->value, r->value_len, p->name, sizeof(p->name),
-                         p->peer_url, p->client_url,
-                         sizeof(p->peer_url)) != KHO_OK) {
+                         p->peer_url, p->client_url, sizeof(p->peer_url),
+                         &p->state) != KHO_OK) {
         LOGE("meta group: a malformed node record is ignored");
         return KHO_OK;
     }
@@ -425,7 +510,7 @@ const struct raft_conf *node_members(const struct node *n)
 int node_create(const struct node_config *c, struct store *st,
                 struct node **out, char *err, size_t err_len)
 {
-    if (!raft_conf_is_voter(&c->initial, c->id)) {
+    if (!c->join && !raft_conf_is_voter(&c->initial, c->id)) {
         snprintf(err, err_len, "bad node configuration: node %llu is not "
                                "among the initial voters",
                  (unsigned long long)c->id);
@@ -440,6 +525,8 @@ int node_create(const struct node_config *c, struct store *st,
     snprintf(n->name, sizeof(n->name), "%s", c->name);
     n->st = st;
     n->initial = c->initial;
+    n->compact_entries =
+        c->compact_entries != 0 ? c->compact_entries : NODE_COMPACT_ENTRIES;
     n->n_peers = c->n_peers < RAFT_MEMBERS_MAX ? c->n_peers : RAFT_MEMBERS_MAX;
     memcpy(n->peers, c->peers, n->n_peers * sizeof(n->peers[0]));
     pthread_mutex_init(&n->mu, NULL);
@@ -454,7 +541,10 @@ int node_create(const struct node_config *c, struct store *st,
     meta->id = NODE_META_GROUP;
     snprintf(meta->registry, sizeof(meta->registry), "(meta)");
     n->n_groups = 1;
-    int rc = open_group(n, meta, &n->initial, err, err_len);
+    /* A joining node starts its meta group empty: the meta leader adds it
+     * as a learner and sends it the log or a snapshot. */
+    struct raft_conf none = {.n = 0};
+    int rc = open_group(n, meta, c->join ? &none : &n->initial, err, err_len);
     if (rc != KHO_OK) {
         node_destroy(n);
         return rc;
@@ -468,6 +558,45 @@ int node_create(const struct node_config *c, struct store *st,
 void node_set_net(struct node *n, struct net *net)
 {
     n->net = net;
+    net_learn(n, n->peers, n->n_peers);
+    sync_nodes(n);
+}
+
+void node_member_conf(struct node *n, struct raft_conf *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_rwlock_rdlock(&n->reg_mu);
+    for (size_t i = 0; i < n->n_nodes; i++) {
+        if (n->nodes[i].state == META_NODE_MEMBER) {
+            out->members[out->n].id = n->nodes[i].id;
+            out->members[out->n].role = RAFT_VOTER;
+            out->n++;
+        }
+    }
+    pthread_rwlock_unlock(&n->reg_mu);
+    if (out->n == 0) {
+        *out = n->initial;
+    }
+}
+
+int node_peer_info(struct node *n, uint64_t id, struct node_peer *out)
+{
+    int rc = KHO_ENOTFOUND;
+    pthread_rwlock_rdlock(&n->reg_mu);
+    for (size_t i = 0; i < n->n_nodes; i++) {
+        if (n->nodes[i].id == id) {
+            *out = n->nodes[i];
+            rc = KHO_OK;
+        }
+    }
+    pthread_rwlock_unlock(&n->reg_mu);
+    for (size_t i = 0; rc != KHO_OK && i < n->n_peers; i++) {
+        if (n->peers[i].id == id) {
+            *out = n->peers[i];
+            rc = KHO_OK;
+        }
+    }
+    return rc;
 }
 
 uint64_t node_id(const struct node *n)
@@ -487,6 +616,29 @@ size_t node_status(struct node *n, struct node_group_status *out, size_t cap)
     memcpy(out, n->status, k * sizeof(*out));
     pthread_mutex_unlock(&n->status_mu);
     return k;
+}
+
+size_t node_group_metrics(struct node *n, struct node_group_metrics *out,
+                          size_t cap)
+{
+    pthread_mutex_lock(&n->status_mu);
+    size_t k = n->n_status < cap ? n->n_status : cap;
+    memcpy(out, n->gmetrics, k * sizeof(*out));
+    pthread_mutex_unlock(&n->status_mu);
+    return k;
+}
+
+void node_metrics(struct node *n, struct node_metrics *out)
+{
+    struct node_counters *c = &n->counters;
+    out->proposals = atomic_load_explicit(&c->proposals, memory_order_relaxed);
+    out->proposals_refused =
+        atomic_load_explicit(&c->proposals_refused, memory_order_relaxed);
+    out->reads = atomic_load_explicit(&c->reads, memory_order_relaxed);
+    out->entries_applied =
+        atomic_load_explicit(&c->entries_applied, memory_order_relaxed);
+    metrics_hist_read(&c->commit_latency, &out->commit_latency);
+    metrics_hist_read(&c->apply_latency, &out->apply_latency);
 }
 
 /* --- Inbound queue ------------------------------------------------------ */
@@ -581,8 +733,17 @@ static void push(struct node_req **list, struct node_req *r)
     *list = r;
 }
 
+static void transfer_away(struct group *g, uint64_t self);
+
 static void handle_req(struct node *n, struct node_req *r)
 {
+    if (r->kind == NODE_REQ_DRAIN) {
+        for (size_t i = 0; i < n->n_groups; i++) {
+            transfer_away(&n->groups[i], n->id);
+        }
+        finish(r, KHO_OK, 0);
+        return;
+    }
     struct group *g = find_group(n, r->group_id);
     if (g == NULL) {
         finish(r, KHO_ENOTFOUND, 0);
@@ -593,16 +754,27 @@ static void handle_req(struct node *n, struct node_req *r)
         return;
     }
     int rc;
+    if (r->kind == NODE_REQ_TRANSFER) {
+        rc = raft_transfer_leader(g->raft, r->target);
+        finish(r, rc, rc == KHO_ENOTLEADER ? leader_of(g) : 0);
+        return;
+    }
     if (r->kind == NODE_REQ_PROPOSE) {
         rc = raft_propose(g->raft, r->data, r->len, &r->index_, &r->term_);
         if (rc == KHO_OK) {
             push(&g->props, r);
         }
+        atomic_fetch_add_explicit(rc == KHO_OK
+                                      ? &n->counters.proposals
+                                      : &n->counters.proposals_refused,
+                                  1, memory_order_relaxed);
     } else {
         r->index_ = 0;
         rc = raft_read_index(g->raft, r->id_);
         if (rc == KHO_OK) {
             push(&g->reads, r);
+            atomic_fetch_add_explicit(&n->counters.reads, 1,
+                                      memory_order_relaxed);
         }
     }
     if (rc == KHO_OK) {
@@ -740,25 +912,46 @@ static int reserve_results(struct group *g, size_t n)
 static int persist_and_apply(struct node *n)
 {
     struct store_batch *b = NULL;
+    uint64_t apply_us = 0, applied = 0;
     int rc = store_write_begin(n->st, &b);
     for (size_t i = 0; rc == KHO_OK && i < n->n_groups; i++) {
         struct group *g = &n->groups[i];
         if (!g->has_rd) {
             continue;
         }
+        if (g->rd.snapshot != NULL) {
+            LOGI("group %llu: installing a snapshot at index %llu (%zu "
+                 "bytes) from the leader",
+                 (unsigned long long)g->id,
+                 (unsigned long long)g->rd.snapshot->meta.index,
+                 g->rd.snapshot->len);
+        }
         rc = store_batch_persist_ready(b, g->id, &g->rd);
         if (rc == KHO_OK) {
             rc = reserve_results(g, g->rd.n_committed);
         }
+        uint64_t t0 = g->rd.n_committed > 0 ? metrics_now_us() : 0;
         for (size_t k = 0; rc == KHO_OK && k < g->rd.n_committed; k++) {
             rc = store_batch_apply(b, g->id, &g->rd.committed[k],
                                       &g->results[k]);
         }
+        if (g->rd.n_committed > 0) {
+            apply_us += metrics_now_us() - t0;
+            applied += g->rd.n_committed;
+        }
     }
-    if (rc == KHO_OK) {
-        return store_write_commit(b);
+    if (rc != KHO_OK) {
+        store_write_abort(b);
+        return rc;
     }
-    store_write_abort(b);
+    uint64_t t1 = metrics_now_us();
+    rc = store_write_commit(b);
+    metrics_hist_observe(&n->counters.commit_latency, metrics_now_us() - t1);
+    if (applied > 0) {
+        metrics_hist_observe(&n->counters.apply_latency, apply_us);
+        atomic_fetch_add_explicit(&n->counters.entries_applied, applied,
+                                  memory_order_relaxed);
+    }
     return rc;
 }
 
@@ -799,8 +992,8 @@ static void send_all(struct node *n, bool early)
     if (total == 0 || n->net == NULL || reserve_out(n, total) != KHO_OK) {
         return;
     }
-    for (uint32_t p = 0; p < n->initial.n; p++) {
-        uint64_t to = n->initial.members[p].id;
+    for (size_t p = 0; p < n->n_net_ids; p++) {
+        uint64_t to = n->net_ids[p];
         size_t k = 0;
         for (size_t i = 0; i < n->n_groups; i++) {
             struct group *g = &n->groups[i];
@@ -817,9 +1010,56 @@ static void send_all(struct node *n, bool early)
     }
 }
 
+/* Counts a change of g's known leader to another node (raft thread). */
+static void group_metrics(struct group *g, uint64_t leader,
+                          struct node_group_metrics *out)
+{
+    if (leader != 0 && leader != g->seen_leader) {
+        if (g->seen_leader != 0) {
+            g->leader_changes++;
+        }
+        g->seen_leader = leader;
+    }
+    *out = (struct node_group_metrics){
+        .group_id = g->id,
+        .leader_changes = g->leader_changes,
+        .elections = raft_stats(g->raft)->elections,
+    };
+}
+
+/* Whether member id of g was reported active within NODE_ACTIVE_HOLD_MS,
+ * `active` being the core's word now (raft thread). */
+static bool recently_active(struct group *g, uint64_t id, bool active,
+                            uint64_t now)
+{
+    size_t slot = 0;
+    for (size_t k = 0; k < RAFT_MEMBERS_MAX; k++) {
+        if (g->seen_active[k].id == id) {
+            slot = k;
+            break;
+        }
+        /* Otherwise the free or the longest-unseen slot. */
+        if (g->seen_active[k].ms < g->seen_active[slot].ms ||
+            g->seen_active[k].id == 0) {
+            slot = k;
+        }
+    }
+    if (g->seen_active[slot].id != id) {
+        g->seen_active[slot].id = id;
+        g->seen_active[slot].ms = 0;
+    }
+    if (active) {
+        g->seen_active[slot].ms = now;
+    }
+    return g->seen_active[slot].ms != 0 &&
+           now - g->seen_active[slot].ms <= NODE_ACTIVE_HOLD_MS;
+}
+
 static void publish_status(struct node *n)
 {
     static struct node_group_status st[NODE_GROUPS_MAX]; /* raft thread */
+    static struct node_group_metrics gm[NODE_GROUPS_MAX];
+    uint64_t now = now_ms();
     for (size_t i = 0; i < n->n_groups; i++) {
         struct raft_status rs;
         raft_status(n->groups[i].raft, &rs);
@@ -839,11 +1079,15 @@ static void publish_status(struct node *n)
             rp->id = rs.conf.members[k].id;
             rp->voter = rs.conf.members[k].role == RAFT_VOTER;
             raft_progress(n->groups[i].raft, rp->id, &rp->match, &rp->active);
+            rp->active = recently_active(&n->groups[i], rp->id, rp->active,
+                                         now);
         }
         memcpy(st[i].registry, n->groups[i].registry, NODE_REGISTRY_BYTES);
+        group_metrics(&n->groups[i], rs.leader, &gm[i]);
     }
     pthread_mutex_lock(&n->status_mu);
     memcpy(n->status, st, n->n_groups * sizeof(st[0]));
+    memcpy(n->gmetrics, gm, n->n_groups * sizeof(gm[0]));
     n->n_status = n->n_groups;
     pthread_mutex_unlock(&n->status_mu);
 }
@@ -937,19 +1181,19 @@ static void record_nodes(struct node *n)
         return;
     }
     n->nodes_term = rs.term;
-    static struct node_peer have[RAFT_MEMBERS_MAX];
+    static struct node_peer have[NODE_NODES_MAX];
     static uint8_t keys[RAFT_MEMBERS_MAX][META_NODE_KEY_BYTES];
     static uint8_t vals[RAFT_MEMBERS_MAX][META_NODE_VALUE_BYTES_MAX];
     struct store_compare cmps[RAFT_MEMBERS_MAX];
     struct store_op ops[RAFT_MEMBERS_MAX];
     size_t nh = 0, k = 0;
-    if (node_load_nodes(n, have, RAFT_MEMBERS_MAX, &nh) != KHO_OK) {
+    if (node_load_nodes(n, have, NODE_NODES_MAX, &nh) != KHO_OK) {
         return;
     }
     for (size_t i = 0; i < n->n_peers; i++) {
         const struct node_peer *p = &n->peers[i];
         size_t len = meta_node_encode(p->name, p->peer_url, p->client_url,
-                                      vals[k]);
+                                      META_NODE_MEMBER, vals[k]);
         if (has_node(have, nh, p->id) || len == 0) {
             continue;
         }
@@ -995,12 +1239,163 @@ static void record_nodes(struct node *n)
     handle_req(n, &n->meta_req);
 }
 
+/* --- Where groups should live --------------------------------------------- */
+
+/* Hands g's leadership to its most caught-up other voter, if this node
+ * leads it. */
+static void transfer_away(struct group *g, uint64_t self)
+{
+    struct raft_status rs;
+    raft_status(g->raft, &rs);
+    if (rs.role != RAFT_LEADER) {
+        return;
+    }
+    uint64_t best = 0, best_match = 0;
+    for (uint32_t i = 0; i < rs.conf.n; i++) {
+        uint64_t id = rs.conf.members[i].id, match = 0;
+        bool active = false;
+        if (id == self || rs.conf.members[i].role != RAFT_VOTER ||
+            raft_progress(g->raft, id, &match, &active) != KHO_OK || !active) {
+            continue;
+        }
+        if (best == 0 || match > best_match) {
+            best = id;
+            best_match = match;
+        }
+    }
+    if (best != 0) {
+        LOGI("group %llu: handing leadership to node %llu",
+             (unsigned long long)g->id, (unsigned long long)best);
+        raft_transfer_leader(g->raft, best);
+    }
+}
+
+static bool conf_has(const struct raft_conf *c, uint64_t id)
+{
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (c->members[i].id == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool in_list(const uint64_t *ids, uint32_t n, uint64_t id)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (ids[i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Where group g should live, from the meta group: *known false when the
+ * meta group does not say (yet). `removed` lists nodes that must leave. */
+static bool desired_members(struct node *n, const struct group *g,
+                            uint64_t *want, uint32_t *n_want,
+                            uint64_t *removed, uint32_t *n_removed)
+{
+    *n_want = *n_removed = 0;
+    bool known = false;
+    pthread_rwlock_rdlock(&n->reg_mu);
+    if (g->id == NODE_META_GROUP) {
+        for (size_t i = 0; i < n->n_nodes; i++) {
+            if (n->nodes[i].state == META_NODE_MEMBER) {
+                want[(*n_want)++] = n->nodes[i].id;
+            } else {
+                removed[(*n_removed)++] = n->nodes[i].id;
+            }
+        }
+        known = n->n_nodes > 0;
+    } else {
+        for (size_t i = 0; i < n->n_regs && !known; i++) {
+            if (n->regs[i].group_id == g->id) {
+                *n_want = n->regs[i].n_replicas;
+                memcpy(want, n->regs[i].replicas, *n_want * sizeof(*want));
+                known = true;
+            }
+        }
+    }
+    pthread_rwlock_unlock(&n->reg_mu);
+    return known;
+}
+
+/*
+ * One step towards where the meta group says g should live, if this node
+ * leads g: add a missing replica as a learner, promote a caught-up learner,
+ * or remove a member that should leave - one change at a time (the core
+ * refuses a second while one is pending). In the meta group only members
+ * whose record says removed are removed, so a node the meta group has not
+ * recorded yet is never taken out.
+ */
+static void reconcile_group(struct node *n, struct group *g)
+{
+    struct raft_status rs;
+    raft_status(g->raft, &rs);
+    uint64_t want[NODE_NODES_MAX], removed[NODE_NODES_MAX];
+    uint32_t nw = 0, nr = 0;
+    if (rs.role != RAFT_LEADER || rs.transferee != 0 ||
+        !desired_members(n, g, want, &nw, removed, &nr)) {
+        return;
+    }
+    uint64_t idx = 0, term = 0;
+    for (uint32_t i = 0; i < nw; i++) {
+        if (!conf_has(&rs.conf, want[i])) {
+            int rc = raft_propose_conf(g->raft, RAFT_CONF_ADD_LEARNER, want[i],
+                                       &idx, &term);
+            LOGI("group %llu: adding node %llu as a learner: %s",
+                 (unsigned long long)g->id, (unsigned long long)want[i],
+                 kho_strerror(rc));
+            return;
+        }
+    }
+    for (uint32_t i = 0; i < rs.conf.n; i++) {
+        const struct raft_member *m = &rs.conf.members[i];
+        uint64_t match = 0;
+        bool active = false;
+        if (m->role == RAFT_VOTER || !in_list(want, nw, m->id) ||
+            raft_progress(g->raft, m->id, &match, &active) != KHO_OK ||
+            match + NODE_CATCHUP_ENTRIES < rs.last_index) {
+            continue;
+        }
+        int rc = raft_propose_conf(g->raft, RAFT_CONF_PROMOTE, m->id, &idx,
+                                   &term);
+        LOGI("group %llu: node %llu caught up (match %llu of %llu); "
+             "promoting it to voter: %s",
+             (unsigned long long)g->id, (unsigned long long)m->id,
+             (unsigned long long)match, (unsigned long long)rs.last_index,
+             kho_strerror(rc));
+        return;
+    }
+    bool meta = g->id == NODE_META_GROUP;
+    for (uint32_t i = 0; i < rs.conf.n; i++) {
+        uint64_t id = rs.conf.members[i].id;
+        bool leave = meta ? in_list(removed, nr, id) : !in_list(want, nw, id);
+        if (!leave) {
+            continue;
+        }
+        int rc = raft_propose_conf(g->raft, RAFT_CONF_REMOVE, id, &idx, &term);
+        LOGI("group %llu: removing node %llu: %s", (unsigned long long)g->id,
+             (unsigned long long)id, kho_strerror(rc));
+        return;
+    }
+}
+
 /* After a loop: registries the meta group just created get their local
- * groups, the meta leader records missing nodes, and long logs are
- * compacted into snapshots. */
+ * groups, the meta leader records missing nodes, leaders move their groups
+ * towards where the meta group says they live, and long logs are compacted
+ * into snapshots. */
 static void after_cycle(struct node *n)
 {
     record_nodes(n);
+    uint64_t now = now_ms();
+    if (now >= n->next_reconcile_ms) {
+        n->next_reconcile_ms = now + NODE_RECONCILE_MS;
+        for (size_t i = 0; i < n->n_groups; i++) {
+            reconcile_group(n, &n->groups[i]);
+        }
+    }
     if (n->groups[0].applied != n->meta_seen) {
         n->meta_seen = n->groups[0].applied;
         sync_registries(n);
@@ -1009,7 +1404,7 @@ static void after_cycle(struct node *n)
         struct group *g = &n->groups[i];
         struct raft_status rs;
         raft_status(g->raft, &rs);
-        if (g->applied < rs.first_index + NODE_COMPACT_ENTRIES ||
+        if (g->applied < rs.first_index + n->compact_entries ||
             g->applied < g->compact_retry) {
             continue;
         }
@@ -1021,7 +1416,7 @@ static void after_cycle(struct node *n)
                  "keeps growing",
                  (unsigned long long)g->id, (unsigned long long)g->applied,
                  kho_strerror(rc), store_errmsg(n->st));
-            g->compact_retry = g->applied + NODE_COMPACT_ENTRIES / 4;
+            g->compact_retry = g->applied + n->compact_entries / 4;
         } else {
             LOGD("group %llu: log compacted up to %llu",
                  (unsigned long long)g->id, (unsigned long long)g->applied);
@@ -1080,7 +1475,7 @@ static void *raft_main(void *arg)
             }
         }
         bool worked = ready_cycle(n);
-        if (worked) {
+        if (worked || now >= next_status) {
             after_cycle(n);
         }
         if (worked || now >= next_status) {

@@ -14,7 +14,7 @@
  *      write transaction committed once (group commit: one fsync); then
  *      send the other messages (votes, acknowledgements), one NNG frame per
  *      peer; registries the meta group created get their local groups, and
- *      logs longer than NODE_COMPACT_ENTRIES are compacted;
+ *      logs longer than node_config.compact_entries are compacted;
  *   5. answer proposals whose entry applied (same index and term) and reads
  *      whose read index is applied; raft_advance() every group.
  *
@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "../../client/kho_err.h"
+#include "../common/metrics.h"
 #include "../raft/raft.h"
 #include "../store/store.h"
 #include "../transport/peer.h"
@@ -42,6 +43,9 @@
 #define NODE_REGISTRIES_MAX 255u
 #define NODE_NAME_BYTES 65u
 #define NODE_REGISTRY_BYTES 65u
+/* Node records the meta group keeps (members and removed nodes: ids are
+ * never reused); at most RAFT_MEMBERS_MAX are members at once. */
+#define NODE_NODES_MAX 64u
 /* Replicas of one registry group. */
 #define NODE_REPLICAS_MAX 7u
 #define NODE_REPLICAS_DEFAULT 3u
@@ -50,9 +54,21 @@
 /* Log compaction: a group's log is compacted into a snapshot once this many
  * entries were applied since the last one. */
 #define NODE_COMPACT_ENTRIES 20000u
+#define NODE_COMPACT_ENTRIES_MIN 16u
+#define NODE_COMPACT_ENTRIES_MAX 10000000u
+/* How often a leader compares its group's configuration with where the
+ * meta group says the group should live, and how close to the leader's log
+ * a learner must be to become a voter. */
+#define NODE_RECONCILE_MS 100u
+#define NODE_CATCHUP_ENTRIES 64u
 #define NODE_TICK_MS 10u
 #define NODE_ELECTION_TICKS 15u
 #define NODE_HEARTBEAT_TICKS 3u
+/* A leader's status shows a member active when the core reported it
+ * active within this long: the core clears its flags every election
+ * timeout (check-quorum), so one reading right after that would show a
+ * healthy member inactive until its next heartbeat answer. */
+#define NODE_ACTIVE_HOLD_MS (2u * NODE_ELECTION_TICKS * NODE_TICK_MS)
 /* Inbound queue bound (peer frames and client requests together). */
 #define NODE_QUEUE_MAX 16384u
 /* Proposals and reads waiting for an answer, per group. */
@@ -60,8 +76,10 @@
 #define NODE_REQ_TIMEOUT_MS 3000u
 
 enum node_req_kind {
-    NODE_REQ_PROPOSE = 1, /* data: a store envelope */
-    NODE_REQ_READ = 2,    /* linearizable read barrier (ReadIndex) */
+    NODE_REQ_PROPOSE = 1,  /* data: a store request */
+    NODE_REQ_READ = 2,     /* linearizable read barrier (ReadIndex) */
+    NODE_REQ_TRANSFER = 3, /* hand the group's leadership to `target` */
+    NODE_REQ_DRAIN = 4,    /* hand every leadership of this node away */
 };
 
 struct node_req {
@@ -70,6 +88,7 @@ struct node_req {
     uint64_t group_id;
     const uint8_t *data; /* stays valid until done_cb */
     size_t len;
+    uint64_t target;     /* NODE_REQ_TRANSFER */
     void (*done_cb)(struct node_req *r);
     void *ctx;
     /* Set by the node before done_cb. */
@@ -86,6 +105,7 @@ struct node_req {
 /* A node of the cluster: what the meta group records of it. */
 struct node_peer {
     uint64_t id;
+    uint32_t state; /* enum meta_node_state (server/node/meta.h) */
     char name[NODE_NAME_BYTES];
     char peer_url[NODE_URL_BYTES];
     char client_url[NODE_URL_BYTES];
@@ -94,6 +114,12 @@ struct node_peer {
 struct node_config {
     uint64_t id;
     char name[NODE_NAME_BYTES];
+    /* Joining a running cluster: the meta group starts empty here and the
+     * meta leader adds this node (khoctl member add). */
+    bool join;
+    /* Compact a group's log once this many entries were applied since its
+     * snapshot (0: NODE_COMPACT_ENTRIES). */
+    uint32_t compact_entries;
     /* Every node of the initial cluster, this one included: the meta
      * group's leader records each in the meta group. */
     struct node_peer peers[RAFT_MEMBERS_MAX];
@@ -107,7 +133,10 @@ struct node_registry {
     char name[NODE_REGISTRY_BYTES];
     uint64_t group_id;   /* the meta revision that created it */
     uint32_t n_replicas;
-    uint64_t replicas[NODE_REPLICAS_MAX];
+    uint64_t replicas[NODE_REPLICAS_MAX]; /* where it should live now */
+    uint32_t n_initial;
+    uint64_t initial[NODE_REPLICAS_MAX];  /* who bootstrapped its group */
+    uint64_t mod_rev;                     /* of its meta record */
     uint64_t created_ms;
     char creator[NODE_NAME_BYTES];
     bool local;          /* a replica lives on this node */
@@ -171,11 +200,44 @@ int node_load_nodes(struct node *n, struct node_peer *out, size_t cap,
                     size_t *count);
 /* Leader of a local group as last published (0: unknown or not hosted). */
 uint64_t node_leader_of(struct node *n, uint64_t group_id);
+/* The nodes that are members of the cluster now (meta records in state
+ * member; the start-up list until the meta group has recorded them), as
+ * voters of a configuration: where registries may be placed. */
+void node_member_conf(struct node *n, struct raft_conf *out);
+/* What the meta group (or the start-up list) says of node id.
+ * Errors: KHO_ENOTFOUND. */
+int node_peer_info(struct node *n, uint64_t id, struct node_peer *out);
 /* The meta group's voters at bootstrap (the nodes of the cluster). */
 const struct raft_conf *node_members(const struct node *n);
 /* Latest published status of the groups (copied); returns the count. */
 size_t node_status(struct node *n, struct node_group_status *out, size_t cap);
 uint64_t node_id(const struct node *n);
 const char *node_name(const struct node *n);
+
+/* What the raft thread counted since start-up (node_metrics()). */
+struct node_metrics {
+    uint64_t proposals;         /* accepted by a local leader */
+    uint64_t proposals_refused; /* not leader, no room, too large */
+    uint64_t reads;             /* read-index rounds started */
+    uint64_t entries_applied;
+    /* One write transaction per loop: its commit (the fsync) and the part
+     * spent applying committed entries before it. */
+    struct metrics_hist_snap commit_latency;
+    struct metrics_hist_snap apply_latency;
+};
+
+/* Counters of one local group, published with its status. */
+struct node_group_metrics {
+    uint64_t group_id;
+    /* Times the group's known leader became another node (an unknown
+     * leader in between is not counted), as this node saw it. */
+    uint64_t leader_changes;
+    uint64_t elections; /* campaigns this node started */
+};
+
+void node_metrics(struct node *n, struct node_metrics *out);
+/* Latest published counters of the groups (copied); returns the count. */
+size_t node_group_metrics(struct node *n, struct node_group_metrics *out,
+                          size_t cap);
 
 #endif /* KHO_NODE_H */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../common/log.h"
 
@@ -18,6 +19,10 @@ struct peer {
     uint64_t id;
     nng_socket sock;
     nng_dialer dialer;
+    /* For net_peer_stats(): pipes is the number of connections the dialer
+     * holds (0 or 1), kept by pipe_cb on NNG's threads. */
+    atomic_int pipes;
+    atomic_uint_fast64_t sent, recv, dropped, last_recv_ms;
 };
 
 struct net {
@@ -29,7 +34,10 @@ struct net {
     net_recv_cb cb;
     void *cb_ctx;
     struct peer peers[NET_PEERS_MAX];
-    size_t n_peers;
+    /* Peers [0, n_peers) are ready: net_add_peer() fills an entry, then
+     * publishes it with a release store, so the receive thread may read
+     * the list while the raft thread adds to it. */
+    _Atomic size_t n_peers;
     atomic_uint_fast64_t sent_frames, dropped_full, dropped_encode,
         recv_frames, dropped_bad;
 };
@@ -68,12 +76,31 @@ static uint64_t get_le64(const uint8_t *p)
 
 static bool known_peer(const struct net *n, uint64_t id)
 {
-    for (size_t i = 0; i < n->n_peers; i++) {
+    size_t k = atomic_load_explicit(&n->n_peers, memory_order_acquire);
+    for (size_t i = 0; i < k; i++) {
         if (n->peers[i].id == id) {
             return true;
         }
     }
     return false;
+}
+
+static struct peer *peer_of(struct net *n, uint64_t id)
+{
+    size_t k = atomic_load_explicit(&n->n_peers, memory_order_acquire);
+    for (size_t i = 0; i < k; i++) {
+        if (n->peers[i].id == id) {
+            return &n->peers[i];
+        }
+    }
+    return NULL;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* Validates one frame and hands its batch to the callback. */
@@ -118,6 +145,11 @@ static void on_frame(struct net *n, const uint8_t *p, size_t len)
         }
     }
     atomic_fetch_add(&n->recv_frames, 1);
+    struct peer *src = peer_of(n, from);
+    if (src != NULL) {
+        atomic_fetch_add(&src->recv, 1);
+        atomic_store(&src->last_recv_ms, mono_ms());
+    }
     n->cb(n->cb_ctx, from, &b);
 }
 
@@ -195,6 +227,14 @@ int net_open(uint64_t cluster_id, uint64_t self_id, const char *listen_url,
     return KHO_OK;
 }
 
+/* Keeps p->pipes: the dialer connected (ADD_POST) or lost (REM_POST) its
+ * connection. */
+static void pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    struct peer *p = arg;
+    atomic_fetch_add(&p->pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
+}
+
 int net_add_peer(struct net *n, uint64_t id, const char *url)
 {
     if (id == 0 || id == n->self_id || known_peer(n, id)) {
@@ -204,9 +244,20 @@ int net_add_peer(struct net *n, uint64_t id, const char *url)
         return KHO_EBUSY;
     }
     struct peer *p = &n->peers[n->n_peers];
+    atomic_store(&p->pipes, 0);
+    atomic_store(&p->sent, 0);
+    atomic_store(&p->recv, 0);
+    atomic_store(&p->dropped, 0);
+    atomic_store(&p->last_recv_ms, 0);
     int rv = nng_push0_open(&p->sock);
     if (rv == 0) {
         rv = nng_socket_set_int(p->sock, NNG_OPT_SENDBUF, NET_SEND_QUEUE_MSGS);
+    }
+    if (rv == 0) {
+        rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, pipe_cb, p);
+    }
+    if (rv == 0) {
+        rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, pipe_cb, p);
     }
     if (rv == 0) {
         rv = nng_dialer_create(&p->dialer, p->sock, url);
@@ -234,7 +285,7 @@ int net_add_peer(struct net *n, uint64_t id, const char *url)
         return nng_to_kho(rv);
     }
     p->id = id;
-    n->n_peers++;
+    atomic_store_explicit(&n->n_peers, n->n_peers + 1, memory_order_release);
     return KHO_OK;
 }
 
@@ -275,9 +326,11 @@ int net_send(struct net *n, uint64_t to, const struct raft_msg *msgs,
     if (nng_sendmsg(p->sock, m, NNG_FLAG_NONBLOCK) != 0) {
         nng_msg_free(m);
         atomic_fetch_add(&n->dropped_full, 1);
+        atomic_fetch_add(&p->dropped, 1);
         return KHO_OK;
     }
     atomic_fetch_add(&n->sent_frames, 1);
+    atomic_fetch_add(&p->sent, 1);
     return KHO_OK;
 }
 
@@ -288,6 +341,25 @@ void net_get_stats(struct net *n, struct net_stats *out)
     out->dropped_encode = atomic_load(&n->dropped_encode);
     out->recv_frames = atomic_load(&n->recv_frames);
     out->dropped_bad = atomic_load(&n->dropped_bad);
+}
+
+size_t net_peer_stats(struct net *n, struct net_peer_stats *out, size_t cap)
+{
+    size_t k = atomic_load_explicit(&n->n_peers, memory_order_acquire);
+    uint64_t now = mono_ms();
+    for (size_t i = 0; i < k && i < cap; i++) {
+        struct peer *p = &n->peers[i];
+        uint64_t last = atomic_load(&p->last_recv_ms);
+        out[i] = (struct net_peer_stats){
+            .id = p->id,
+            .connected = atomic_load(&p->pipes) > 0,
+            .sent_frames = atomic_load(&p->sent),
+            .recv_frames = atomic_load(&p->recv),
+            .dropped_frames = atomic_load(&p->dropped),
+            .recv_age_ms = last != 0 && now >= last ? now - last : UINT64_MAX,
+        };
+    }
+    return k;
 }
 
 void net_close(struct net *n)

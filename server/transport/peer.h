@@ -17,6 +17,7 @@
 #ifndef KHO_PEER_H
 #define KHO_PEER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,8 +61,9 @@ int net_open(uint64_t cluster_id, uint64_t self_id, const char *listen_url,
              net_recv_cb cb, void *cb_ctx, struct net **out, char *err,
              size_t err_len);
 
-/* Adds a peer and starts dialing it in the background. Call before traffic
- * flows (not thread-safe against net_send). Errors: KHO_EINVAL, KHO_EBUSY
+/* Adds a peer and starts dialing it in the background. Call it from the
+ * thread that calls net_send (the receive thread may run meanwhile).
+ * Errors: KHO_EINVAL, KHO_EBUSY
  * (NET_PEERS_MAX), KHO_EIO. */
 int net_add_peer(struct net *n, uint64_t id, const char *url);
 
@@ -72,6 +74,20 @@ int net_send(struct net *n, uint64_t to, const struct raft_msg *msgs,
              size_t count);
 
 void net_get_stats(struct net *n, struct net_stats *out);
+
+/* One peer link, as this node sees it. */
+struct net_peer_stats {
+    uint64_t id;
+    bool connected;          /* our dialer holds a connection to it */
+    uint64_t sent_frames;    /* queued for it */
+    uint64_t recv_frames;    /* good frames from it */
+    uint64_t dropped_frames; /* not sent: queue full or link down */
+    uint64_t recv_age_ms;    /* since its last good frame (UINT64_MAX: none) */
+};
+
+/* Copies the links of up to cap peers, in the order they were added;
+ * returns how many peers there are. Thread-safe. */
+size_t net_peer_stats(struct net *n, struct net_peer_stats *out, size_t cap);
 
 /* Stops the receive thread and closes every socket. NULL is allowed. */
 void net_close(struct net *n);

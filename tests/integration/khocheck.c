@@ -21,6 +21,10 @@
  *   khocheck fill REG                   puts 64 KiB values until the cluster
  *                                       answers KHO_ENOSPC, then checks
  *                                       that deletes and reads still work
+ *   khocheck conf GROUP                 prints the configuration of a group
+ *                                       as its leader reports it: "id:voter
+ *                                       id:learner ..." in id order (exit 1
+ *                                       when no endpoint leads it)
  *   khocheck garbage CLIENTURL PEERURL  sends random and truncated messages
  *                                       to a node's client port (REQ) and
  *                                       peer port (PUSH); the caller then
@@ -452,6 +456,54 @@ static int do_fill(const char *reg)
     return 0;
 }
 
+/* --- conf: a group's members, from its leader ------------------------------ */
+
+static int cmp_replica(const void *a, const void *b)
+{
+    const Kho__Api__ReplicaInfo *x = *(Kho__Api__ReplicaInfo *const *)a;
+    const Kho__Api__ReplicaInfo *y = *(Kho__Api__ReplicaInfo *const *)b;
+    return x->node < y->node ? -1 : x->node > y->node;
+}
+
+static int print_conf(const Kho__Api__GroupStatus *g)
+{
+    qsort(g->replicas, g->n_replicas, sizeof(g->replicas[0]), cmp_replica);
+    for (size_t k = 0; k < g->n_replicas; k++) {
+        printf("%s%llu:%s", k > 0 ? " " : "",
+               (unsigned long long)g->replicas[k]->node, g->replicas[k]->role);
+    }
+    printf("\n");
+    return 0;
+}
+
+static int do_conf(uint64_t group)
+{
+    uint8_t buf[256];
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_STATUS;
+    size_t len = kho__api__request__pack(&q, buf);
+    const char *p = eps;
+    while (*p != '\0') {
+        char url[256];
+        size_t n = strcspn(p, ",");
+        snprintf(url, sizeof(url), "%.*s", (int)n, p);
+        p += n + (p[n] == ',');
+        Kho__Api__Response *rs = raw_call(url, buf, len);
+        for (size_t i = 0; rs != NULL && i < rs->n_groups; i++) {
+            const Kho__Api__GroupStatus *g = rs->groups[i];
+            if (g->group_id == group && strcmp(g->role, "leader") == 0) {
+                int rc = print_conf(g);
+                kho__api__response__free_unpacked(rs, NULL);
+                return rc;
+            }
+        }
+        if (rs != NULL) {
+            kho__api__response__free_unpacked(rs, NULL);
+        }
+    }
+    return 1;
+}
+
 static void fill_garbage(uint8_t *buf, size_t len, unsigned *seed, int kind)
 {
     for (size_t i = 0; i < len; i++) {
@@ -513,6 +565,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "verify") == 0 && argc == 4) {
         return do_verify(argv[2], argv[3]);
+    }
+    if (strcmp(argv[1], "conf") == 0 && argc == 3) {
+        return do_conf(strtoull(argv[2], NULL, 10));
     }
     if (strcmp(argv[1], "retry") == 0 && argc == 3) {
         return do_retry(argv[2]);
