@@ -120,6 +120,11 @@ UNIT_LINK_SRC = $(RAFT_SRC) $(STORE_SRC) $(COMMON_SRC) $(HARNESS_SRC) $(CODEC_SR
 test_codec_LINK_SRC = $(CODEC_SRC) $(COMMON_SRC)
 # test_libkho runs libkho against fake nodes on inproc:// (hence -lnng).
 test_libkho_LINK_SRC = client/libkho.c $(COMMON_SRC) build/gen/proto/api.pb-c.c
+test_snapxfer_LINK_SRC = server/node/snapxfer.c server/common/log.c \
+	server/store/crc32c.c $(CODEC_SRC) $(RAFT_SRC) $(COMMON_SRC)
+# test_http checks /ready's verdict, answer buffers and metric counters.
+test_http_LINK_SRC = server/http/ready.c server/http/buf.c \
+	server/common/metrics.c $(RAFT_SRC) $(COMMON_SRC)
 unit_link_src = $(if $(value $(1)_LINK_SRC),$($(1)_LINK_SRC),$(UNIT_LINK_SRC))
 
 # Hooks for the next issues (one variable and one rule each):
@@ -202,9 +207,10 @@ $(foreach f,$(FUZZ_NAMES),$(eval $(call fuzz_target,$(f))))
 
 API_GEN = build/gen/proto/api.pb-c.c
 KHOD_SRC = server/main.c $(wildcard server/node/*.c server/api/*.c \
-	server/common/*.c) \
+	server/common/*.c server/http/*.c) \
 	$(filter-out server/transport/raft_codec.c,$(wildcard server/transport/*.c)) \
-	$(RAFT_SRC) $(STORE_SRC) $(CODEC_SRC) $(COMMON_SRC) $(API_GEN)
+	$(RAFT_SRC) $(STORE_SRC) $(CODEC_SRC) $(COMMON_SRC) $(API_GEN) \
+	client/libkho.c
 LIBKHO_SRC = client/libkho.c $(COMMON_SRC) $(API_GEN)
 KHOD_LDLIBS = -lnng -llmdb -lprotobuf-c -linih -lpthread -lm
 LIBKHO_LDLIBS = -lnng -lprotobuf-c -lpthread
@@ -215,6 +221,7 @@ build/obj/server/api/api.o build/obj/client/libkho.o \
 build/pic/obj/client/libkho.o build/asan/obj/client/libkho.o \
 build/obj/tests/unit/test_libkho.o \
 build/asan/obj/tests/unit/test_libkho.o build/asan/obj/server/api/api.o \
+build/obj/server/http/prom.o build/asan/obj/server/http/prom.o \
 build/obj/tests/integration/khocheck.o: build/gen/proto/api.pb-c.h
 
 build/bin/khod: $(call objs,build,$(KHOD_SRC))

@@ -60,6 +60,9 @@ extern "C" {
 /* What one status answer may describe (see struct kho_node_status). */
 #define KHO_NODES_MAX 128u
 #define KHO_GROUPS_MAX 256u
+/* Members of one group a status answer describes (a group's voters and
+ * learners; the server's RAFT_MEMBERS_MAX). */
+#define KHO_GROUP_MEMBERS_MAX 16u
 
 struct kho_client;
 
@@ -340,8 +343,72 @@ KHO_EXPORT int kho_registry_list(struct kho_client *c,
 KHO_EXPORT int kho_registry_describe(struct kho_client *c, const char *name,
                                      struct kho_registry_info *out);
 
+/* --- Membership and leadership -------------------------------------------- */
+
+struct kho_node_info;
+
+/*
+ * Adds a node to the cluster under `name` (1-64 bytes of [a-z0-9_.-]),
+ * reachable by its peers at `peer_url` and by clients at `client_url`.
+ * *id (may be NULL) receives its node id, above every id the cluster ever
+ * used. Then start it: khod --name NAME --join ENDPOINTS ...; the meta
+ * group's leader adds it as a learner and makes it a voter once caught up.
+ * Errors: KHO_EINVAL (bad name or URL), KHO_EEXIST (a member has that
+ * name), KHO_ENOSPC (the cluster holds the most nodes it can),
+ * KHO_ECONFLICT (the cluster map changed meanwhile: retry), KHO_ETIMEOUT
+ * (outcome unknown), KHO_EUNAVAILABLE, KHO_ENOMEM, KHO_EIO.
+ */
+KHO_EXPORT int kho_member_add(struct kho_client *c, const char *name,
+                              const char *peer_url, const char *client_url,
+                              uint64_t *id);
+
+/*
+ * Removes member `name`: every registry living on it gets another replica
+ * in its place first (when another node can take it), then each group's
+ * leader moves the data and takes the node out; follow it with
+ * kho_node_status(). Errors: KHO_ENOTFOUND (no such member), KHO_EINVAL
+ * (the last member, or a registry whose only replica it holds),
+ * KHO_ETOOLARGE (too many registries to move at once), KHO_ECONFLICT,
+ * KHO_ETIMEOUT, KHO_EUNAVAILABLE, KHO_ENOMEM, KHO_EIO.
+ */
+KHO_EXPORT int kho_member_remove(struct kho_client *c, const char *name);
+
+/*
+ * The nodes the cluster recorded, removed ones included (ids are never
+ * reused). *out is malloc'd (free() it). Errors: KHO_ETIMEOUT,
+ * KHO_EUNAVAILABLE, KHO_ECORRUPT, KHO_ENOMEM, KHO_EIO.
+ */
+KHO_EXPORT int kho_member_list(struct kho_client *c,
+                               struct kho_node_info **out, size_t *n);
+
+/*
+ * Asks the leader of group `group_id` to hand leadership to node `target`
+ * (a caught-up voter). Returns once the leader accepted; the transfer
+ * itself takes about one round trip (watch kho_node_status()). Errors:
+ * KHO_EINVAL (target not a voter, or already the leader), KHO_EUNAVAILABLE
+ * (no leader), KHO_ETIMEOUT, KHO_ENOMEM, KHO_EIO.
+ */
+KHO_EXPORT int kho_leader_transfer(struct kho_client *c, uint64_t group_id,
+                                   uint64_t target);
+
+/*
+ * Asks node `node` to hand every group it leads to another voter (before
+ * maintenance). Errors: as kho_leader_transfer().
+ */
+KHO_EXPORT int kho_leader_drain(struct kho_client *c, uint64_t node);
+
 /* --- Status -----------------------------------------------------------------
  */
+
+/* A member of a group as the group's leader sees it. */
+struct kho_replica_status {
+    uint64_t node;  /* its node id */
+    char role[8];   /* "voter" or "learner" */
+    uint64_t match; /* its durable log index, as last acknowledged */
+    uint64_t lag;   /* the leader's last index - match */
+    int leader;     /* it is the leader */
+    int active;     /* heard from within an election timeout */
+};
 
 /* Status of one group on one node. */
 struct kho_group_status {
@@ -349,6 +416,18 @@ struct kho_group_status {
     char registry[KHO_NAME_BYTES_MAX + 1];
     char role[16];
     uint64_t term, leader, commit, applied, last_index;
+    /* The members of the configuration in force. match, lag and active
+     * mean something only in the leader's answer (role "leader"). A
+     * group of more than KHO_GROUP_MEMBERS_MAX members is cut. */
+    size_t n_replicas;
+    struct kho_replica_status replicas[KHO_GROUP_MEMBERS_MAX];
+    /* This node's check alarm for the group (kho_check_alarm()):
+     * check_alarm is non-zero when a consistency check found this
+     * replica's state hash at marker check_alarm_index different from the
+     * other replicas'. */
+    int check_alarm;
+    uint64_t check_alarm_index, check_alarm_hash, check_alarm_expected;
+    uint64_t check_alarm_time_ms;
 };
 
 /* One node of the cluster, as the answering node knows it. */
@@ -357,13 +436,14 @@ struct kho_node_info {
     char name[KHO_NAME_BYTES_MAX + 1];
     char client_url[KHO_URL_BYTES_MAX];
     char peer_url[KHO_URL_BYTES_MAX];
+    int removed; /* removed from the cluster (its id is never reused) */
 };
 
 /*
  * What one node reports: itself, its groups and the cluster's nodes. A
  * node with more than KHO_GROUPS_MAX groups or a cluster of more than
  * KHO_NODES_MAX nodes is cut to that many; n_groups_total and n_nodes_total
- * say how many the node reported. About 110 KiB: do not put it on a small
+ * say how many the node reported. About 280 KiB: do not put it on a small
  * stack.
  */
 struct kho_node_status {
@@ -395,6 +475,102 @@ KHO_EXPORT int kho_node_status(struct kho_client *c, size_t i,
 /* The server's message for the last failed call on this client ("" if
  * none); valid until the next call. */
 KHO_EXPORT const char *kho_client_errmsg(struct kho_client *c);
+
+/* --- Consistency checks ----------------------------------------------------
+ */
+
+/*
+ * Proposes a check marker in the group of `registry` or, when registry is
+ * NULL or "", in group `group_id` (0: the meta group). Every replica of the
+ * group hashes its state machine when it applies the marker, so replicas
+ * that hold the same data answer kho_check_hash() with the same hash.
+ * *index receives the marker's index. Follows NOT_LEADER hints and retries
+ * like a write (a retry may place a second marker: harmless).
+ * Errors: KHO_EINVAL (bad registry name, index NULL), KHO_ENOTFOUND (no
+ * such registry, or no such group where it was sent), KHO_ETIMEOUT,
+ * KHO_EUNAVAILABLE, KHO_ECORRUPT (no index in the answer), KHO_ENOMEM,
+ * KHO_EIO.
+ */
+KHO_EXPORT int kho_check_mark(struct kho_client *c, const char *registry,
+                              uint64_t group_id, uint64_t *index);
+
+/* One replica's answer about a check marker (kho_check_hash()). */
+struct kho_check_hash {
+    uint64_t node_id;
+    char node_name[KHO_NAME_BYTES_MAX + 1];
+    uint64_t index;   /* the marker's index */
+    uint64_t hash;    /* the replica's state hash there */
+    uint64_t applied; /* the replica's applied index when it answered */
+    /* The node's check alarm for the group, if it has one. */
+    int alarm;
+    uint64_t alarm_index, alarm_hash, alarm_expected, alarm_time_ms;
+};
+
+/*
+ * Asks the node at client URL `url` (any node, not only an endpoint of the
+ * client) for the hash its replica of group `group_id` recorded at check
+ * marker `index`, waiting up to the client's timeout for it to apply the
+ * marker. No redirection. Errors: KHO_EINVAL (url NULL, empty or too long,
+ * index 0, out NULL), KHO_ENOTFOUND (the node hosts no such group),
+ * KHO_ESTALE (the replica applied past the marker without hashing it - it
+ * received a snapshot instead - or forgot it: place a new marker),
+ * KHO_EUNAVAILABLE (the node does not answer), KHO_ETIMEOUT (it answers
+ * but did not apply the marker in time), KHO_ENOMEM, KHO_EIO.
+ */
+KHO_EXPORT int kho_check_hash(struct kho_client *c, const char *url,
+                              uint64_t group_id, uint64_t index,
+                              struct kho_check_hash *out);
+
+/*
+ * Raises the check alarm of group `group_id` on the node at `url`: its
+ * hash `hash` at marker `index` differs from `expected`, the other
+ * replicas'. The node keeps it (across restarts) and shows it in its
+ * status until kho_check_alarm_clear(). Errors: KHO_EINVAL (bad url),
+ * KHO_ENOTFOUND (no such group there), KHO_EUNAVAILABLE, KHO_ENOSPC,
+ * KHO_ENOMEM, KHO_EIO.
+ */
+KHO_EXPORT int kho_check_alarm(struct kho_client *c, const char *url,
+                               uint64_t group_id, uint64_t index, uint64_t hash,
+                               uint64_t expected);
+
+/* Clears it. Errors: those of kho_check_alarm(). */
+KHO_EXPORT int kho_check_alarm_clear(struct kho_client *c, const char *url,
+                                     uint64_t group_id);
+
+/* --- Backups ---------------------------------------------------------------
+ */
+
+/* Most bytes one backup exchange carries. */
+#define KHO_BACKUP_CHUNK_BYTES_MAX (1u << 20)
+
+struct kho_backup_info {
+    uint64_t backup_id;
+    uint64_t node_id; /* the node it was taken from */
+    char node_name[KHO_NAME_BYTES_MAX + 1];
+    uint64_t bytes;  /* of the file */
+    uint32_t groups; /* the meta group and every registry */
+};
+
+/*
+ * Takes a backup of the whole cluster - the meta group (the cluster map)
+ * and every registry, each at its applied index, from one consistent read
+ * of ONE node's store while the cluster keeps serving - and writes the
+ * backup file to fd from its current position. The client's endpoints are
+ * tried in order; the first that hosts every registry takes it (the
+ * others refuse, naming what they lack). Everything received is checked
+ * before it is written: each chunk's checksum, and the file's own frames,
+ * checksums and end record; fd then holds a complete, checked backup
+ * (khod --restore reads it). Making it durable and naming it is the
+ * caller's part. Each exchange is bounded by the client's timeout; the
+ * backup as a whole takes what the data needs. *info (may be NULL)
+ * describes it. Errors: KHO_EINVAL (fd < 0; or no endpoint hosts every
+ * registry, kho_client_errmsg() says what each lacks), KHO_EEXIST (a
+ * backup is running on the node), KHO_ECORRUPT (the stream failed a
+ * check), KHO_EIO or KHO_ENOSPC (writing fd, or on the node), KHO_ETIMEOUT,
+ * KHO_EUNAVAILABLE, KHO_ENOMEM.
+ */
+KHO_EXPORT int kho_backup(struct kho_client *c, int fd,
+                          struct kho_backup_info *info);
 
 #ifdef __cplusplus
 }

@@ -970,7 +970,9 @@ struct cluster {
     size_t n_nodes;
     json_t *groups;      /* --json */
     json_t *unreachable; /* --json */
+    json_t *replicas;    /* --json: the members of groups, from leaders */
     struct ctl_table *t; /* groups, for people */
+    struct ctl_table *rt; /* replicas, for people */
 };
 
 static void cluster_add_node(struct cluster *cl, const struct kho_node_info *n)
@@ -1004,11 +1006,69 @@ static json_t *group_json(const struct kho_node_status *st,
     rc |= ctl_json_set_u64(o, "commit", g->commit);
     rc |= ctl_json_set_u64(o, "applied", g->applied);
     rc |= ctl_json_set_u64(o, "last_index", g->last_index);
+    if (rc == 0 && g->check_alarm) {
+        /* Raised by khoctl check (ctl_admin.c); last, after "role". */
+        char h[17], e[17];
+        snprintf(h, sizeof(h), "%016llx",
+                 (unsigned long long)g->check_alarm_hash);
+        snprintf(e, sizeof(e), "%016llx",
+                 (unsigned long long)g->check_alarm_expected);
+        json_t *a = json_object();
+        rc = a == NULL || ctl_json_set_u64(a, "index", g->check_alarm_index) ||
+             json_object_set_new(a, "hash", json_string(h)) ||
+             json_object_set_new(a, "expected", json_string(e)) ||
+             ctl_json_set_u64(a, "time_ms", g->check_alarm_time_ms);
+        rc |= json_object_set_new(o, "check_alarm", a);
+    }
     if (rc != 0) {
         json_decref(o);
         return NULL;
     }
     return o;
+}
+
+static json_t *replica_json(const struct kho_group_status *g,
+                            const struct kho_replica_status *r)
+{
+    json_t *o = json_object();
+    if (o == NULL) {
+        return NULL;
+    }
+    int rc = ctl_json_set_bytes(o, "registry", g->registry,
+                                strlen(g->registry));
+    rc |= ctl_json_set_u64(o, "group", g->group_id);
+    rc |= ctl_json_set_u64(o, "node", r->node);
+    rc |= ctl_json_set_bytes(o, "role", r->role, strlen(r->role));
+    rc |= ctl_json_set_u64(o, "match", r->match);
+    rc |= ctl_json_set_u64(o, "lag", r->lag);
+    rc |= json_object_set_new(o, "leader", json_boolean(r->leader));
+    rc |= json_object_set_new(o, "active", json_boolean(r->active));
+    if (rc != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* The members of group g, as its leader reports them. */
+static void cluster_add_replicas(struct cluster *cl,
+                                 const struct kho_group_status *g)
+{
+    for (size_t k = 0; k < g->n_replicas; k++) {
+        const struct kho_replica_status *r = &g->replicas[k];
+        if (cl->replicas != NULL) {
+            json_array_append_new(cl->replicas, replica_json(g, r));
+            continue;
+        }
+        ctl_table_add_bytes(cl->rt, g->registry, strlen(g->registry),
+                            CTL_KEY_CHARS_MAX);
+        ctl_table_add_u64(cl->rt, g->group_id);
+        ctl_table_add_u64(cl->rt, r->node);
+        ctl_table_add(cl->rt, r->leader ? "leader" : r->role);
+        ctl_table_add_u64(cl->rt, r->match);
+        ctl_table_add_u64(cl->rt, r->lag);
+        ctl_table_add(cl->rt, r->active ? "yes" : "no");
+    }
 }
 
 static void cluster_add_status(struct cluster *cl, const char *url,
@@ -1023,6 +1083,18 @@ static void cluster_add_status(struct cluster *cl, const char *url,
     cluster_add_node(cl, &self); /* a node that does not list itself */
     for (size_t k = 0; k < st->n_groups; k++) {
         const struct kho_group_status *g = &st->groups[k];
+        if (g->check_alarm) {
+            fprintf(stderr,
+                    "khoctl: cluster status: CHECK ALARM: node %llu (%s), "
+                    "group %llu (%s): its state hash at index %llu differs "
+                    "from the other replicas' (khoctl check)\n",
+                    (unsigned long long)st->node_id, st->name,
+                    (unsigned long long)g->group_id, g->registry,
+                    (unsigned long long)g->check_alarm_index);
+        }
+        if (strcmp(g->role, "leader") == 0) {
+            cluster_add_replicas(cl, g);
+        }
         if (cl->groups != NULL) {
             json_array_append_new(cl->groups, group_json(st, g));
             continue;
@@ -1066,8 +1138,9 @@ static int cluster_print_json(struct cluster *cl)
      * and "applied" of the line. */
     rc |= json_object_set_new(o, "nodes", nodes);
     rc |= json_object_set_new(o, "unreachable", cl->unreachable);
+    rc |= json_object_set_new(o, "replicas", cl->replicas);
     rc |= json_object_set_new(o, "groups", cl->groups);
-    cl->unreachable = cl->groups = NULL;
+    cl->unreachable = cl->groups = cl->replicas = NULL;
     if (rc != 0) {
         json_decref(o);
         o = NULL;
@@ -1094,7 +1167,13 @@ static int cluster_print_tables(struct cluster *cl)
     } else {
         ctl_table_free(cl->t);
     }
-    cl->t = NULL;
+    if (rc == 0) {
+        putchar('\n');
+        rc = ctl_print_table(cl->rt);
+    } else {
+        ctl_table_free(cl->rt);
+    }
+    cl->t = cl->rt = NULL;
     return rc;
 }
 
@@ -1119,11 +1198,16 @@ static int cmd_cluster_status(struct ctl *x, const struct command *cmd,
     if (json) {
         cl.groups = json_array();
         cl.unreachable = json_array();
+        cl.replicas = json_array();
     } else {
         cl.t = ctl_table_new("REGISTRY GROUP> NODE> ROLE LEADER> TERM> "
                              "COMMIT> APPLIED>");
+        cl.rt = ctl_table_new("REGISTRY GROUP> NODE> ROLE MATCH> LAG> "
+                              "ACTIVE");
     }
-    if (json ? cl.groups == NULL || cl.unreachable == NULL : cl.t == NULL) {
+    if (json ? cl.groups == NULL || cl.unreachable == NULL ||
+                   cl.replicas == NULL
+             : cl.t == NULL || cl.rt == NULL) {
         return ctl_fail(NULL, "cluster status", KHO_ENOMEM);
     }
     int worst = 0;
@@ -1154,6 +1238,7 @@ static int cmd_cluster_status(struct ctl *x, const struct command *cmd,
     qsort(cl.nodes, cl.n_nodes, sizeof(cl.nodes[0]), node_cmp);
     if (!json && cl.n_nodes == 0) {
         ctl_table_free(cl.t); /* nobody answered: no empty tables */
+        ctl_table_free(cl.rt);
         return worst;
     }
     rc = json ? cluster_print_json(&cl) : cluster_print_tables(&cl);

@@ -17,6 +17,7 @@
  */
 #include "kho.h"
 
+#include <errno.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
@@ -1266,6 +1267,147 @@ int kho_registry_describe(struct kho_client *c, const char *name,
     return err;
 }
 
+/* --- Membership and leadership -------------------------------------------- */
+
+static int check_url(const char *url)
+{
+    return url != NULL && url[0] != '\0' && strlen(url) < KHO_URL_BYTES_MAX
+               ? KHO_OK
+               : KHO_EINVAL;
+}
+
+int kho_member_add(struct kho_client *c, const char *name,
+                   const char *peer_url, const char *client_url, uint64_t *id)
+{
+    if (id != NULL) {
+        *id = 0;
+    }
+    if (c == NULL || check_name(name) != KHO_OK ||
+        check_url(peer_url) != KHO_OK || check_url(client_url) != KHO_OK) {
+        return refuse(c, KHO_EINVAL, "bad node name or URL");
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_MEMBER_ADD;
+    q.node_name = (char *)name;
+    q.peer_url = (char *)peer_url;
+    q.client_url = (char *)client_url;
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    int err = call_as(c, &q, true, &rs);
+    if (err == KHO_OK && (rs->n_members != 1 || rs->members[0]->id == 0)) {
+        err = fail(c, KHO_ECORRUPT, "member add answer without the new node");
+    }
+    if (err == KHO_OK && id != NULL) {
+        *id = rs->members[0]->id;
+    }
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+int kho_member_remove(struct kho_client *c, const char *name)
+{
+    if (c == NULL || check_name(name) != KHO_OK) {
+        return refuse(c, KHO_EINVAL, "bad node name");
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_MEMBER_REMOVE;
+    q.node_name = (char *)name;
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    int err = call_as(c, &q, true, &rs);
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+static int member_copy(struct kho_client *c, const Kho__Api__MemberInfo *m,
+                       struct kho_node_info *o)
+{
+    if (!str_ok(m->name, KHO_NAME_BYTES_MAX) ||
+        !str_ok(m->client_url, KHO_URL_BYTES_MAX - 1) ||
+        !str_ok(m->peer_url, KHO_URL_BYTES_MAX - 1) || m->id == 0) {
+        return fail(c, KHO_ECORRUPT, "member answer with a bad node");
+    }
+    o->id = m->id;
+    snprintf(o->name, sizeof(o->name), "%s", m->name != NULL ? m->name : "");
+    snprintf(o->client_url, sizeof(o->client_url), "%s",
+             m->client_url != NULL ? m->client_url : "");
+    snprintf(o->peer_url, sizeof(o->peer_url), "%s",
+             m->peer_url != NULL ? m->peer_url : "");
+    o->removed = m->state != NULL && strcmp(m->state, "removed") == 0;
+    return KHO_OK;
+}
+
+int kho_member_list(struct kho_client *c, struct kho_node_info **out,
+                    size_t *n)
+{
+    if (out != NULL) {
+        *out = NULL;
+    }
+    if (n != NULL) {
+        *n = 0;
+    }
+    if (c == NULL || out == NULL || n == NULL) {
+        return refuse(c, KHO_EINVAL, "NULL output");
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_MEMBER_LIST;
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    int err = call_as(c, &q, false, &rs);
+    struct kho_node_info *v = NULL;
+    if (err == KHO_OK && rs->n_members > KHO_NODES_MAX) {
+        err = fail(c, KHO_ECORRUPT, "member list over KHO_NODES_MAX");
+    }
+    if (err == KHO_OK) {
+        v = calloc(rs->n_members + 1, sizeof(*v));
+        err = v != NULL ? KHO_OK : KHO_ENOMEM;
+    }
+    for (size_t i = 0; err == KHO_OK && i < rs->n_members; i++) {
+        err = member_copy(c, rs->members[i], &v[i]);
+    }
+    if (err == KHO_OK) {
+        *out = v;
+        *n = rs->n_members;
+    } else {
+        free(v);
+    }
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+static int transfer_call(struct kho_client *c, uint64_t group, uint64_t target,
+                         uint64_t drain)
+{
+    if (c == NULL || (target == 0 && drain == 0)) {
+        return refuse(c, KHO_EINVAL, "no target node");
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_LEADER_TRANSFER;
+    q.group_id = group;
+    q.target_node = target;
+    q.drain_node = drain;
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    int err = call_as(c, &q, false, &rs);
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+int kho_leader_transfer(struct kho_client *c, uint64_t group_id,
+                        uint64_t target)
+{
+    return transfer_call(c, group_id, target, 0);
+}
+
+int kho_leader_drain(struct kho_client *c, uint64_t node)
+{
+    return transfer_call(c, 0, 0, node);
+}
+
 int kho_registry_create(struct kho_client *c, const char *name,
                         uint32_t replicas, struct kho_registry_info *out)
 {
@@ -1340,6 +1482,31 @@ int kho_registry_list(struct kho_client *c, struct kho_registry_info **out,
 /* --- Status
  * ----------------------------------------------------------------------- */
 
+/* The members of group g; more than KHO_GROUP_MEMBERS_MAX are cut. */
+static int status_replicas(struct kho_client *c,
+                           const Kho__Api__GroupStatus *g,
+                           struct kho_group_status *o)
+{
+    o->n_replicas = 0;
+    for (size_t k = 0; k < g->n_replicas && k < KHO_GROUP_MEMBERS_MAX; k++) {
+        const Kho__Api__ReplicaInfo *r = g->replicas[k];
+        struct kho_replica_status *p = &o->replicas[k];
+        if (!str_ok(r->role, sizeof(p->role) - 1)) {
+            return fail(c, KHO_ECORRUPT,
+                        "status answer has a replica role over its limit");
+        }
+        p->node = r->node;
+        snprintf(p->role, sizeof(p->role), "%s",
+                 r->role != NULL ? r->role : "");
+        p->match = r->match;
+        p->lag = r->lag;
+        p->leader = r->leader;
+        p->active = r->active;
+        o->n_replicas = k + 1;
+    }
+    return KHO_OK;
+}
+
 static int status_groups(struct kho_client *c, const Kho__Api__Response *rs,
                          struct kho_node_status *out)
 {
@@ -1363,6 +1530,17 @@ static int status_groups(struct kho_client *c, const Kho__Api__Response *rs,
         o->commit = g->commit;
         o->applied = g->applied;
         o->last_index = g->last_index;
+        if (g->check_alarm != NULL) {
+            o->check_alarm = 1;
+            o->check_alarm_index = g->check_alarm->index;
+            o->check_alarm_hash = g->check_alarm->hash;
+            o->check_alarm_expected = g->check_alarm->expected;
+            o->check_alarm_time_ms = g->check_alarm->time_ms;
+        }
+        int rc = status_replicas(c, g, o);
+        if (rc != KHO_OK) {
+            return rc;
+        }
         out->n_groups = k + 1;
     }
     return KHO_OK;
@@ -1389,6 +1567,7 @@ static int status_nodes(struct kho_client *c, const Kho__Api__Response *rs,
                  m->client_url != NULL ? m->client_url : "");
         snprintf(o->peer_url, sizeof(o->peer_url), "%s",
                  m->peer_url != NULL ? m->peer_url : "");
+        o->removed = m->state != NULL && strcmp(m->state, "removed") == 0;
         out->n_nodes = k + 1;
     }
     return KHO_OK;
@@ -1435,5 +1614,558 @@ int kho_node_status(struct kho_client *c, size_t i, struct kho_node_status *out)
                   wait);
     }
     pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+/* --- Consistency checks and backups ----------------------------------------
+ */
+
+#define CLIENT_POLL_MS 20u
+/* Backup file layout (server/store/store.h, "Backups"): checked here as it
+ * streams in, so that a bug or a flipped bit on the way never reaches the
+ * caller's file unnoticed. */
+#define BACKUP_HEADER_BYTES 48u
+#define BACKUP_FRAME_HEADER_BYTES 12u
+#define BACKUP_GROUP_BODY_BYTES 32u
+#define BACKUP_END_BODY_BYTES 16u
+#define BACKUP_VERSION 1u
+#define BACKUP_GROUPS_MAX 256u
+enum { BACKUP_GROUP = 1, BACKUP_DATA = 2, BACKUP_END = 3 };
+static const uint8_t backup_magic[8] = {'K', 'H', 'O', 'B', 'A', 'C', 'K', 1};
+
+static uint32_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) {
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        }
+        crc_table[i] = c;
+    }
+}
+
+/* CRC-32C (Castagnoli), as the server computes it: start and end with
+ * 0xFFFFFFFF xored in (crc32c_begin / crc32c_end). */
+static uint32_t crc32c_more(uint32_t crc, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        crc = crc_table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+    }
+    return crc;
+}
+
+static uint32_t crc32c_of(const uint8_t *p, size_t n)
+{
+    return crc32c_more(0xFFFFFFFFu, p, n) ^ 0xFFFFFFFFu;
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+    return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
+}
+
+/* Sends q to endpoint i only (no redirection) until an answer other than
+ * KHO_EBUSY, or the deadline: then KHO_EUNAVAILABLE when the node never
+ * answered, else KHO_ETIMEOUT. The caller holds c->mu. */
+static int call_at(struct kho_client *c, size_t i, const Kho__Api__Request *q,
+                   uint64_t deadline, Kho__Api__Response **out)
+{
+    *out = NULL;
+    c->errmsg[0] = '\0';
+    size_t len = kho__api__request__get_packed_size(q);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        return KHO_ENOMEM;
+    }
+    kho__api__request__pack(q, buf);
+    bool answered = false;
+    int rc = KHO_ETIMEOUT;
+    for (uint64_t now = now_ms(); now < deadline; now = now_ms()) {
+        uint64_t left = deadline - now;
+        uint32_t wait = left < CLIENT_TRY_MS ? (uint32_t)left : CLIENT_TRY_MS;
+        Kho__Api__Response *rs = NULL;
+        rc = exchange(c, i, buf, len, wait, &rs);
+        if (rc == KHO_EINVAL) {
+            break;
+        }
+        if (rc != KHO_OK) {
+            rc = KHO_ETIMEOUT;
+            sleep_ms(CLIENT_BACKOFF_MS);
+            continue;
+        }
+        answered = true;
+        rc = (int)rs->err;
+        if (rc == KHO_EBUSY) {
+            response_free(rs);
+            sleep_ms(CLIENT_BACKOFF_MS);
+            continue;
+        }
+        if (rc != KHO_OK && rs->message != NULL) {
+            snprintf(c->errmsg, sizeof(c->errmsg), "%s", rs->message);
+        }
+        *out = rs;
+        break;
+    }
+    free(buf);
+    if (*out == NULL && rc == KHO_ETIMEOUT) {
+        return fail(c, answered ? KHO_ETIMEOUT : KHO_EUNAVAILABLE,
+                    "%s: no answer within %u ms", c->urls[i], c->timeout_ms);
+    }
+    return rc;
+}
+
+int kho_check_mark(struct kho_client *c, const char *registry,
+                   uint64_t group_id, uint64_t *index)
+{
+    const char *why = "NULL index";
+    bool named = registry != NULL && registry[0] != '\0';
+    int rc = named ? check_registry(registry, &why) : KHO_OK;
+    if (c == NULL || index == NULL || rc != KHO_OK) {
+        return refuse(c, KHO_EINVAL, why);
+    }
+    *index = 0;
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_CHECK_MARK;
+    q.registry = named ? (char *)registry : "";
+    q.group_id = named ? 0 : group_id;
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    int err = call_as(c, &q, false, &rs);
+    if (err == KHO_OK && rs->check_index == 0) {
+        err = fail(c, KHO_ECORRUPT, "check answer without an index");
+    }
+    if (err == KHO_OK) {
+        *index = rs->check_index;
+    }
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+/* The endpoint of url (learned when new); c->n when unusable. The caller
+ * holds c->mu. */
+static size_t endpoint_at(struct kho_client *c, const char *url)
+{
+    if (url == NULL || url[0] == '\0' ||
+        strnlen(url, KHO_URL_BYTES_MAX) >= KHO_URL_BYTES_MAX) {
+        return c->n;
+    }
+    return endpoint_of(c, url);
+}
+
+static void hash_copy(const Kho__Api__Response *rs, struct kho_check_hash *out)
+{
+    out->node_id = rs->node_id;
+    snprintf(out->node_name, sizeof(out->node_name), "%.*s",
+             (int)KHO_NAME_BYTES_MAX,
+             rs->node_name != NULL ? rs->node_name : "");
+    out->hash = rs->check_hash;
+    out->applied = rs->check_applied;
+    if (rs->check_alarm != NULL) {
+        out->alarm = 1;
+        out->alarm_index = rs->check_alarm->index;
+        out->alarm_hash = rs->check_alarm->hash;
+        out->alarm_expected = rs->check_alarm->expected;
+        out->alarm_time_ms = rs->check_alarm->time_ms;
+    }
+}
+
+int kho_check_hash(struct kho_client *c, const char *url, uint64_t group_id,
+                   uint64_t index, struct kho_check_hash *out)
+{
+    if (c == NULL || out == NULL || index == 0) {
+        return refuse(c, KHO_EINVAL, "NULL output or index 0");
+    }
+    memset(out, 0, sizeof(*out));
+    out->index = index;
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_CHECK_HASH;
+    q.group_id = group_id;
+    q.check_index = index;
+    pthread_mutex_lock(&c->mu);
+    size_t i = endpoint_at(c, url);
+    int err = i < c->n ? KHO_ETIMEOUT : fail(c, KHO_EINVAL, "bad node URL");
+    uint64_t deadline = now_ms() + c->timeout_ms, applied = 0;
+    while (err == KHO_ETIMEOUT && now_ms() < deadline) {
+        Kho__Api__Response *rs = NULL;
+        err = call_at(c, i, &q, deadline, &rs);
+        if (err == KHO_OK && rs->check_index == index) {
+            hash_copy(rs, out);
+        } else if (err == KHO_OK && rs->check_applied >= index) {
+            err = fail(c, KHO_ESTALE,
+                       "%s applied past marker %llu without hashing it "
+                       "(a snapshot, or too many markers since)",
+                       c->urls[i], (unsigned long long)index);
+        } else if (err == KHO_OK) {
+            applied = rs->check_applied;
+            err = KHO_ETIMEOUT; /* not there yet */
+            sleep_ms(CLIENT_POLL_MS);
+        }
+        response_free(rs);
+    }
+    if (err == KHO_ETIMEOUT && c->errmsg[0] == '\0') {
+        fail(c, err, "%s applied up to %llu; the marker is at %llu", c->urls[i],
+             (unsigned long long)applied, (unsigned long long)index);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+static int alarm_call(struct kho_client *c, const char *url,
+                      Kho__Api__Request *q)
+{
+    if (c == NULL) {
+        return KHO_EINVAL;
+    }
+    q->op = KHO__API__OP__OP_CHECK_ALARM;
+    q->client_name = c->name;
+    pthread_mutex_lock(&c->mu);
+    size_t i = endpoint_at(c, url);
+    Kho__Api__Response *rs = NULL;
+    int err = i < c->n ? call_at(c, i, q, now_ms() + c->timeout_ms, &rs)
+                       : fail(c, KHO_EINVAL, "bad node URL");
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+int kho_check_alarm(struct kho_client *c, const char *url, uint64_t group_id,
+                    uint64_t index, uint64_t hash, uint64_t expected)
+{
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.group_id = group_id;
+    q.check_index = index;
+    q.check_hash = hash;
+    q.check_expected = expected;
+    return alarm_call(c, url, &q);
+}
+
+int kho_check_alarm_clear(struct kho_client *c, const char *url,
+                          uint64_t group_id)
+{
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.group_id = group_id;
+    q.check_clear = true;
+    return alarm_call(c, url, &q);
+}
+
+/* --- Backups: checking the stream ------------------------------------------
+ */
+
+struct bverify {
+    uint8_t head[BACKUP_HEADER_BYTES];
+    size_t head_got;
+    uint32_t n_groups, groups_seen;
+    uint64_t pos;      /* bytes taken */
+    uint32_t file_crc; /* running, over the bytes before the END frame */
+    uint8_t fh[BACKUP_FRAME_HEADER_BYTES];
+    size_t fh_got;
+    uint32_t type, len, frame_crc;
+    size_t body_got;
+    uint8_t small[BACKUP_GROUP_BODY_BYTES]; /* a GROUP or END body */
+    uint64_t data_left; /* payload bytes the current group still owes */
+    uint64_t end_at;    /* where the END frame starts */
+    uint32_t crc_before_end;
+    bool ended;
+};
+
+static int bv_header(struct kho_client *c, struct bverify *v)
+{
+    if (memcmp(v->head, backup_magic, sizeof(backup_magic)) != 0 ||
+        le32(v->head + 44) != crc32c_of(v->head, 44) ||
+        le32(v->head + 8) != BACKUP_VERSION ||
+        le32(v->head + 12) > KHO_BACKUP_CHUNK_BYTES_MAX) {
+        return fail(c, KHO_ECORRUPT, "the backup's header is malformed");
+    }
+    v->n_groups = le32(v->head + 40);
+    if (v->n_groups == 0 || v->n_groups > BACKUP_GROUPS_MAX) {
+        return fail(c, KHO_ECORRUPT, "the backup names %u groups", v->n_groups);
+    }
+    return KHO_OK;
+}
+
+/* A frame header is complete: does it fit where it is? */
+static int bv_frame_start(struct kho_client *c, struct bverify *v)
+{
+    v->type = le32(v->fh);
+    v->len = le32(v->fh + 4);
+    v->frame_crc = crc32c_more(0xFFFFFFFFu, v->fh, 8);
+    v->body_got = 0;
+    bool ok;
+    switch (v->type) {
+    case BACKUP_GROUP:
+        ok = v->len == BACKUP_GROUP_BODY_BYTES && v->data_left == 0 &&
+             v->groups_seen < v->n_groups;
+        break;
+    case BACKUP_DATA:
+        ok = v->len > 0 && v->len <= KHO_BACKUP_CHUNK_BYTES_MAX &&
+             v->len <= v->data_left;
+        break;
+    case BACKUP_END:
+        ok = v->len == BACKUP_END_BODY_BYTES && v->data_left == 0 &&
+             v->groups_seen == v->n_groups;
+        v->end_at = v->pos - BACKUP_FRAME_HEADER_BYTES;
+        v->crc_before_end = v->file_crc ^ 0xFFFFFFFFu;
+        break;
+    default:
+        ok = false;
+    }
+    if (!ok) {
+        return fail(c, KHO_ECORRUPT,
+                    "the backup has a misplaced frame (type %u, %u bytes) "
+                    "at offset %llu",
+                    v->type, v->len,
+                    (unsigned long long)(v->pos - BACKUP_FRAME_HEADER_BYTES));
+    }
+    if (v->type != BACKUP_END) {
+        v->file_crc = crc32c_more(v->file_crc, v->fh, sizeof(v->fh));
+    }
+    return KHO_OK;
+}
+
+static int bv_frame_end(struct kho_client *c, struct bverify *v)
+{
+    if ((v->frame_crc ^ 0xFFFFFFFFu) != le32(v->fh + 8)) {
+        return fail(c, KHO_ECORRUPT, "a backup frame fails its checksum");
+    }
+    v->fh_got = 0;
+    if (v->type == BACKUP_GROUP) {
+        v->groups_seen++;
+        v->data_left = le64(v->small + 24);
+        return v->data_left > 0 ? KHO_OK
+                                : fail(c, KHO_ECORRUPT, "an empty group");
+    }
+    if (v->type == BACKUP_DATA) {
+        v->data_left -= v->len;
+        return KHO_OK;
+    }
+    if (le64(v->small) != v->end_at || le32(v->small + 8) != v->n_groups ||
+        le32(v->small + 12) != v->crc_before_end) {
+        return fail(c, KHO_ECORRUPT, "the backup fails its end checks");
+    }
+    v->ended = true;
+    return KHO_OK;
+}
+
+/* Takes n bytes of the stream. */
+static int bv_feed(struct kho_client *c, struct bverify *v, const uint8_t *p,
+                   size_t n)
+{
+    int rc = KHO_OK;
+    while (rc == KHO_OK && n > 0) {
+        size_t take;
+        if (v->ended) {
+            return fail(c, KHO_ECORRUPT, "bytes after the backup's end");
+        }
+        if (v->head_got < BACKUP_HEADER_BYTES) {
+            take = BACKUP_HEADER_BYTES - v->head_got;
+            take = take < n ? take : n;
+            memcpy(v->head + v->head_got, p, take);
+            v->head_got += take;
+            v->file_crc = crc32c_more(v->file_crc, p, take);
+            if (v->head_got == BACKUP_HEADER_BYTES) {
+                rc = bv_header(c, v);
+            }
+        } else if (v->fh_got < BACKUP_FRAME_HEADER_BYTES) {
+            take = BACKUP_FRAME_HEADER_BYTES - v->fh_got;
+            take = take < n ? take : n;
+            memcpy(v->fh + v->fh_got, p, take);
+            v->fh_got += take;
+            v->pos += take;
+            if (v->fh_got == BACKUP_FRAME_HEADER_BYTES) {
+                rc = bv_frame_start(c, v);
+            }
+            p += take;
+            n -= take;
+            continue;
+        } else {
+            take = v->len - v->body_got;
+            take = take < n ? take : n;
+            v->frame_crc = crc32c_more(v->frame_crc, p, take);
+            if (v->type != BACKUP_DATA) {
+                memcpy(v->small + v->body_got, p, take);
+            }
+            if (v->type != BACKUP_END) {
+                v->file_crc = crc32c_more(v->file_crc, p, take);
+            }
+            v->body_got += take;
+            if (v->body_got == v->len) {
+                rc = bv_frame_end(c, v);
+            }
+        }
+        v->pos += take;
+        p += take;
+        n -= take;
+    }
+    return rc;
+}
+
+/* --- Backups: the exchange -------------------------------------------------
+ */
+
+static int write_fd(struct kho_client *c, int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            int e = k < 0 ? errno : EIO;
+            return fail(c, e == ENOSPC || e == EDQUOT ? KHO_ENOSPC : KHO_EIO,
+                        "writing the backup: %s", strerror(e));
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return KHO_OK;
+}
+
+/* Starts a backup on the first endpoint that takes it. The caller holds
+ * c->mu. */
+static int backup_begin(struct kho_client *c, size_t *at,
+                        struct kho_backup_info *info)
+{
+    char why[4 * CLIENT_ERRMSG_BYTES] = "";
+    int last = KHO_EUNAVAILABLE;
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_BACKUP_BEGIN;
+    q.client_name = c->name;
+    for (size_t i = 0; i < c->n_given; i++) {
+        Kho__Api__Response *rs = NULL;
+        int err = call_at(c, i, &q, now_ms() + c->timeout_ms, &rs);
+        if (err == KHO_OK) {
+            info->backup_id = rs->backup_id;
+            info->node_id = rs->node_id;
+            snprintf(info->node_name, sizeof(info->node_name), "%.*s",
+                     (int)KHO_NAME_BYTES_MAX,
+                     rs->node_name != NULL ? rs->node_name : "");
+            response_free(rs);
+            *at = i;
+            return KHO_OK;
+        }
+        response_free(rs);
+        size_t o = strlen(why);
+        /* A node's refusal names the node; silence gets its URL. */
+        snprintf(why + o, sizeof(why) - o, "%s%.100s%s%.200s",
+                 o > 0 ? "; " : "", err == KHO_EUNAVAILABLE ? c->urls[i] : "",
+                 err == KHO_EUNAVAILABLE ? ": " : "",
+                 c->errmsg[0] != '\0' ? c->errmsg : kho_strerror(err));
+        /* A refusal (lacking registries, busy) says more than silence. */
+        if (last == KHO_EUNAVAILABLE || err != KHO_EUNAVAILABLE) {
+            last = err;
+        }
+    }
+    return fail(c, last,
+                "no node takes the backup (one must host every "
+                "registry): %s",
+                why);
+}
+
+/* Checks one fetched chunk and appends it. */
+static int backup_chunk(struct kho_client *c, const Kho__Api__Response *rs,
+                        int fd, struct bverify *v, uint64_t *offset)
+{
+    const ProtobufCBinaryData *b = &rs->backup_chunk;
+    if (b->len > KHO_BACKUP_CHUNK_BYTES_MAX ||
+        crc32c_of(b->data, b->len) != rs->backup_crc ||
+        (rs->backup_done && *offset + b->len > rs->backup_size)) {
+        return fail(c, KHO_ECORRUPT,
+                    "a backup chunk at offset %llu fails its checks",
+                    (unsigned long long)*offset);
+    }
+    int rc = bv_feed(c, v, b->data, b->len);
+    if (rc == KHO_OK) {
+        rc = write_fd(c, fd, b->data, b->len);
+    }
+    *offset += b->len;
+    return rc;
+}
+
+/* Fetches the whole file. The caller holds c->mu. */
+static int backup_fetch(struct kho_client *c, size_t at, int fd,
+                        struct kho_backup_info *info)
+{
+    struct bverify *v = calloc(1, sizeof(*v));
+    if (v == NULL) {
+        return KHO_ENOMEM;
+    }
+    v->file_crc = 0xFFFFFFFFu;
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_BACKUP_FETCH;
+    q.backup_id = info->backup_id;
+    uint64_t offset = 0, moved_ms = now_ms();
+    int rc = KHO_OK;
+    for (bool done = false; rc == KHO_OK && !done;) {
+        Kho__Api__Response *rs = NULL;
+        q.backup_offset = offset;
+        rc = call_at(c, at, &q, now_ms() + c->timeout_ms, &rs);
+        uint64_t before = offset;
+        if (rc == KHO_OK) {
+            rc = backup_chunk(c, rs, fd, v, &offset);
+            done = rs->backup_done && offset == rs->backup_size;
+        }
+        response_free(rs);
+        if (rc != KHO_OK || done) {
+            break;
+        }
+        if (offset > before) {
+            moved_ms = now_ms();
+        } else if (now_ms() - moved_ms > c->timeout_ms) {
+            rc = fail(c, KHO_ETIMEOUT,
+                      "the backup made no progress for %u "
+                      "ms",
+                      c->timeout_ms);
+        } else {
+            sleep_ms(CLIENT_POLL_MS); /* the node is still writing */
+        }
+    }
+    if (rc == KHO_OK && !v->ended) {
+        rc = fail(c, KHO_ECORRUPT, "the backup ended early");
+    }
+    info->bytes = offset;
+    info->groups = v->n_groups;
+    free(v);
+    return rc;
+}
+
+int kho_backup(struct kho_client *c, int fd, struct kho_backup_info *info)
+{
+    struct kho_backup_info mine;
+    if (c == NULL || fd < 0) {
+        return refuse(c, KHO_EINVAL, "no file descriptor");
+    }
+    pthread_once(&crc_once, crc_init);
+    memset(&mine, 0, sizeof(mine));
+    pthread_mutex_lock(&c->mu);
+    size_t at = 0;
+    int rc = backup_begin(c, &at, &mine);
+    if (rc == KHO_OK) {
+        rc = backup_fetch(c, at, fd, &mine);
+        /* Let the node drop its copy either way (it would after a minute
+         * anyway). */
+        char keep[CLIENT_ERRMSG_BYTES];
+        snprintf(keep, sizeof(keep), "%s", c->errmsg);
+        Kho__Api__Request q = KHO__API__REQUEST__INIT;
+        q.op = KHO__API__OP__OP_BACKUP_END;
+        q.backup_id = mine.backup_id;
+        Kho__Api__Response *rs = NULL;
+        call_at(c, at, &q, now_ms() + CLIENT_TRY_MS, &rs);
+        response_free(rs);
+        snprintf(c->errmsg, sizeof(c->errmsg), "%s", keep);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (info != NULL) {
+        *info = mine;
+    }
     return rc;
 }

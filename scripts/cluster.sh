@@ -2,7 +2,12 @@
 # cluster.sh - a local kho cluster on loopback, for development and tests.
 #
 #   cluster.sh start N DIR     start N nodes with data in DIR/nodeI; prints
-#                              KHO_ENDPOINTS=... once every node answers
+#                              KHO_ENDPOINTS=... once every node answers,
+#                              then KHO_HTTP=... (/health, /ready, /metrics)
+#   cluster.sh start N DIR --restore FILE
+#                              the same for a NEW cluster from a backup
+#                              (khoctl backup): every node's first start is
+#                              khod --restore FILE; no registry is created
 #   cluster.sh stop DIR        SIGTERM every node (SIGKILL after 10 s)
 #   cluster.sh kill I DIR      SIGKILL node I (1-based)
 #   cluster.sh restart I DIR   start node I again (killing it first if alive)
@@ -11,10 +16,14 @@
 #                              meta group, or registry REG's group
 #                              (empty + exit 1: none)
 #   cluster.sh endpoints DIR   print KHO_ENDPOINTS=...
+#   cluster.sh name I          print the name of node I
+#   cluster.sh grow DIR        start one more node, added to the cluster
+#                              with khoctl member add; prints its number
 #
 # Environment: KHOD_FLAGS: more khod flags for every node (kept in
 # DIR/cluster.env, e.g. "--map-size-mb 16"). KHO_BASE_PORT (default 7100): node I serves clients on
-# BASE+I and peers on BASE+100+I. KHO_REGISTRIES (default demo): registries
+# BASE+I, peers on BASE+100+I and HTTP (--http-listen) on BASE+200+I.
+# KHO_REGISTRIES (default demo): registries
 # `start` creates when they do not exist yet ("" for none). Node I is named
 # after a province (hanoi, hue, danang, ...).
 # KHOD / KHOCTL override the binaries (default build/bin/).
@@ -35,6 +44,17 @@ load() {
 
 client_url() { echo "tcp://127.0.0.1:$((BASE + $1))"; }
 peer_url() { echo "tcp://127.0.0.1:$((BASE + 100 + $1))"; }
+http_url() { echo "http://127.0.0.1:$((BASE + 200 + $1))"; }
+
+http_urls() {
+    urls=""
+    i=1
+    while [ "$i" -le "$N" ]; do
+        urls="$urls${urls:+,}$(http_url "$i")"
+        i=$((i + 1))
+    done
+    echo "$urls"
+}
 
 endpoints() {
     eps=""
@@ -56,7 +76,7 @@ name_of() {
 peers() {
     p=""
     i=1
-    while [ "$i" -le "$N" ]; do
+    while [ "$i" -le "${INIT_N:-$N}" ]; do
         p="$p${p:+,}$i=$(peer_url "$i")=$(client_url "$i")=$(name_of "$i")"
         i=$((i + 1))
     done
@@ -73,9 +93,17 @@ start_node() {
     mkdir -p "$dir/node$i"
     # setsid: a Ctrl-C in the calling terminal reaches only the script,
     # which then stops the nodes cleanly.
-    setsid "$KHOD" --name "$(name_of "$i")" --id "$i" --data "$dir/node$i" \
+    if [ -f "$dir/node$i.joined" ]; then
+        # A node added by `grow`: it learns its id and peers from the
+        # cluster (or, on a restart, from its own store).
+        how="--join $(endpoints)"
+    else
+        how="--id $i --peers $(peers)"
+    fi
+    # shellcheck disable=SC2086
+    setsid "$KHOD" --name "$(name_of "$i")" $how --data "$dir/node$i" \
         --peer-listen "$(peer_url "$i")" --client-listen "$(client_url "$i")" \
-        --peers "$(peers)" --cluster "$CLUSTER" $FLAGS \
+        --http-listen "$(http_url "$i")" --cluster "$CLUSTER" $FLAGS \
         --log-level "${KHO_LOG_LEVEL:-info}" \
         >>"$dir/node$i.log" 2>&1 </dev/null &
     echo $! >"$dir/node$i.pid"
@@ -115,9 +143,17 @@ stop_node() {
 cmd=${1:-}
 case "$cmd" in
 start)
-    [ $# -eq 3 ] || die "usage: cluster.sh start N DIR"
+    [ $# -eq 3 ] || { [ $# -eq 5 ] && [ "$4" = --restore ]; } ||
+        die "usage: cluster.sh start N DIR [--restore FILE]"
     N=$2
     dir=$3
+    RESTORE=""
+    if [ $# -eq 5 ]; then
+        [ -f "$5" ] || die "no backup file $5"
+        RESTORE=$(cd "$(dirname "$5")" && pwd)/$(basename "$5")
+        [ ! -f "$dir/cluster.env" ] ||
+            die "$dir already holds a cluster; --restore starts a new one"
+    fi
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     if [ -f "$dir/cluster.env" ]; then
@@ -127,8 +163,12 @@ start)
         REGISTRIES=${KHO_REGISTRIES:-demo}
         CLUSTER=${KHO_CLUSTER:-kho-local}
         FLAGS=${KHOD_FLAGS:-}
+        # A restored cluster holds the backup's registries and no others.
+        [ -z "$RESTORE" ] || REGISTRIES=""
         printf 'N=%s\nBASE=%s\nREGISTRIES=%s\nCLUSTER=%s\nFLAGS="%s"\n' \
             "$N" "$BASE" "$REGISTRIES" "$CLUSTER" "$FLAGS" >"$dir/cluster.env"
+        # First start only (not kept in cluster.env): every node restores.
+        [ -z "$RESTORE" ] || FLAGS="$FLAGS --restore $RESTORE"
     fi
     i=1
     while [ "$i" -le "$N" ]; do start_node "$i"; i=$((i + 1)); done
@@ -143,6 +183,7 @@ start)
         fi
     done
     echo "KHO_ENDPOINTS=$(endpoints)"
+    echo "KHO_HTTP=$(http_urls)"
     ;;
 stop)
     [ $# -eq 2 ] || die "usage: cluster.sh stop DIR"
@@ -199,6 +240,28 @@ leader)
     done
     exit 1
     ;;
+name)
+    [ $# -eq 2 ] || die "usage: cluster.sh name I"
+    name_of "$2"
+    ;;
+grow)
+    [ $# -eq 2 ] || die "usage: cluster.sh grow DIR"
+    dir=$2
+    load "$dir"
+    i=$((N + 1))
+    "$KHOCTL" --endpoints "$(endpoints)" --timeout 10000 member add \
+        "$(name_of "$i")" "$(peer_url "$i")" "$(client_url "$i")" \
+        >/dev/null || die "member add of node $i failed"
+    INIT_N=${INIT_N:-$N}
+    sed -i "s/^N=.*/N=$i/" "$dir/cluster.env"
+    grep -q '^INIT_N=' "$dir/cluster.env" ||
+        echo "INIT_N=$INIT_N" >>"$dir/cluster.env"
+    N=$i
+    touch "$dir/node$i.joined"
+    start_node "$i"
+    wait_serving "$i"
+    echo "$i"
+    ;;
 endpoints)
     [ $# -eq 2 ] || die "usage: cluster.sh endpoints DIR"
     dir=$2
@@ -206,7 +269,8 @@ endpoints)
     echo "KHO_ENDPOINTS=$(endpoints)"
     ;;
 *)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    awk 'NR > 1 && /^set -eu/ { exit } NR > 1' "$0" |
+        sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential pkg-config clang clang-format \
 liblmdb-dev lmdb-utils libnng-dev libprotobuf-c-dev protobuf-c-compiler \
-liburcu-dev libcmocka-dev libjansson-dev libinih-dev"
+liburcu-dev libcmocka-dev libjansson-dev libinih-dev curl"
 
 missing=""
 for p in $PKGS; do

@@ -5,7 +5,7 @@
  *   khod --name hanoi --id 1 --data DIR --peer-listen URL --client-listen URL
  *        --peers 1=PEERURL=CLIENTURL[=NAME],2=...,3=...
  *        [--cluster NAME] [--log-level info] [--map-size-mb N]
- *        [--quota-mb N] [--config FILE]
+ *        [--quota-mb N] [--http-listen URL] [--config FILE]
  *
  * Registries are created at run time (khoctl registry create); the meta
  * group, replicated on every node listed in --peers, records them.
@@ -28,9 +28,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../client/kho.h"
 #include "api/api.h"
 #include "common/log.h"
+#include "http/http.h"
+#include "node/meta.h"
 #include "node/node.h"
+#include "node/restore.h"
 #include "store/store.h"
 #include "transport/peer.h"
 
@@ -40,6 +44,10 @@
  * each group (today a full copy of its records) and LMDB's copy-on-write
  * pages need the rest. */
 #define MAIN_QUOTA_MAP_DIVISOR 4u
+/* --join: how long each ask of the cluster may take, and how many rounds
+ * of asking every endpoint (one second apart) before giving up. */
+#define MAIN_JOIN_TIMEOUT_MS 2000u
+#define MAIN_JOIN_TRIES 30
 
 struct opts {
     char name[NODE_NAME_BYTES];
@@ -52,16 +60,21 @@ struct opts {
     char log_level[16];
     uint64_t map_size_mb;
     uint64_t quota_mb;
+    char join[MAIN_OPT_BYTES]; /* client URLs of a running cluster */
+    uint64_t compact_entries;
+    char http_listen[HTTP_URL_BYTES_MAX]; /* "": no HTTP endpoints */
+    char restore[MAIN_OPT_BYTES]; /* a backup to start a new cluster from */
     bool set[16];
     struct node_peer peer[NET_PEERS_MAX];
     size_t n_peers;
 };
 
 enum { O_NAME, O_ID, O_DATA, O_PL, O_CL, O_PEERS, O_CLUSTER, O_LOG,
-       O_MAP, O_QUOTA, O_COUNT };
+       O_MAP, O_QUOTA, O_JOIN, O_HTTP, O_COMPACT, O_RESTORE, O_COUNT };
 static const char *const opt_names[O_COUNT] = {
     "name", "id", "data", "peer-listen", "client-listen", "peers",
-    "cluster", "log-level", "map-size-mb", "quota-mb"};
+    "cluster", "log-level", "map-size-mb", "quota-mb", "join",
+    "http-listen", "compact-entries", "restore"};
 
 static void usage(FILE *f)
 {
@@ -71,7 +84,16 @@ static void usage(FILE *f)
             "ID=PEERURL=CLIENTURL[=NAME],...\n"
             "            [--cluster NAME] "
             "[--log-level error|warn|info|debug]\n"
-            "            [--map-size-mb N] [--quota-mb N] [--config FILE]\n");
+            "            [--map-size-mb N] [--quota-mb N] [--compact-entries N]\n"
+            "            [--config FILE]\n"
+            "            [--restore FILE]  (first start of a new cluster from "
+            "a backup)\n"
+            "            [--http-listen http://HOST:PORT]  (/health, /ready, "
+            "/metrics)\n"
+            "       khod --name NAME --join CLIENTURL,... --data DIR "
+            "--peer-listen URL\n"
+            "            --client-listen URL [...]   (a node added with "
+            "khoctl member add)\n");
 }
 
 static int set_opt(struct opts *o, int which, const char *v, bool override)
@@ -119,6 +141,26 @@ static int set_opt(struct opts *o, int which, const char *v, bool override)
                             "integer\n");
             return -1;
         }
+        break;
+    case O_COMPACT:
+        errno = 0;
+        o->compact_entries = strtoull(v, &end, 10);
+        if (errno != 0 || *end != '\0' ||
+            o->compact_entries < NODE_COMPACT_ENTRIES_MIN ||
+            o->compact_entries > NODE_COMPACT_ENTRIES_MAX) {
+            fprintf(stderr, "khod: --compact-entries must be %u..%u\n",
+                    NODE_COMPACT_ENTRIES_MIN, NODE_COMPACT_ENTRIES_MAX);
+            return -1;
+        }
+        break;
+    case O_JOIN:
+        snprintf(o->join, sizeof(o->join), "%s", v);
+        break;
+    case O_RESTORE:
+        snprintf(o->restore, sizeof(o->restore), "%s", v);
+        break;
+    case O_HTTP:
+        snprintf(o->http_listen, sizeof(o->http_listen), "%s", v);
         break;
     case O_QUOTA:
         errno = 0;
@@ -246,7 +288,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
     }
     const int required[] = {O_NAME, O_ID, O_DATA, O_PL, O_CL, O_PEERS};
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
-        if (!o->set[required[i]]) {
+        /* A joining node learns its id and the peers from the cluster. */
+        bool joined = o->set[O_JOIN] &&
+                      (required[i] == O_ID || required[i] == O_PEERS);
+        if (!o->set[required[i]] && !joined) {
             fprintf(stderr, "khod: --%s is required\n",
                     opt_names[required[i]]);
             usage(stderr);
@@ -318,6 +363,84 @@ static int check_data_dir(const struct opts *o)
     return 0;
 }
 
+/*
+ * --join: asks the running cluster (any of the client URLs in o->join) for
+ * its nodes; this node must have been added under its name (khoctl member
+ * add), which gives its id. The nodes become o->peer.
+ */
+static int resolve_join(struct opts *o)
+{
+    /* A restart: the node joined before, its id is in its identity file
+     * and its peers are in its copy of the meta group. */
+    char path[MAIN_OPT_BYTES + 32];
+    snprintf(path, sizeof(path), "%s/identity", o->data);
+    FILE *f = fopen(path, "r");
+    if (f != NULL) {
+        char cluster[NODE_NAME_BYTES];
+        unsigned long long id = 0;
+        int got = fscanf(f, "cluster=%64s id=%llu", cluster, &id);
+        fclose(f);
+        if (got == 2 && id != 0) {
+            o->id = id;
+            return 0;
+        }
+    }
+    struct kho_client *c = NULL;
+    struct kho_node_status *st = calloc(1, sizeof(*st));
+    int rc = st != NULL ? kho_client_open(o->join, MAIN_JOIN_TIMEOUT_MS, &c)
+                        : KHO_ENOMEM;
+    for (int tries = 0; rc == KHO_OK && tries < MAIN_JOIN_TRIES; tries++) {
+        rc = KHO_EUNAVAILABLE;
+        for (size_t i = 0; rc != KHO_OK && i < kho_client_endpoints(c); i++) {
+            rc = kho_node_status(c, i, st);
+        }
+        if (rc == KHO_OK) {
+            break;
+        }
+        sleep(1);
+    }
+    kho_client_close(c);
+    if (rc != KHO_OK) {
+        fprintf(stderr, "khod: --join: no node of %s answers: %s\n", o->join,
+                kho_strerror(rc));
+        free(st);
+        return -1;
+    }
+    uint64_t self = 0;
+    o->n_peers = 0;
+    for (size_t i = 0; i < st->n_nodes && o->n_peers < NET_PEERS_MAX; i++) {
+        if (st->nodes[i].removed) {
+            continue;
+        }
+        struct node_peer *p = &o->peer[o->n_peers++];
+        p->id = st->nodes[i].id;
+        p->state = META_NODE_MEMBER;
+        snprintf(p->name, sizeof(p->name), "%s", st->nodes[i].name);
+        snprintf(p->peer_url, sizeof(p->peer_url), "%s", st->nodes[i].peer_url);
+        snprintf(p->client_url, sizeof(p->client_url), "%s",
+                 st->nodes[i].client_url);
+        if (strcmp(p->name, o->name) == 0) {
+            self = p->id;
+        }
+    }
+    free(st);
+    if (self == 0) {
+        fprintf(stderr, "khod: --join: the cluster has no node named '%s'; "
+                        "add it first: khoctl member add %s PEER_URL "
+                        "CLIENT_URL\n",
+                o->name, o->name);
+        return -1;
+    }
+    if (o->set[O_ID] && o->id != self) {
+        fprintf(stderr, "khod: --join: the cluster knows '%s' as node %llu, "
+                        "not %llu\n",
+                o->name, (unsigned long long)self, (unsigned long long)o->id);
+        return -1;
+    }
+    o->id = self;
+    return 0;
+}
+
 static int build_node_config(const struct opts *o, struct node_config *nc)
 {
     memset(nc, 0, sizeof(*nc));
@@ -338,9 +461,50 @@ static int build_node_config(const struct opts *o, struct node_config *nc)
     nc->initial.n = (uint32_t)o->n_peers;
     memcpy(nc->peers, o->peer, o->n_peers * sizeof(o->peer[0]));
     nc->n_peers = o->n_peers;
+    nc->compact_entries = (uint32_t)o->compact_entries;
+    if (o->set[O_JOIN]) {
+        /* The cluster's members are in its meta group, which this node
+         * receives once the meta leader has added it. */
+        nc->join = true;
+        nc->initial.n = 0;
+        return 0;
+    }
     if (!self) {
         fprintf(stderr, "khod: --peers does not list this node (id %llu)\n",
                 (unsigned long long)o->id);
+        return -1;
+    }
+    return 0;
+}
+
+/* --restore: the backup is read and checked whole before anything is
+ * created; a bad one stops the start-up. */
+static int check_restore(const struct opts *o, struct store_backup_info *b)
+{
+    char err[512];
+    if (o->set[O_JOIN]) {
+        fprintf(stderr, "khod: --restore starts a new cluster; it cannot be "
+                        "combined with --join\n");
+        return -1;
+    }
+    if (node_restore_check(o->restore, b, err, sizeof(err)) != KHO_OK) {
+        fprintf(stderr, "khod: --restore: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* --restore, once the store is open: restores into an empty store, or
+ * starts from one that came from the same backup. */
+static int restore_store(const struct opts *o,
+                         const struct store_backup_info *b, struct store *st,
+                         const struct node_config *nc)
+{
+    char err[512];
+    bool done = false;
+    if (node_restore(o->restore, b, st, nc, &done, err, sizeof(err)) !=
+        KHO_OK) {
+        LOGE("--restore %s: %s", o->restore, err);
         return -1;
     }
     return 0;
@@ -362,7 +526,11 @@ int main(int argc, char **argv)
     }
     log_setup((enum log_level)level, o.name);
     static struct node_config nc;
-    if (build_node_config(&o, &nc) != 0 || check_data_dir(&o) != 0) {
+    static struct store_backup_info backup;
+    if ((o.set[O_JOIN] && resolve_join(&o) != 0) ||
+        build_node_config(&o, &nc) != 0 ||
+        (o.set[O_RESTORE] && check_restore(&o, &backup) != 0) ||
+        check_data_dir(&o) != 0) {
         return 2;
     }
 
@@ -383,12 +551,17 @@ int main(int argc, char **argv)
     struct node *node = NULL;
     struct net *net = NULL;
     struct api *api = NULL;
+    struct http *http = NULL;
     int exit_code = 1;
     int rc = store_open(dbdir, &so, &st);
     if (rc != KHO_OK) {
         LOGE("cannot open the store in %s: %s (%s)", dbdir, kho_strerror(rc),
              store_errmsg(NULL));
         return 1;
+    }
+    if (o.set[O_RESTORE] && restore_store(&o, &backup, st, &nc) != 0) {
+        store_close(st);
+        return 2;
     }
     rc = node_create(&nc, st, &node, err, sizeof(err));
     if (rc != KHO_OK) {
@@ -402,13 +575,7 @@ int main(int argc, char **argv)
              rc == KHO_EBUSY ? " (is another process using the port?)" : "");
         goto out;
     }
-    for (size_t i = 0; i < o.n_peers; i++) {
-        if (o.peer[i].id != o.id &&
-            net_add_peer(net, o.peer[i].id, o.peer[i].peer_url) != KHO_OK) {
-            goto out;
-        }
-    }
-    node_set_net(node, net);
+    node_set_net(node, net); /* dials the peers */
     struct api_config ac = {
         .url = o.client_listen,
         .node = node,
@@ -435,6 +602,22 @@ int main(int argc, char **argv)
         LOGE("cannot start the raft thread");
         goto out;
     }
+    if (o.http_listen[0] != '\0') {
+        struct http_config hc = {.url = o.http_listen,
+                                 .node = node,
+                                 .net = net,
+                                 .st = st,
+                                 .quota_bytes = ac.quota_bytes};
+        rc = http_open(&hc, &http, err, sizeof(err));
+        if (rc != KHO_OK) {
+            LOGE("%s%s", err,
+                 rc == KHO_EBUSY ? " (is another process using the port?)"
+                                 : "");
+            goto out;
+        }
+        LOGI("health and metrics on %s (/health, /ready, /metrics)",
+             o.http_listen);
+    }
     LOGI("node %llu (%s) serving clients on %s, peers on %s; space quota "
          "%llu MiB of a %llu MiB map",
          (unsigned long long)o.id, o.name, o.client_listen, o.peer_listen,
@@ -445,6 +628,7 @@ int main(int argc, char **argv)
     LOGI("signal %d: stopping", sig);
     exit_code = 0;
 out:
+    http_close(http); /* its handlers read the node */
     if (node != NULL) {
         node_stop(node);
     }

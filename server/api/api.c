@@ -455,7 +455,7 @@ static void reply_status(struct worker *w)
     rs.groups = b->gp;
     rs.n_nodes = fill_nodes(a, b);
     rs.nodes = b->np;
-    api_reply(w, &rs);
+    api_admin_reply_status(w, &rs);
     free(b);
 }
 
@@ -1120,6 +1120,7 @@ void api_close(struct api *a)
         nng_ctx_close(a->workers[i].ctx);
         nng_aio_free(a->workers[i].aio);
     }
+    api_admin_close(a);
     pthread_mutex_destroy(&a->space_mu);
     free(a->peers);
     free(a);

@@ -82,5 +82,10 @@ bool api_member_answered(struct worker *w);
 /* admin.c: the same for the consistency-check and backup ops. */
 bool api_admin_serve(struct worker *w);
 bool api_admin_answered(struct worker *w);
+/* admin.c: replies to OP_STATUS with rs, each group's check alarm added. */
+void api_admin_reply_status(struct worker *w, Kho__Api__Response *rs);
+/* admin.c: ends a backup session in progress (from api_close, once no
+ * worker runs). */
+void api_admin_close(struct api *a);
 
 #endif /* KHO_API_INTERNAL_H */

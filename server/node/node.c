@@ -13,6 +13,7 @@
 
 #include "../common/log.h"
 #include "meta.h"
+#include "snapxfer.h"
 
 /* An assertion that stays on in release builds: a failed invariant here is
  * a bug in kho, never bad input. */
@@ -24,10 +25,26 @@
         }                                                                      \
     } while (0)
 
+/* What the transport hands the raft thread: a batch of raft messages (with
+ * the payload of a snapshot that arrived in chunks, owned here), or an
+ * acknowledgement of snapshot chunks. */
 struct inbatch {
     struct codec_batch b;
+    uint8_t *owned;
+    bool is_ack;
+    uint64_t from;
+    struct net_chunk_ack ack;
     struct inbatch *next;
 };
+
+static void inbatch_free(struct inbatch *ib)
+{
+    if (!ib->is_ack) {
+        codec_batch_free(&ib->b);
+    }
+    free(ib->owned);
+    free(ib);
+}
 
 struct group {
     uint64_t id;
@@ -88,6 +105,7 @@ struct node {
     size_t n_net_ids;
     uint64_t next_reconcile_ms;
     uint32_t compact_entries;
+    struct xfer *xfer; /* snapshots streamed to and from peers */
 
     pthread_t thread;
     bool started;
@@ -555,9 +573,22 @@ int node_create(const struct node_config *c, struct store *st,
     return KHO_OK;
 }
 
+static void on_snapshot(void *ctx, uint64_t from, struct codec_batch *b,
+                        uint8_t *data);
+static void on_chunk(void *ctx, uint64_t from, const struct net_chunk *c);
+static void on_chunk_ack(void *ctx, uint64_t from,
+                         const struct net_chunk_ack *a);
+
 void node_set_net(struct node *n, struct net *net)
 {
     n->net = net;
+    if (xfer_create(net, on_snapshot, n, &n->xfer) != KHO_OK) {
+        LOGE("no memory for snapshot transfers; snapshots will not reach "
+             "lagging followers");
+    } else {
+        /* Before the first peer: no chunk can arrive earlier. */
+        net_set_chunk_handlers(net, on_chunk, on_chunk_ack, n);
+    }
     net_learn(n, n->peers, n->n_peers);
     sync_nodes(n);
 }
@@ -643,21 +674,13 @@ void node_metrics(struct node *n, struct node_metrics *out)
 
 /* --- Inbound queue ------------------------------------------------------ */
 
-void node_on_batch(void *ctx, uint64_t from, struct codec_batch *b)
+static void enqueue_in(struct node *n, struct inbatch *ib)
 {
-    struct node *n = ctx;
-    struct inbatch *ib = malloc(sizeof(*ib));
-    if (ib == NULL) {
-        codec_batch_free(b);
-        return;
-    }
-    ib->b = *b;
     ib->next = NULL;
     pthread_mutex_lock(&n->mu);
     if (n->stopping || n->queued >= NODE_QUEUE_MAX) {
         pthread_mutex_unlock(&n->mu);
-        codec_batch_free(&ib->b);
-        free(ib);
+        inbatch_free(ib);
         return; /* Raft tolerates a lost message. */
     }
     if (n->in_tail != NULL) {
@@ -669,6 +692,53 @@ void node_on_batch(void *ctx, uint64_t from, struct codec_batch *b)
     n->queued++;
     pthread_cond_signal(&n->cv);
     pthread_mutex_unlock(&n->mu);
+}
+
+void node_on_batch(void *ctx, uint64_t from, struct codec_batch *b)
+{
+    struct inbatch *ib = calloc(1, sizeof(*ib));
+    if (ib == NULL) {
+        codec_batch_free(b);
+        return;
+    }
+    ib->b = *b;
+    ib->from = from;
+    enqueue_in(ctx, ib);
+}
+
+/* A snapshot that arrived in chunks (receive thread). */
+static void on_snapshot(void *ctx, uint64_t from, struct codec_batch *b,
+                        uint8_t *data)
+{
+    struct inbatch *ib = calloc(1, sizeof(*ib));
+    if (ib == NULL) {
+        codec_batch_free(b);
+        free(data);
+        return;
+    }
+    ib->b = *b;
+    ib->owned = data;
+    ib->from = from;
+    enqueue_in(ctx, ib);
+}
+
+static void on_chunk(void *ctx, uint64_t from, const struct net_chunk *c)
+{
+    struct node *n = ctx;
+    xfer_on_chunk(n->xfer, from, c);
+}
+
+static void on_chunk_ack(void *ctx, uint64_t from,
+                         const struct net_chunk_ack *a)
+{
+    struct inbatch *ib = calloc(1, sizeof(*ib));
+    if (ib == NULL) {
+        return;
+    }
+    ib->is_ack = true;
+    ib->from = from;
+    ib->ack = *a;
+    enqueue_in(ctx, ib);
 }
 
 int node_submit(struct node *n, struct node_req *r)
@@ -969,6 +1039,27 @@ static int reserve_out(struct node *n, size_t cap)
     return KHO_OK;
 }
 
+static bool xfer_sending_group(const struct node *n, uint64_t group)
+{
+    return n->xfer != NULL && xfer_sending(n->xfer, group);
+}
+
+/* A snapshot never travels in one frame: it is streamed in chunks
+ * (snapxfer.h). */
+static void stream_snapshot(struct node *n, const struct raft_msg *m)
+{
+    if (n->xfer == NULL) {
+        return;
+    }
+    int rc = xfer_send(n->xfer, m, now_ms());
+    if (rc != KHO_OK) {
+        LOGW("group %llu: cannot start a snapshot transfer to node %llu: %s "
+             "(raft sends it again)",
+             (unsigned long long)m->group_id, (unsigned long long)m->to,
+             kho_strerror(rc));
+    }
+}
+
 /* Whether a message may leave before this loop's fsync. A leader's
  * appends, heartbeats and snapshots may (§10.2.1 of the Raft dissertation:
  * the leader counts itself towards a commit only for entries it has
@@ -998,6 +1089,13 @@ static void send_all(struct node *n, bool early)
         for (size_t i = 0; i < n->n_groups; i++) {
             struct group *g = &n->groups[i];
             for (size_t m = 0; g->has_rd && m < g->rd.n_msgs; m++) {
+                const struct raft_msg *msg = &g->rd.msgs[m];
+                if (msg->to == to && msg->type == RAFT_MSG_SNAPSHOT) {
+                    if (early) {
+                        stream_snapshot(n, msg);
+                    }
+                    continue;
+                }
                 if (g->rd.msgs[m].to == to &&
                     sends_early(&g->rd.msgs[m]) == early) {
                     n->out[k++] = g->rd.msgs[m];
@@ -1404,7 +1502,11 @@ static void after_cycle(struct node *n)
         struct group *g = &n->groups[i];
         struct raft_status rs;
         raft_status(g->raft, &rs);
-        if (g->applied < rs.first_index + n->compact_entries ||
+        if (rs.role != RAFT_LEADER && xfer_sending_group(n, g->id)) {
+            xfer_cancel(n->xfer, g->id);
+        }
+        if (xfer_sending_group(n, g->id) ||
+            g->applied < rs.first_index + n->compact_entries ||
             g->applied < g->compact_retry) {
             continue;
         }
@@ -1452,9 +1554,12 @@ static void *raft_main(void *arg)
 
         while (ib != NULL) {
             struct inbatch *next = ib->next;
-            step_batch(n, &ib->b);
-            codec_batch_free(&ib->b);
-            free(ib);
+            if (ib->is_ack) {
+                xfer_on_ack(n->xfer, ib->from, &ib->ack, now_ms());
+            } else {
+                step_batch(n, &ib->b);
+            }
+            inbatch_free(ib);
             ib = next;
         }
         while (rq != NULL) {
@@ -1475,6 +1580,9 @@ static void *raft_main(void *arg)
             }
         }
         bool worked = ready_cycle(n);
+        if (n->xfer != NULL) {
+            xfer_pump(n->xfer, now_ms());
+        }
         if (worked || now >= next_status) {
             after_cycle(n);
         }
@@ -1517,8 +1625,7 @@ void node_stop(struct node *n)
     }
     while (ib != NULL) {
         struct inbatch *next = ib->next;
-        codec_batch_free(&ib->b);
-        free(ib);
+        inbatch_free(ib);
         ib = next;
     }
     for (size_t i = 0; i < n->n_groups; i++) {
@@ -1543,6 +1650,7 @@ void node_destroy(struct node *n)
         free(g->results);
     }
     free(n->out);
+    xfer_destroy(n->xfer);
     pthread_mutex_destroy(&n->mu);
     pthread_mutex_destroy(&n->status_mu);
     pthread_rwlock_destroy(&n->reg_mu);

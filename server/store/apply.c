@@ -8,6 +8,7 @@
  * request) are results in *out, never store errors: those are reserved for
  * the store itself failing (corruption, a full map, I/O).
  */
+#include "check.h"
 #include "internal.h"
 
 #include <string.h>
@@ -333,6 +334,9 @@ int store_apply_request(struct store *s, MDB_txn *txn, uint64_t group,
          * never a stuck group. */
         out->result = bad;
         return KHO_OK;
+    }
+    if ((q.flags & STORE_REQ_CHECK) != 0) {
+        return store_check_apply(s, txn, group, index);
     }
     return apply_decoded(s, txn, group, index, &q, out);
 }

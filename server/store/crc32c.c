@@ -92,3 +92,9 @@ uint32_t store_crc32c_update(uint32_t crc, const void *buf, size_t len)
 #endif
     return crc_soft(crc, buf, len);
 }
+
+uint32_t store_crc32c(const void *buf, size_t len)
+{
+    return store_crc32c_final(
+        store_crc32c_update(store_crc32c_init(), buf, len));
+}

@@ -69,12 +69,19 @@ static int check_distinct(const struct store_op *ops, size_t n)
 
 static int check_shape(const struct store_request *r)
 {
-    if ((r->flags & ~(uint32_t)STORE_REQ_SINGLE) != 0) {
+    if ((r->flags & ~(uint32_t)(STORE_REQ_SINGLE | STORE_REQ_CHECK)) != 0) {
         return KHO_EINVAL;
     }
     if (r->n_cmp > STORE_TXN_CMPS_MAX || r->n_ops > STORE_TXN_OPS_MAX ||
         r->writer_len > STORE_WRITER_BYTES_MAX) {
         return KHO_ETOOLARGE;
+    }
+    if ((r->flags & STORE_REQ_CHECK) != 0) {
+        /* A check marker (store.h, "Consistency checks") carries nothing
+         * to apply and no session: exactly one encoding per meaning. */
+        bool bare = r->flags == STORE_REQ_CHECK && r->n_cmp == 0 &&
+                    r->n_ops == 0 && r->session == 0 && r->seq == 0;
+        return bare ? KHO_OK : KHO_EINVAL;
     }
     if (r->n_cmp + r->n_ops == 0 ||
         ((r->flags & STORE_REQ_SINGLE) != 0 && r->n_ops != 1)) {

@@ -310,6 +310,10 @@ struct store_record {
  * stops the walk and is returned by the read function. */
 typedef int (*store_record_cb)(void *ctx, const struct store_record *r);
 
+/* CRC-32C (Castagnoli) of buf: what the store checksums with, for callers
+ * that check payloads in transit. */
+uint32_t store_crc32c(const void *buf, size_t len);
+
 /* Checks that `data` is a well-formed snapshot payload for `group_id` at
  * `index` with an intact checksum, without installing it: for the host to
  * call before handing a peer's snapshot to the core. Errors: KHO_ECORRUPT. */
@@ -536,5 +540,221 @@ int store_kv_history(struct store *s, uint64_t group_id, const void *key,
  * log appends and compaction still find room. Errors: KHO_EBUSY, KHO_EIO.
  */
 int store_space(struct store *s, uint64_t *used_bytes, uint64_t *map_bytes);
+
+/* --- Consistency checks (check.c) ----------------------------------------- */
+
+/*
+ * A check marker is a request (above) with flags STORE_REQ_CHECK and no
+ * compare, no op and no session (session and seq 0; writer and time_ms are
+ * ignored). Every replica that applies it hashes the group's state machine
+ * at that index, inside the apply transaction, and records (index, hash) in
+ * raft_meta; replicas that applied the same log hold the same hash, so
+ * comparing the hashes of one marker across replicas finds a replica whose
+ * stored bytes went astray (a disk or a bug that the per-record checksums
+ * cannot see). The answer is KHO_OK with revision = the marker's index; the
+ * state machine itself does not change.
+ *
+ * The hash (64 bits) covers the group's key ranges of kv, hist, sess and
+ * sess_lru, in that order and in LMDB key order inside each: for every
+ * record its database, its key without the group and its stored value
+ * (checksum header included), with their lengths. It is a function of the
+ * stored bytes alone. Cost: O(size of the group's state), on the raft
+ * thread, in the apply transaction: a check of a large group stalls the
+ * node's other groups for as long.
+ *
+ * raft_meta tags (store.h top) added here:
+ *   tag 16 check marks  -> u32 count, u32 0, count x (u64 index, u64 hash),
+ *                          oldest first, the last STORE_CHECK_KEEP kept
+ *   tag 17 check alarm  -> u64 index, u64 hash, u64 expected, u64 time_ms
+ * Both are this replica's own (never replicated) and go with the group.
+ */
+#define STORE_REQ_CHECK 0x02u /* flags: a check marker */
+/* Check marks a group keeps: checks running at once each find theirs. */
+#define STORE_CHECK_KEEP 8u
+
+struct store_check_mark {
+    uint64_t index; /* the marker's raft index (0: none) */
+    uint64_t hash;
+};
+
+/*
+ * The hash the group recorded at marker `index` (then out->index ==
+ * index), else the latest mark it recorded (out->index != index; 0 when it
+ * has none), and the group's applied index, from one read transaction: a
+ * replica with *applied >= index and no mark at index skipped the marker
+ * (it received a snapshot past it) and cannot be compared.
+ * Errors: KHO_ENOTFOUND (no such group), KHO_ECORRUPT, KHO_EBUSY, KHO_EIO.
+ */
+int store_check_get(struct store *s, uint64_t group_id, uint64_t index,
+                    struct store_check_mark *out, uint64_t *applied);
+
+/* Hashes the group's state machine as it is now, the way applying a marker
+ * does (a read transaction; O(size of the group)). For tests and tools.
+ * Errors: KHO_ENOTFOUND, KHO_EBUSY, KHO_EIO. */
+int store_check_hash(struct store *s, uint64_t group_id, uint64_t *hash,
+                     uint64_t *applied);
+
+/* A check found this replica's hash different from the others'. */
+struct store_check_alarm {
+    uint64_t index;    /* the marker */
+    uint64_t hash;     /* this replica's hash there */
+    uint64_t expected; /* the other replicas' */
+    uint64_t time_ms;  /* when it was raised */
+};
+
+/* This node's check alarm for the group (any thread; for status answers
+ * and metrics). Errors: KHO_ENOTFOUND (no alarm, or no such group),
+ * KHO_ECORRUPT, KHO_EBUSY, KHO_EIO. */
+int store_check_alarm(struct store *s, uint64_t group_id,
+                      struct store_check_alarm *out);
+
+/* Raises (a != NULL) or clears (a == NULL) the group's check alarm, in a
+ * write transaction of its own (it waits for the raft thread's batch).
+ * The alarm is local: it survives restarts, is never replicated, and goes
+ * when the group is deleted. Errors: KHO_ENOTFOUND (no such group),
+ * KHO_ENOSPC, KHO_EIO. */
+int store_check_alarm_set(struct store *s, uint64_t group_id,
+                          const struct store_check_alarm *a);
+
+/* Tests only: replaces the value of an existing key of a group in place,
+ * bypassing raft (metadata kept, checksum recomputed), so that a replica
+ * differs from the others in a way its checksums cannot see. Never on a
+ * running node. Errors: KHO_ENOTFOUND, KHO_EINVAL, KHO_ETOOLARGE,
+ * KHO_ECORRUPT, KHO_ENOSPC, KHO_EIO. */
+int store_test_rewrite(struct store *s, uint64_t group_id, const void *key,
+                       size_t key_len, const void *value, size_t value_len);
+
+/* --- Backups (backup.c) --------------------------------------------------- */
+
+/*
+ * A backup file holds the state machines of several groups, each at its
+ * applied index, taken in ONE read transaction (little-endian):
+ *
+ *   header  "KHOBACK" 0x01, u32 STORE_BACKUP_VERSION, u32 chunk bytes max,
+ *           u64 backup id, u64 node id, u64 created_ms, u32 n_groups,
+ *           u32 crc of the 44 bytes before                     (48 bytes)
+ *   frames  u32 type, u32 body_len, u32 crc of type, body_len and body,
+ *           body:
+ *     1 GROUP  u64 group, u64 index, u64 term (of the entry at index),
+ *              u64 payload bytes; then DATA frames carrying exactly that
+ *              many bytes of the group's snapshot payload (store.h top,
+ *              "Snapshot payload": its own magic, count and crc)
+ *     2 DATA   1..STORE_BACKUP_CHUNK_BYTES bytes
+ *     3 END    u64 bytes before this frame, u32 n_groups, u32 crc of every
+ *              byte before this frame
+ *
+ * Groups come in increasing id order, each once, n_groups of them, then
+ * END, then nothing. Every frame and the whole file are checksummed, so a
+ * flipped bit, a truncation or a spliced file is refused before anything
+ * is restored.
+ */
+#define STORE_BACKUP_VERSION 1u
+#define STORE_BACKUP_HEADER_BYTES 48u
+#define STORE_BACKUP_FRAME_HEADER_BYTES 12u
+#define STORE_BACKUP_CHUNK_BYTES (1u << 20)
+/* Groups one backup may hold. */
+#define STORE_BACKUP_GROUPS_MAX 256u
+
+struct store_backup_group {
+    uint64_t group_id, index, term;
+    uint64_t payload_bytes;
+    uint64_t offset; /* of its first DATA frame in the file */
+};
+
+struct store_backup_info {
+    uint64_t backup_id, node_id, created_ms;
+    uint64_t file_bytes;
+    uint32_t file_crc; /* END's crc */
+    uint32_t n_groups;
+    struct store_backup_group groups[STORE_BACKUP_GROUPS_MAX];
+};
+
+/* Progress of store_backup_write(): the file's bytes so far; returning
+ * false cancels the backup. */
+typedef bool (*store_backup_progress_cb)(void *ctx, uint64_t bytes);
+
+/*
+ * Writes a backup of groups[0..n) (increasing ids, each existing and
+ * having applied at least one entry) to fd from one read transaction,
+ * checking every record's checksum on the way (a damaged record is
+ * refused, never copied). Stores nothing: the cluster keeps serving while
+ * it runs. cb (may be NULL) sees every chunk written. *info (may be NULL)
+ * describes the file. Errors: KHO_EINVAL (n 0 or over
+ * STORE_BACKUP_GROUPS_MAX, ids not increasing, a group with nothing
+ * applied), KHO_ENOTFOUND (no such group), KHO_ECORRUPT, KHO_ETOOLARGE (a
+ * group over STORE_SNAP_BYTES_MAX), KHO_EUNAVAILABLE (cancelled), KHO_EBUSY,
+ * KHO_ENOSPC, KHO_EIO, KHO_ENOMEM; a message in store_errmsg(s).
+ */
+int store_backup_write(struct store *s, const uint64_t *groups, size_t n,
+                       uint64_t backup_id, uint64_t node_id,
+                       uint64_t created_ms, int fd, store_backup_progress_cb cb,
+                       void *ctx, struct store_backup_info *info);
+
+/* An unlinked temporary file in the store's directory (gone when closed or
+ * when the process dies), for a backup being served. Errors: KHO_EIO,
+ * KHO_ENOSPC, KHO_EDENIED. */
+int store_backup_tmpfile(struct store *s, int *fd);
+
+/* CRC-32C of p[0..len) (the backup's checksum), for a chunk on the wire. */
+uint32_t store_backup_crc(const void *p, size_t len);
+
+/*
+ * Reads a whole backup file and checks it: header, every frame's checksum,
+ * the structure above, each group's payload header and checksum, the
+ * END frame and the file's checksum. Needs no store. Errors (a message in
+ * err): KHO_ECORRUPT (damaged, truncated, or not a backup), KHO_EINVAL
+ * (another format version), KHO_ETOOLARGE (a limit), KHO_EIO, KHO_ENOMEM.
+ */
+int store_backup_check(const char *path, struct store_backup_info *info,
+                       char *err, size_t err_len);
+
+/* Calls cb with every kv record of group_id in the backup at path
+ * (described by info, from store_backup_check()), in key order, decoded
+ * and checked. Errors: KHO_ENOTFOUND (no such group in the backup),
+ * KHO_ECORRUPT, KHO_EIO, KHO_ENOMEM, or what cb returned. */
+int store_backup_kv(struct store *s, const char *path,
+                    const struct store_backup_info *info, uint64_t group_id,
+                    store_record_cb cb, void *ctx);
+
+/* A group to restore and the configuration it starts with. */
+struct store_restore_group {
+    uint64_t group_id;
+    struct raft_conf conf;
+};
+
+/* Whether a record (a kv record or a version in the history, by its full
+ * user key) of a restored group is kept. */
+typedef bool (*store_restore_keep_cb)(void *ctx, uint64_t group_id,
+                                      const uint8_t *key, size_t key_len);
+
+/*
+ * Restores groups[0..n) from the backup at path (described by info) into
+ * an empty store, in one write transaction: each group is created with its
+ * backed-up state machine installed as a snapshot at the backup's index
+ * and term (so its log continues after it), the configuration given, hard
+ * state (term, no vote, commit = index) and applied = index. Records that
+ * keep (may be NULL: keep all) refuses are left out. The store then
+ * records the backup as its origin (store_restore_state()). Nothing is
+ * written unless everything is. Errors: KHO_ECONFLICT (the store is not
+ * empty), KHO_ENOTFOUND (a group not in the backup), KHO_EINVAL (a bad
+ * configuration), KHO_ECORRUPT, KHO_ETOOLARGE, KHO_ENOSPC, KHO_EIO,
+ * KHO_ENOMEM; a message in store_errmsg(s).
+ */
+int store_restore(struct store *s, const char *path,
+                  const struct store_backup_info *info,
+                  const struct store_restore_group *groups, size_t n,
+                  store_restore_keep_cb keep, void *ctx);
+
+/* The backup a store was restored from. */
+struct store_restore_mark {
+    uint64_t backup_id;
+    uint64_t file_bytes;
+    uint32_t file_crc;
+};
+
+/* *empty: the store holds no group; *marked: it came from a restore,
+ * described by *mark. Errors: KHO_ECORRUPT, KHO_EBUSY, KHO_EIO. */
+int store_restore_state(struct store *s, bool *empty, bool *marked,
+                        struct store_restore_mark *mark);
 
 #endif /* KHO_STORE_H */

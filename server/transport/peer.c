@@ -33,6 +33,9 @@ struct net {
     pthread_t thread;
     net_recv_cb cb;
     void *cb_ctx;
+    net_chunk_cb chunk_cb; /* set before the first peer is added */
+    net_ack_cb ack_cb;
+    void *chunk_ctx;
     struct peer peers[NET_PEERS_MAX];
     /* Peers [0, n_peers) are ready: net_add_peer() fills an entry, then
      * publishes it with a release store, so the receive thread may read
@@ -103,10 +106,65 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Validates one frame and hands its batch to the callback. */
+static void drop_bad(struct net *n, uint64_t from, const char *why)
+{
+    atomic_fetch_add(&n->dropped_bad, 1);
+    LOGW("peer: dropped a frame from node %llu: %s", (unsigned long long)from,
+         why);
+}
+
+/* A snapshot chunk: validated, then handed to the chunk callback. */
+static void on_chunk(struct net *n, uint64_t from, const uint8_t *p,
+                     size_t len)
+{
+    if (len < NET_CHUNK_HEADER_BYTES || n->chunk_cb == NULL) {
+        drop_bad(n, from, "short snapshot chunk");
+        return;
+    }
+    struct net_chunk c = {
+        .group = get_le64(p),
+        .index = get_le64(p + 8),
+        .term = get_le64(p + 16),
+        .offset = get_le64(p + 24),
+        .total = get_le64(p + 32),
+        .crc = get_le32(p + 40),
+        .head_len = get_le32(p + 44),
+        .len = get_le32(p + 48),
+    };
+    if (get_le32(p + 52) != 0 || c.head_len > NET_CHUNK_HEAD_BYTES_MAX ||
+        c.len > NET_CHUNK_DATA_BYTES_MAX ||
+        len != NET_CHUNK_HEADER_BYTES + c.head_len + c.len ||
+        c.offset > c.total || c.len > c.total - c.offset ||
+        (c.head_len > 0 && c.offset != 0)) {
+        drop_bad(n, from, "malformed snapshot chunk");
+        return;
+    }
+    c.head = c.head_len > 0 ? p + NET_CHUNK_HEADER_BYTES : NULL;
+    c.data = p + NET_CHUNK_HEADER_BYTES + c.head_len;
+    n->chunk_cb(n->chunk_ctx, from, &c);
+}
+
+static void on_ack(struct net *n, uint64_t from, const uint8_t *p, size_t len)
+{
+    if (len != NET_ACK_BYTES || n->ack_cb == NULL) {
+        drop_bad(n, from, "malformed snapshot chunk acknowledgement");
+        return;
+    }
+    struct net_chunk_ack a = {.group = get_le64(p),
+                              .index = get_le64(p + 8),
+                              .term = get_le64(p + 16),
+                              .have = get_le64(p + 24)};
+    n->ack_cb(n->chunk_ctx, from, &a);
+}
+
+/* Validates one frame and hands its batch (or chunk, or acknowledgement)
+ * to the callback. */
 static void on_frame(struct net *n, const uint8_t *p, size_t len)
 {
-    if (len < NET_FRAME_HEADER_BYTES || get_le32(p) != NET_MAGIC ||
+    uint32_t magic = len >= NET_FRAME_HEADER_BYTES ? get_le32(p) : 0;
+    if (len < NET_FRAME_HEADER_BYTES ||
+        (magic != NET_MAGIC && magic != NET_MAGIC_CHUNK &&
+         magic != NET_MAGIC_ACK) ||
         get_le32(p + 4) != NET_VERSION) {
         atomic_fetch_add(&n->dropped_bad, 1);
         LOGW("peer: dropped a frame of %zu bytes: bad header", len);
@@ -120,6 +178,21 @@ static void on_frame(struct net *n, const uint8_t *p, size_t len)
              "(ours: %016llx)",
              (unsigned long long)from, (unsigned long long)cluster,
              (unsigned long long)n->cluster_id);
+        return;
+    }
+    struct peer *src = peer_of(n, from);
+    if (src != NULL && magic != NET_MAGIC) {
+        atomic_fetch_add(&src->recv, 1);
+        atomic_store(&src->last_recv_ms, mono_ms());
+    }
+    if (magic == NET_MAGIC_CHUNK) {
+        on_chunk(n, from, p + NET_FRAME_HEADER_BYTES,
+                 len - NET_FRAME_HEADER_BYTES);
+        return;
+    }
+    if (magic == NET_MAGIC_ACK) {
+        on_ack(n, from, p + NET_FRAME_HEADER_BYTES,
+               len - NET_FRAME_HEADER_BYTES);
         return;
     }
     struct codec_batch b;
@@ -145,7 +218,6 @@ static void on_frame(struct net *n, const uint8_t *p, size_t len)
         }
     }
     atomic_fetch_add(&n->recv_frames, 1);
-    struct peer *src = peer_of(n, from);
     if (src != NULL) {
         atomic_fetch_add(&src->recv, 1);
         atomic_store(&src->last_recv_ms, mono_ms());
@@ -373,4 +445,85 @@ void net_close(struct net *n)
         nng_close(n->peers[i].sock);
     }
     free(n);
+}
+
+/* --- Snapshot chunks --------------------------------------------------------- */
+
+void net_set_chunk_handlers(struct net *n, net_chunk_cb chunk, net_ack_cb ack,
+                            void *ctx)
+{
+    n->chunk_cb = chunk;
+    n->ack_cb = ack;
+    n->chunk_ctx = ctx;
+}
+
+/* Sends a frame of kind `magic` with body parts a and b, without blocking
+ * (a full queue drops it, counted, as net_send does). */
+static int send_frame(struct net *n, uint64_t to, uint32_t magic,
+                      const uint8_t *a, size_t a_len, const uint8_t *b,
+                      size_t b_len, const uint8_t *c, size_t c_len)
+{
+    struct peer *p = peer_of(n, to);
+    if (p == NULL) {
+        return KHO_ENOTFOUND;
+    }
+    nng_msg *m = NULL;
+    if (nng_msg_alloc(&m, NET_FRAME_HEADER_BYTES + a_len + b_len + c_len) !=
+        0) {
+        atomic_fetch_add(&n->dropped_full, 1);
+        return KHO_OK;
+    }
+    uint8_t *body = nng_msg_body(m);
+    put_le32(body, magic);
+    put_le32(body + 4, NET_VERSION);
+    put_le64(body + 8, n->cluster_id);
+    put_le64(body + 16, n->self_id);
+    uint8_t *w = body + NET_FRAME_HEADER_BYTES;
+    memcpy(w, a, a_len);
+    if (b_len > 0) {
+        memcpy(w + a_len, b, b_len);
+    }
+    if (c_len > 0) {
+        memcpy(w + a_len + b_len, c, c_len);
+    }
+    if (nng_sendmsg(p->sock, m, NNG_FLAG_NONBLOCK) != 0) {
+        nng_msg_free(m);
+        atomic_fetch_add(&n->dropped_full, 1);
+        atomic_fetch_add(&p->dropped, 1);
+        return KHO_OK;
+    }
+    atomic_fetch_add(&n->sent_frames, 1);
+    atomic_fetch_add(&p->sent, 1);
+    return KHO_OK;
+}
+
+int net_send_chunk(struct net *n, uint64_t to, const struct net_chunk *c)
+{
+    if (c->head_len > NET_CHUNK_HEAD_BYTES_MAX ||
+        c->len > NET_CHUNK_DATA_BYTES_MAX) {
+        return KHO_EINVAL;
+    }
+    uint8_t h[NET_CHUNK_HEADER_BYTES];
+    put_le64(h, c->group);
+    put_le64(h + 8, c->index);
+    put_le64(h + 16, c->term);
+    put_le64(h + 24, c->offset);
+    put_le64(h + 32, c->total);
+    put_le32(h + 40, c->crc);
+    put_le32(h + 44, (uint32_t)c->head_len);
+    put_le32(h + 48, (uint32_t)c->len);
+    put_le32(h + 52, 0);
+    return send_frame(n, to, NET_MAGIC_CHUNK, h, sizeof(h), c->head,
+                      c->head_len, c->data, c->len);
+}
+
+int net_send_chunk_ack(struct net *n, uint64_t to,
+                       const struct net_chunk_ack *a)
+{
+    uint8_t b[NET_ACK_BYTES];
+    put_le64(b, a->group);
+    put_le64(b + 8, a->index);
+    put_le64(b + 16, a->term);
+    put_le64(b + 24, a->have);
+    return send_frame(n, to, NET_MAGIC_ACK, b, sizeof(b), NULL, 0, NULL, 0);
 }

@@ -75,6 +75,52 @@ int net_send(struct net *n, uint64_t to, const struct raft_msg *msgs,
 
 void net_get_stats(struct net *n, struct net_stats *out);
 
+/*
+ * Snapshot chunks (server/node/snapxfer.h) travel in frames of their own:
+ * the same header with NET_MAGIC_CHUNK, then (little-endian) u64 group,
+ * u64 snapshot index, u64 snapshot term, u64 offset, u64 total, u32 crc of
+ * the whole payload, u32 head_len, u32 len, u32 0, the head (only at
+ * offset 0) and the chunk's bytes; their acknowledgements with
+ * NET_MAGIC_ACK carry u64 group, index, term and the bytes held. Like
+ * batches, they are checked (sizes, a known sender of our cluster) before
+ * a callback sees them.
+ */
+#define NET_MAGIC_CHUNK 0x43484b4bu /* "KKHC" */
+#define NET_MAGIC_ACK 0x41484b4bu   /* "KKHA" */
+#define NET_CHUNK_HEADER_BYTES 56u
+#define NET_CHUNK_HEAD_BYTES_MAX 4096u
+#define NET_CHUNK_DATA_BYTES_MAX (2u << 20)
+#define NET_ACK_BYTES 32u
+
+struct net_chunk {
+    uint64_t group, index, term, offset, total;
+    uint32_t crc;
+    const uint8_t *head; /* the message without payload; offset 0 only */
+    size_t head_len;
+    const uint8_t *data;
+    size_t len;
+};
+
+struct net_chunk_ack {
+    uint64_t group, index, term, have;
+};
+
+/* Called on the receive thread; the pointers live until they return. */
+typedef void (*net_chunk_cb)(void *ctx, uint64_t from,
+                             const struct net_chunk *c);
+typedef void (*net_ack_cb)(void *ctx, uint64_t from,
+                           const struct net_chunk_ack *a);
+
+/* Sets the chunk callbacks: before the first net_add_peer() (frames from
+ * unknown nodes are dropped, so none reaches a callback earlier). */
+void net_set_chunk_handlers(struct net *n, net_chunk_cb chunk, net_ack_cb ack,
+                            void *ctx);
+/* Queue one chunk / acknowledgement without blocking (thread-safe: NNG
+ * sockets are). Errors: KHO_ENOTFOUND (unknown peer), KHO_EINVAL (sizes). */
+int net_send_chunk(struct net *n, uint64_t to, const struct net_chunk *c);
+int net_send_chunk_ack(struct net *n, uint64_t to,
+                       const struct net_chunk_ack *a);
+
 /* One peer link, as this node sees it. */
 struct net_peer_stats {
     uint64_t id;

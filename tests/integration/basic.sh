@@ -19,7 +19,7 @@ CTL="$root/build/bin/khoctl"
 KHOD=${KHOD:-$root/build/bin/khod}
 CHK="$root/build/bin/khocheck"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kho-it.XXXXXX")
-export KHO_BASE_PORT=${KHO_BASE_PORT:-$((20000 + ($$ % 200) * 200))}
+export KHO_BASE_PORT=${KHO_BASE_PORT:-$((10000 + ($$ % 10) * 200))}
 
 cleanup() {
     "$CL" stop "$dir" >/dev/null 2>&1 || true

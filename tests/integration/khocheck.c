@@ -21,6 +21,9 @@
  *   khocheck fill REG                   puts 64 KiB values until the cluster
  *                                       answers KHO_ENOSPC, then checks
  *                                       that deletes and reads still work
+ *   khocheck load REG MB                writes MB megabytes of 64 KiB values
+ *                                       (keys load-N), 16 per transaction;
+ *                                       prints MB/s
  *   khocheck conf GROUP                 prints the configuration of a group
  *                                       as its leader reports it: "id:voter
  *                                       id:learner ..." in id order (exit 1
@@ -456,6 +459,47 @@ static int do_fill(const char *reg)
     return 0;
 }
 
+/* --- load: bulk data for measurements ------------------------------------- */
+
+#define LOAD_VALUE_BYTES (64u << 10)
+#define LOAD_OPS_PER_TXN 16u
+
+static int do_load(const char *reg, long mb)
+{
+    struct kho_client *c = NULL;
+    if (kho_client_open(eps, 30000, &c) != KHO_OK) {
+        return 2;
+    }
+    static uint8_t val[LOAD_VALUE_BYTES];
+    for (size_t i = 0; i < sizeof(val); i++) {
+        val[i] = (uint8_t)(i * 131u + 7u);
+    }
+    long values = mb * (long)((1u << 20) / LOAD_VALUE_BYTES);
+    uint64_t t0 = now_us();
+    for (long i = 0; i < values; i += LOAD_OPS_PER_TXN) {
+        struct kho_op ops[LOAD_OPS_PER_TXN];
+        char keys[LOAD_OPS_PER_TXN][32];
+        size_t n = 0;
+        for (long k = i; k < values && n < LOAD_OPS_PER_TXN; k++, n++) {
+            snprintf(keys[n], sizeof(keys[n]), "load-%08ld", k);
+            ops[n] = (struct kho_op){.key = keys[n],
+                                     .key_len = strlen(keys[n]),
+                                     .value = val,
+                                     .value_len = sizeof(val)};
+        }
+        int rc = kho_txn(c, reg, NULL, 0, ops, n, NULL, NULL);
+        if (rc != KHO_OK) {
+            fprintf(stderr, "load: txn at %ld: %s (%s)\n", i, kho_strerror(rc),
+                    kho_client_errmsg(c));
+            return 1;
+        }
+    }
+    double s = (double)(now_us() - t0) / 1e6;
+    printf("load: %ld MB in %.1f s (%.1f MB/s)\n", mb, s, (double)mb / s);
+    kho_client_close(c);
+    return 0;
+}
+
 /* --- conf: a group's members, from its leader ------------------------------ */
 
 static int cmp_replica(const void *a, const void *b)
@@ -565,6 +609,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "verify") == 0 && argc == 4) {
         return do_verify(argv[2], argv[3]);
+    }
+    if (strcmp(argv[1], "load") == 0 && argc == 4) {
+        return do_load(argv[2], atol(argv[3]));
     }
     if (strcmp(argv[1], "conf") == 0 && argc == 3) {
         return do_conf(strtoull(argv[2], NULL, 10));

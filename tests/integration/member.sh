@@ -14,7 +14,7 @@ CL="$root/scripts/cluster.sh"
 CTL="$root/build/bin/khoctl"
 CHK="$root/build/bin/khocheck"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kho-mem.XXXXXX")
-export KHO_BASE_PORT=${KHO_BASE_PORT:-$((28000 + ($$ % 100) * 200))}
+export KHO_BASE_PORT=${KHO_BASE_PORT:-$((17000 + ($$ % 10) * 300))}
 B=$KHO_BASE_PORT
 url() { echo "tcp://127.0.0.1:$((B + $1))"; }
 writer=""

@@ -18,7 +18,7 @@ CL="$root/scripts/cluster.sh"
 CTL="$root/build/bin/khoctl"
 CHK="$root/build/bin/khocheck"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kho-reg.XXXXXX")
-export KHO_BASE_PORT=${KHO_BASE_PORT:-$((21000 + ($$ % 200) * 200))}
+export KHO_BASE_PORT=${KHO_BASE_PORT:-$((12000 + ($$ % 10) * 300))}
 
 cleanup() {
     "$CL" stop "$dir/a" >/dev/null 2>&1 || true

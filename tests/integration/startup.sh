@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 KHOD=${KHOD:-$root/build/bin/khod}
 CTL="$root/build/bin/khoctl"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kho-start.XXXXXX")
-base=${KHO_BASE_PORT:-$((22000 + ($$ % 200) * 200))}
+base=${KHO_BASE_PORT:-$((15000 + ($$ % 10) * 200))}
 pid=""
 
 cleanup() {
