@@ -67,6 +67,66 @@ int ctl_cmd_member_remove(struct ctl *x, const struct command *cmd, int argc,
     return 0;
 }
 
+/* What the leaders say of one member. */
+struct member_view {
+    const char *meta_role; /* in the meta group: voter, learner, "-" */
+    unsigned groups;       /* groups it is a member of */
+    uint64_t lag;          /* the largest lag its leaders report */
+    bool answered;         /* its own node answered */
+};
+
+#define MEMBER_ASK_MS 1000u
+
+/* Folds one node's status into the views: the groups it leads tell the
+ * role and lag of every member. */
+static void fold_status(const struct kho_node_status *st,
+                        const struct kho_node_info *v, size_t n,
+                        struct member_view *view)
+{
+    for (size_t g = 0; g < st->n_groups; g++) {
+        const struct kho_group_status *gs = &st->groups[g];
+        if (strcmp(gs->role, "leader") != 0) {
+            continue;
+        }
+        for (size_t r = 0; r < gs->n_replicas; r++) {
+            for (size_t i = 0; i < n; i++) {
+                if (v[i].id != gs->replicas[r].node) {
+                    continue;
+                }
+                view[i].groups++;
+                view[i].lag = gs->replicas[r].lag > view[i].lag
+                                  ? gs->replicas[r].lag
+                                  : view[i].lag;
+                if (gs->group_id == 0) {
+                    view[i].meta_role =
+                        strcmp(gs->replicas[r].role, "voter") == 0 ? "voter"
+                                                                   : "learner";
+                }
+            }
+        }
+    }
+}
+
+/* Asks every member for its status (one second each). */
+static void gather_views(const struct kho_node_info *v, size_t n,
+                         struct member_view *view)
+{
+    struct kho_node_status *st = malloc(sizeof(*st));
+    for (size_t i = 0; st != NULL && i < n; i++) {
+        struct kho_client *c = NULL;
+        if (v[i].removed ||
+            kho_client_open(v[i].client_url, MEMBER_ASK_MS, &c) != KHO_OK) {
+            continue;
+        }
+        if (kho_node_status(c, 0, st) == KHO_OK) {
+            view[i].answered = true;
+            fold_status(st, v, n, view);
+        }
+        kho_client_close(c);
+    }
+    free(st);
+}
+
 int ctl_cmd_member_list(struct ctl *x, const struct command *cmd, int argc,
                         char **argv)
 {
@@ -88,28 +148,47 @@ int ctl_cmd_member_list(struct ctl *x, const struct command *cmd, int argc,
     if (err != KHO_OK) {
         return ctl_fail(c, "member list", err);
     }
+    struct member_view *view = calloc(n + 1, sizeof(*view));
+    if (view == NULL) {
+        free(v);
+        return ctl_fail(c, "member list", KHO_ENOMEM);
+    }
+    for (size_t i = 0; i < n; i++) {
+        view[i].meta_role = "-";
+    }
+    gather_views(v, n, view);
     if (json) {
         json_t *a = json_array();
         for (size_t i = 0; i < n; i++) {
             json_array_append_new(
-                a, json_pack("{s:I, s:s, s:s, s:s, s:s}", "id",
-                             (json_int_t)v[i].id, "name", v[i].name, "state",
-                             v[i].removed ? "removed" : "member", "client_url",
-                             v[i].client_url, "peer_url", v[i].peer_url));
+                a, json_pack("{s:I, s:s, s:s, s:s, s:I, s:I, s:b, s:s, s:s}",
+                             "id", (json_int_t)v[i].id, "name", v[i].name,
+                             "state", v[i].removed ? "removed" : "member",
+                             "meta_role", view[i].meta_role, "groups",
+                             (json_int_t)view[i].groups, "lag",
+                             (json_int_t)view[i].lag, "answers",
+                             view[i].answered, "client_url", v[i].client_url,
+                             "peer_url", v[i].peer_url));
         }
         free(v);
+        free(view);
         return ctl_print_json(json_pack("{s:o}", "members", a));
     }
-    struct ctl_table *t =
-        ctl_table_new("ID> NAME STATE CLIENT_URL PEER_URL");
+    struct ctl_table *t = ctl_table_new(
+        "ID> NAME STATE META_ROLE GROUPS> LAG> ANSWERS CLIENT_URL PEER_URL");
     for (size_t i = 0; t != NULL && i < n; i++) {
         ctl_table_add_u64(t, v[i].id);
         ctl_table_add(t, v[i].name);
         ctl_table_add(t, v[i].removed ? "removed" : "member");
+        ctl_table_add(t, view[i].meta_role);
+        ctl_table_add_u64(t, view[i].groups);
+        ctl_table_add_u64(t, view[i].lag);
+        ctl_table_add(t, v[i].removed ? "-" : view[i].answered ? "yes" : "no");
         ctl_table_add(t, v[i].client_url);
         ctl_table_add(t, v[i].peer_url);
     }
     free(v);
+    free(view);
     return ctl_print_table(t);
 }
 
