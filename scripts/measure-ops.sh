@@ -21,7 +21,7 @@ MB=${1:-1024}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kho-measure.XXXXXX")
 export KHO_BASE_PORT=${KHO_BASE_PORT:-24000}
 export KHOD_FLAGS="--map-size-mb $((MB * 6 + 2048)) --quota-mb $((MB * 5 + 1024)) --compact-entries 1000"
-trap '"$CL" stop "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+trap '"$CL" stop "$dir" >/dev/null 2>&1 || true; [ "${KEEP:-0}" = 1 ] && echo "kept $dir" || rm -rf "$dir"' EXIT
 
 now() { date +%s.%N; }
 ms_since() { echo "$1" | awk -v t="$(now)" '{ printf "%d", (t - $1) * 1000 }'; }

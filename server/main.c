@@ -62,6 +62,7 @@ struct opts {
     uint64_t quota_mb;
     char join[MAIN_OPT_BYTES]; /* client URLs of a running cluster */
     uint64_t compact_entries;
+    uint64_t compact_mb;
     char http_listen[HTTP_URL_BYTES_MAX]; /* "": no HTTP endpoints */
     char restore[MAIN_OPT_BYTES]; /* a backup to start a new cluster from */
     bool set[16];
@@ -70,11 +71,12 @@ struct opts {
 };
 
 enum { O_NAME, O_ID, O_DATA, O_PL, O_CL, O_PEERS, O_CLUSTER, O_LOG,
-       O_MAP, O_QUOTA, O_JOIN, O_HTTP, O_COMPACT, O_RESTORE, O_COUNT };
+       O_MAP, O_QUOTA, O_JOIN, O_HTTP, O_COMPACT, O_RESTORE, O_COMPACT_MB,
+       O_COUNT };
 static const char *const opt_names[O_COUNT] = {
     "name", "id", "data", "peer-listen", "client-listen", "peers",
     "cluster", "log-level", "map-size-mb", "quota-mb", "join",
-    "http-listen", "compact-entries", "restore"};
+    "http-listen", "compact-entries", "restore", "compact-mb"};
 
 static void usage(FILE *f)
 {
@@ -85,6 +87,7 @@ static void usage(FILE *f)
             "            [--cluster NAME] "
             "[--log-level error|warn|info|debug]\n"
             "            [--map-size-mb N] [--quota-mb N] [--compact-entries N]\n"
+            "            [--compact-mb N]\n"
             "            [--config FILE]\n"
             "            [--restore FILE]  (first start of a new cluster from "
             "a backup)\n"
@@ -150,6 +153,17 @@ static int set_opt(struct opts *o, int which, const char *v, bool override)
             o->compact_entries > NODE_COMPACT_ENTRIES_MAX) {
             fprintf(stderr, "khod: --compact-entries must be %u..%u\n",
                     NODE_COMPACT_ENTRIES_MIN, NODE_COMPACT_ENTRIES_MAX);
+            return -1;
+        }
+        break;
+    case O_COMPACT_MB:
+        errno = 0;
+        o->compact_mb = strtoull(v, &end, 10);
+        if (errno != 0 || *end != '\0' ||
+            (o->compact_mb << 20) < NODE_COMPACT_BYTES_MIN ||
+            (o->compact_mb << 20) > NODE_COMPACT_BYTES_MAX) {
+            fprintf(stderr, "khod: --compact-mb must be 1..%llu\n",
+                    (unsigned long long)(NODE_COMPACT_BYTES_MAX >> 20));
             return -1;
         }
         break;
@@ -462,6 +476,7 @@ static int build_node_config(const struct opts *o, struct node_config *nc)
     memcpy(nc->peers, o->peer, o->n_peers * sizeof(o->peer[0]));
     nc->n_peers = o->n_peers;
     nc->compact_entries = (uint32_t)o->compact_entries;
+    nc->compact_bytes = o->compact_mb << 20;
     if (o->set[O_JOIN]) {
         /* The cluster's members are in its meta group, which this node
          * receives once the meta leader has added it. */

@@ -56,6 +56,8 @@ struct group {
     size_t n_pending;
     uint64_t applied;
     uint64_t compact_retry; /* after a failed compaction: not before this */
+    uint64_t log_bytes;     /* entry bytes appended since the last snapshot
+                               (counted from this process's start) */
     /* Per loop: the ready batch and the apply outcomes. */
     bool has_rd;
     struct raft_ready rd;
@@ -105,6 +107,7 @@ struct node {
     size_t n_net_ids;
     uint64_t next_reconcile_ms;
     uint32_t compact_entries;
+    uint64_t compact_bytes;
     struct xfer *xfer; /* snapshots streamed to and from peers */
 
     pthread_t thread;
@@ -545,6 +548,8 @@ int node_create(const struct node_config *c, struct store *st,
     n->initial = c->initial;
     n->compact_entries =
         c->compact_entries != 0 ? c->compact_entries : NODE_COMPACT_ENTRIES;
+    n->compact_bytes =
+        c->compact_bytes != 0 ? c->compact_bytes : NODE_COMPACT_BYTES;
     n->n_peers = c->n_peers < RAFT_MEMBERS_MAX ? c->n_peers : RAFT_MEMBERS_MAX;
     memcpy(n->peers, c->peers, n->n_peers * sizeof(n->peers[0]));
     pthread_mutex_init(&n->mu, NULL);
@@ -997,6 +1002,12 @@ static int persist_and_apply(struct node *n)
                  g->rd.snapshot->len);
         }
         rc = store_batch_persist_ready(b, g->id, &g->rd);
+        if (g->rd.snapshot != NULL) {
+            g->log_bytes = 0;
+        }
+        for (size_t k = 0; k < g->rd.n_entries; k++) {
+            g->log_bytes += g->rd.entries[k].len;
+        }
         if (rc == KHO_OK) {
             rc = reserve_results(g, g->rd.n_committed);
         }
@@ -1505,8 +1516,10 @@ static void after_cycle(struct node *n)
         if (rs.role != RAFT_LEADER && xfer_sending_group(n, g->id)) {
             xfer_cancel(n->xfer, g->id);
         }
-        if (xfer_sending_group(n, g->id) ||
-            g->applied < rs.first_index + n->compact_entries ||
+        bool due = g->applied >= rs.first_index + n->compact_entries ||
+                   (g->log_bytes >= n->compact_bytes &&
+                    g->applied >= rs.first_index);
+        if (xfer_sending_group(n, g->id) || !due ||
             g->applied < g->compact_retry) {
             continue;
         }
@@ -1520,8 +1533,11 @@ static void after_cycle(struct node *n)
                  kho_strerror(rc), store_errmsg(n->st));
             g->compact_retry = g->applied + n->compact_entries / 4;
         } else {
-            LOGD("group %llu: log compacted up to %llu",
-                 (unsigned long long)g->id, (unsigned long long)g->applied);
+            LOGI("group %llu: log compacted up to %llu (%llu bytes of "
+                 "entries since the last compaction)",
+                 (unsigned long long)g->id, (unsigned long long)g->applied,
+                 (unsigned long long)g->log_bytes);
+            g->log_bytes = 0;
         }
     }
 }

@@ -56,6 +56,12 @@
 #define NODE_COMPACT_ENTRIES 20000u
 #define NODE_COMPACT_ENTRIES_MIN 16u
 #define NODE_COMPACT_ENTRIES_MAX 10000000u
+/* ... or once the entries appended since then hold this many bytes: a
+ * restart reads the log back to its last configuration entry, so the log's
+ * size bounds restart time as much as the number of entries does. */
+#define NODE_COMPACT_BYTES (UINT64_C(256) << 20)
+#define NODE_COMPACT_BYTES_MIN (UINT64_C(1) << 20)
+#define NODE_COMPACT_BYTES_MAX (UINT64_C(1) << 40)
 /* How often a leader compares its group's configuration with where the
  * meta group says the group should live, and how close to the leader's log
  * a learner must be to become a voter. */
@@ -120,6 +126,8 @@ struct node_config {
     /* Compact a group's log once this many entries were applied since its
      * snapshot (0: NODE_COMPACT_ENTRIES). */
     uint32_t compact_entries;
+    /* ... or this many bytes of entries (0: NODE_COMPACT_BYTES). */
+    uint64_t compact_bytes;
     /* Every node of the initial cluster, this one included: the meta
      * group's leader records each in the meta group. */
     struct node_peer peers[RAFT_MEMBERS_MAX];

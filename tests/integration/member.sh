@@ -64,8 +64,10 @@ step "a node far behind catches up by snapshot"
 "$CL" restart 3 "$dir"
 until_ok 20 "node 3 catching up" sh -c \
     "[ \"\$('$CTL' --endpoints $(url 3) get demo s-599 --serializable)\" = val-s-599 ]"
-grep -q "installing a snapshot" "$dir/node3.log" ||
+if ! grep -q "installing a snapshot" "$dir/node3.log"; then
+    grep -h "compacted\|snapshot\|restart\|serving" "$dir"/node*.log >&2
     fail "node 3 caught up without a snapshot"
+fi
 
 step "grow 3 -> 5 under a write load"
 all="$(url 1),$(url 2),$(url 3),$(url 4),$(url 5)"
