@@ -80,7 +80,8 @@ health_exits() {
 }
 # The meta group unhealthy in node 1's view (not merely nodes unreachable).
 meta_unhealthy() {
-    health_exits 3 && grep -q 'group 0 ((meta)): ' "$dir/health.err"
+    health_exits 3 && grep -q 'group 0 ((meta)): ' "$dir/health.err" &&
+        grep -q 'no node reports leading it\|voters active' "$dir/health.err"
 }
 
 out=$(KHO_REGISTRIES=citizens,licences "$CL" start 3 "$dir") ||
