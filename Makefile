@@ -6,6 +6,7 @@
 #   make sim-soak SECONDS=n   sweep simulator seeds for n seconds
 #   make sim-planted     prove the simulator catches each planted raft bug
 #   make fuzz            run every libFuzzer target for FUZZ_SECONDS each
+#   make bench           kho against etcd on this machine (bench/README.md)
 #   make fmt             clang-format every .c/.h in place
 #   make clean           remove build/
 #
@@ -122,19 +123,13 @@ test_codec_LINK_SRC = $(CODEC_SRC) $(COMMON_SRC)
 test_libkho_LINK_SRC = client/libkho.c $(COMMON_SRC) build/gen/proto/api.pb-c.c
 test_snapxfer_LINK_SRC = server/node/snapxfer.c server/common/log.c \
 	server/store/crc32c.c $(CODEC_SRC) $(RAFT_SRC) $(COMMON_SRC)
+# test_hist checks khobench's latency histogram, which needs nothing else.
+test_hist_LINK_SRC = bench/hist.c $(COMMON_SRC)
 # test_http checks /ready's verdict, answer buffers and metric counters.
 test_http_LINK_SRC = server/http/ready.c server/http/buf.c \
 	server/common/metrics.c $(RAFT_SRC) $(COMMON_SRC)
 unit_link_src = $(if $(value $(1)_LINK_SRC),$($(1)_LINK_SRC),$(UNIT_LINK_SRC))
 
-# Hooks for the next issues (one variable and one rule each):
-#   khod     server/{node,store,transport,api}/*.c + server/main.c,
-#            linking RAFT + CODEC + COMMON, -llmdb -lnng -lprotobuf-c -lurcu
-#   libkho   client/*.c -> build/lib/libkho.{a,so} (+ kho.pc), public
-#            symbols marked with default visibility
-#   khoctl   client/khoctl/*.c linking libkho
-#   khobench bench/*.c linking libkho
-#   make run scripts/cluster.sh (a local multi-node cluster)
 
 # objs(variant-dir, sources): where a variant keeps the objects of sources.
 # Generated sources map build/gen/x.c -> <variant>/obj/gen/x.o.
@@ -269,12 +264,19 @@ build/bin/khocheck: build/obj/tests/integration/khocheck.o build/lib/libkho.a
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $^ $(LIBKHO_LDLIBS) -o $@
 
-ALL_OBJS += $(call objs,build/asan,$(KHOD_SRC))
+# khobench: the load generator (bench/*.c), a libkho user like khoctl.
+KHOBENCH_SRC = $(wildcard bench/*.c)
+build/bin/khobench: $(call objs,build,$(KHOBENCH_SRC)) build/lib/libkho.a
+	@echo "  LD      $@"
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $^ $(LIBKHO_LDLIBS) -lm -o $@
+
+ALL_OBJS += $(call objs,build/asan,$(KHOD_SRC) $(KHOBENCH_SRC))
 ALL_OBJS += $(call objs,build,$(KHOD_SRC) $(LIBKHO_SRC) $(KHOCTL_SRC) \
-	tests/integration/khocheck.c) \
+	tests/integration/khocheck.c $(KHOBENCH_SRC)) \
 	$(call objs,build/pic,$(LIBKHO_SRC))
 KHO_PROGS = build/bin/khod build/bin/khoctl build/bin/khocheck \
-	build/lib/libkho.a \
+	build/bin/khobench build/lib/libkho.a \
 	build/lib/libkho.so build/lib/pkgconfig/kho.pc
 
 -include $(sort $(ALL_OBJS:.o=.d))
@@ -440,3 +442,9 @@ clean:
 RUN_DIR ?= build/run
 run: build/bin/khod build/bin/khoctl
 	$(Q)scripts/run-demo.sh $(RUN_DIR)
+
+# kho side by side with etcd 3.4 on this machine (scripts/bench-vs-etcd.sh,
+# bench/README.md): a benchmark, never part of `make test`.
+.PHONY: bench
+bench: build/bin/khod build/bin/khoctl build/bin/khobench
+	$(Q)scripts/bench-vs-etcd.sh

@@ -461,10 +461,28 @@ static void reply_status(struct worker *w)
 
 /* --- Proposals ------------------------------------------------------------- */
 
+static void node_answered(struct worker *w);
+
+/* Whether the answer to w's request is only packing a small reply: then
+ * the raft thread sends it itself (an async send), sparing two thread
+ * hand-offs per write (NNG's timer thread, then a task thread). */
+static bool answers_inline(const struct worker *w)
+{
+    const Kho__Api__Request *q = w->rq;
+    return w->req.kind == NODE_REQ_PROPOSE &&
+           (q->op == KHO__API__OP__OP_PUT || q->op == KHO__API__OP__OP_DELETE ||
+            q->op == KHO__API__OP__OP_TXN);
+}
+
 static void node_done_cb(struct node_req *r)
 {
     struct worker *w = r->ctx;
-    /* Back to an NNG thread: the raft thread must not do the reply work. */
+    if (answers_inline(w)) {
+        node_answered(w);
+        return;
+    }
+    /* Back to an NNG thread: reads touch LMDB, and other answers may do
+     * more work; the raft thread must not. */
     nng_sleep_aio(0, w->aio);
 }
 

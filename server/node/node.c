@@ -984,7 +984,10 @@ static int reserve_results(struct group *g, size_t n)
     return KHO_OK;
 }
 
-static int persist_and_apply(struct node *n)
+/* Step 4 of the loop up to, not including, the commit: every group's
+ * persist and apply in batch *out (left open on success). */
+static int persist_and_apply(struct node *n, struct store_batch **out,
+                             uint64_t *applied_out)
 {
     struct store_batch *b = NULL;
     uint64_t apply_us = 0, applied = 0;
@@ -1025,11 +1028,22 @@ static int persist_and_apply(struct node *n)
         store_write_abort(b);
         return rc;
     }
-    uint64_t t1 = metrics_now_us();
-    rc = store_write_commit(b);
-    metrics_hist_observe(&n->counters.commit_latency, metrics_now_us() - t1);
     if (applied > 0) {
         metrics_hist_observe(&n->counters.apply_latency, apply_us);
+    }
+    *out = b;
+    *applied_out = applied;
+    return KHO_OK;
+}
+
+/* Commits (one fsync for every group) the batch persist_and_apply() left. */
+static int commit_batch(struct node *n, struct store_batch *b,
+                        uint64_t applied)
+{
+    uint64_t t1 = metrics_now_us();
+    int rc = store_write_commit(b);
+    metrics_hist_observe(&n->counters.commit_latency, metrics_now_us() - t1);
+    if (applied > 0) {
         atomic_fetch_add_explicit(&n->counters.entries_applied, applied,
                                   memory_order_relaxed);
     }
@@ -1222,11 +1236,29 @@ static bool ready_cycle(struct node *n)
         return false;
     }
     send_all(n, true);
-    int rc = persist_and_apply(n);
+    struct store_batch *b = NULL;
+    uint64_t applied = 0;
+    int rc = persist_and_apply(n, &b, &applied);
+    if (rc == KHO_OK) {
+        /* Committed entries are durable on a majority already (the core
+         * counts each node only up to what it persisted), so their answers
+         * need not wait for this batch's fsync: were it lost, a restart
+         * applies them again from the log, with the same outcome. Reads
+         * still wait for it (answer_reads() below, after g->applied moves
+         * past the commit). */
+        for (size_t i = 0; i < n->n_groups; i++) {
+            if (n->groups[i].has_rd) {
+                answer_props(&n->groups[i]);
+            }
+        }
+        rc = commit_batch(n, b, applied);
+    }
     if (rc != KHO_OK) {
         /* The core believes nothing of this ready is durable yet and may
          * not be told otherwise; restarting from the store is the safe way
-         * out (nothing acknowledged depends on this batch). */
+         * out. Writes answered above are in the log of a majority, so the
+         * restart applies them again; no vote or acknowledgement promised
+         * this batch's state (they are sent after the commit). */
         LOGE("store write failed: %s (%s); stopping", kho_strerror(rc),
              store_errmsg(n->st));
         abort();
@@ -1240,7 +1272,6 @@ static bool ready_cycle(struct node *n)
         if (g->rd.n_committed > 0) {
             g->applied = g->rd.committed[g->rd.n_committed - 1].index;
         }
-        answer_props(g);
         answer_reads(g);
         raft_advance(g->raft);
         g->has_rd = false;
