@@ -469,6 +469,10 @@ static void node_answered(struct worker *w);
 static bool answers_inline(const struct worker *w)
 {
     const Kho__Api__Request *q = w->rq;
+    if (w->req.kind == NODE_REQ_READ) {
+        /* A get is one short LMDB read of at most one value. */
+        return q->op == KHO__API__OP__OP_GET;
+    }
     return w->req.kind == NODE_REQ_PROPOSE &&
            (q->op == KHO__API__OP__OP_PUT || q->op == KHO__API__OP__OP_DELETE ||
             q->op == KHO__API__OP__OP_TXN);
