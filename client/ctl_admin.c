@@ -398,17 +398,14 @@ int ctl_cmd_check(struct ctl *x, const struct command *cmd, int argc,
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
     char *pos[1] = {NULL};
-    int rc = ctl_parse_args(cmd, argc, argv, opts, 1, pos, 0, 1);
     struct kho_client *c = NULL;
-    if (rc == 0) {
-        rc = ctl_client_of(x, &c);
-    }
-    if (rc != 0) {
-        return ctl_parsed_code(rc);
+    int code = 0;
+    if (!ctl_start(x, cmd, argc, argv, opts, 1, pos, 0, 1, &c, &code)) {
+        return code;
     }
     static struct view v;
     memset(&v, 0, sizeof(v));
-    rc = load_view(c, &v);
+    int rc = load_view(c, &v);
     const struct kho_registry_info *only = NULL;
     for (size_t i = 0; rc == 0 && pos[0] != NULL && i < v.n_regs; i++) {
         only = strcmp(v.regs[i].name, pos[0]) == 0 ? &v.regs[i] : only;

@@ -75,6 +75,13 @@ int ctl_parsed_code(int rc);
 /* The client of x, opened on first use. Returns 0 or an exit status
  * (after printing why). */
 int ctl_client_of(struct ctl *x, struct kho_client **out);
+/* What most commands start with: ctl_parse_args(), then ctl_client_of().
+ * True when the command goes on with *c; false when it must return *code
+ * (a usage error, a client that cannot open, or --help: 0). */
+bool ctl_start(struct ctl *x, const struct command *cmd, int argc,
+               char **argv, const struct opt *opts, size_t n_opts, char **pos,
+               size_t min_pos, size_t max_pos, struct kho_client **c,
+               int *code);
 /* Reads all of stdin (at most max bytes). Returns 0 or an exit status. */
 int ctl_read_stdin(size_t max, char **out, size_t *len);
 /* Prints v (taking it) as one line of JSON; returns 0 or 4. */

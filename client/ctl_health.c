@@ -261,13 +261,10 @@ int ctl_cmd_cluster_health(struct ctl *x, const struct command *cmd, int argc,
     const struct opt opts[] = {
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
-    int rc = ctl_parse_args(cmd, argc, argv, opts, 1, NULL, 0, 0);
     struct kho_client *c = NULL;
-    if (rc == 0) {
-        rc = ctl_client_of(x, &c);
-    }
-    if (rc != 0) {
-        return ctl_parsed_code(rc);
+    int code = 0;
+    if (!ctl_start(x, cmd, argc, argv, opts, 1, NULL, 0, 0, &c, &code)) {
+        return code;
     }
     static struct health h; /* about 800 KiB */
     memset(&h, 0, sizeof(h));
@@ -275,6 +272,7 @@ int ctl_cmd_cluster_health(struct ctl *x, const struct command *cmd, int argc,
         return ctl_fail(NULL, "cluster health", KHO_ENOMEM);
     }
     bool healthy = check(&h, c);
+    int rc = 0;
     if (json) {
         rc = print_json(&h, healthy);
     } else if (h.n_groups > 0) {

@@ -15,13 +15,10 @@ int ctl_cmd_member_add(struct ctl *x, const struct command *cmd, int argc,
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
     char *pos[3] = {NULL};
-    int rc = ctl_parse_args(cmd, argc, argv, opts, 1, pos, 3, 3);
     struct kho_client *c = NULL;
-    if (rc == 0) {
-        rc = ctl_client_of(x, &c);
-    }
-    if (rc != 0) {
-        return ctl_parsed_code(rc);
+    int code = 0;
+    if (!ctl_start(x, cmd, argc, argv, opts, 1, pos, 3, 3, &c, &code)) {
+        return code;
     }
     uint64_t id = 0;
     int err = kho_member_add(c, pos[0], pos[1], pos[2], &id);
@@ -47,13 +44,10 @@ int ctl_cmd_member_remove(struct ctl *x, const struct command *cmd, int argc,
                           char **argv)
 {
     char *pos[1] = {NULL};
-    int rc = ctl_parse_args(cmd, argc, argv, NULL, 0, pos, 1, 1);
     struct kho_client *c = NULL;
-    if (rc == 0) {
-        rc = ctl_client_of(x, &c);
-    }
-    if (rc != 0) {
-        return ctl_parsed_code(rc);
+    int code = 0;
+    if (!ctl_start(x, cmd, argc, argv, NULL, 0, pos, 1, 1, &c, &code)) {
+        return code;
     }
     int err = kho_member_remove(c, pos[0]);
     if (err != KHO_OK) {
@@ -134,13 +128,10 @@ int ctl_cmd_member_list(struct ctl *x, const struct command *cmd, int argc,
     const struct opt opts[] = {
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
-    int rc = ctl_parse_args(cmd, argc, argv, opts, 1, NULL, 0, 0);
     struct kho_client *c = NULL;
-    if (rc == 0) {
-        rc = ctl_client_of(x, &c);
-    }
-    if (rc != 0) {
-        return ctl_parsed_code(rc);
+    int code = 0;
+    if (!ctl_start(x, cmd, argc, argv, opts, 1, NULL, 0, 0, &c, &code)) {
+        return code;
     }
     struct kho_node_info *v = NULL;
     size_t n = 0;

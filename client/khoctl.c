@@ -241,6 +241,20 @@ int ctl_parsed_code(int rc)
     return rc < 0 ? 0 : rc;
 }
 
+bool ctl_start(struct ctl *x, const struct command *cmd, int argc,
+               char **argv, const struct opt *opts, size_t n_opts, char **pos,
+               size_t min_pos, size_t max_pos, struct kho_client **c,
+               int *code)
+{
+    int rc = ctl_parse_args(cmd, argc, argv, opts, n_opts, pos, min_pos,
+                            max_pos);
+    if (rc == 0) {
+        rc = ctl_client_of(x, c);
+    }
+    *code = ctl_parsed_code(rc);
+    return rc == 0;
+}
+
 /* Opens the client on first use. Returns 0 or an exit code. */
 int ctl_client_of(struct ctl *x, struct kho_client **out)
 {
@@ -360,13 +374,10 @@ static int cmd_registry_create(struct ctl *x, const struct command *cmd,
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
     char *pos[1] = {NULL};
-    int rc = ctl_parse_args(cmd, argc, argv, opts, 2, pos, 1, 1);
     struct kho_client *c = NULL;
-    if (rc == 0) {
-        rc = ctl_client_of(x, &c);
-    }
-    if (rc != 0) {
-        return ctl_parsed_code(rc);
+    int code = 0;
+    if (!ctl_start(x, cmd, argc, argv, opts, 2, pos, 1, 1, &c, &code)) {
+        return code;
     }
     struct kho_registry_info info;
     int err = kho_registry_create(c, pos[0], (uint32_t)reps, &info);
@@ -410,13 +421,10 @@ static int cmd_registry_list(struct ctl *x, const struct command *cmd, int argc,
     const struct opt opts[] = {
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
-    int rc = ctl_parse_args(cmd, argc, argv, opts, 1, NULL, 0, 0);
     struct kho_client *c = NULL;
-    if (rc == 0) {
-        rc = ctl_client_of(x, &c);
-    }
-    if (rc != 0) {
-        return ctl_parsed_code(rc);
+    int code = 0;
+    if (!ctl_start(x, cmd, argc, argv, opts, 1, NULL, 0, 0, &c, &code)) {
+        return code;
     }
     struct kho_registry_info *regs = NULL;
     size_t n = 0;
@@ -458,13 +466,10 @@ static int cmd_registry_describe(struct ctl *x, const struct command *cmd,
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
     char *pos[1] = {NULL};
-    int rc = ctl_parse_args(cmd, argc, argv, opts, 1, pos, 1, 1);
     struct kho_client *c = NULL;
-    if (rc == 0) {
-        rc = ctl_client_of(x, &c);
-    }
-    if (rc != 0) {
-        return ctl_parsed_code(rc);
+    int code = 0;
+    if (!ctl_start(x, cmd, argc, argv, opts, 1, pos, 1, 1, &c, &code)) {
+        return code;
     }
     struct kho_registry_info info;
     int err = kho_registry_describe(c, pos[0], &info);
@@ -1184,13 +1189,10 @@ static int cmd_cluster_status(struct ctl *x, const struct command *cmd,
     const struct opt opts[] = {
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
-    int rc = ctl_parse_args(cmd, argc, argv, opts, 1, NULL, 0, 0);
     struct kho_client *c = NULL;
-    if (rc == 0) {
-        rc = ctl_client_of(x, &c);
-    }
-    if (rc != 0) {
-        return ctl_parsed_code(rc);
+    int code = 0;
+    if (!ctl_start(x, cmd, argc, argv, opts, 1, NULL, 0, 0, &c, &code)) {
+        return code;
     }
     /* Both about 110 KiB: kept off the stack. */
     static struct cluster cl;
@@ -1241,7 +1243,7 @@ static int cmd_cluster_status(struct ctl *x, const struct command *cmd,
         ctl_table_free(cl.rt);
         return worst;
     }
-    rc = json ? cluster_print_json(&cl) : cluster_print_tables(&cl);
+    int rc = json ? cluster_print_json(&cl) : cluster_print_tables(&cl);
     return rc != 0 ? rc : worst;
 }
 
