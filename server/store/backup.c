@@ -165,23 +165,7 @@ static int verify_cb(void *ctx, enum snap_db db, const MDB_val *k,
                      const MDB_val *v)
 {
     struct sizing *z = ctx;
-    struct store_record r;
-    int rc;
-    switch (db) {
-    case SNAP_DB_KV:
-        rc = store_kv_decode(z->s, z->group, k, v, &r);
-        break;
-    case SNAP_DB_HIST:
-        rc = store_hist_decode(z->group, k, v, &r);
-        break;
-    case SNAP_DB_SESS:
-        rc = store_sess_check(k, v);
-        break;
-    default:
-        rc = store_lru_check(k, v);
-        break;
-    }
-    if (rc != KHO_OK) {
+    if (store_sm_record_check(z->s, z->group, db, k, v) != KHO_OK) {
         return store_fail(z->s, KHO_ECORRUPT,
                           "group %llu: a stored record (database %d) fails "
                           "its checksum or is malformed; no backup is made",

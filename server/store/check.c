@@ -12,67 +12,6 @@
 
 #include <string.h>
 
-/* --- Walking a group's state machine -------------------------------------- */
-
-static const enum snap_db sm_dbs[] = {SNAP_DB_KV, SNAP_DB_HIST, SNAP_DB_SESS,
-                                      SNAP_DB_LRU};
-
-MDB_dbi store_sm_dbi(const struct store *s, enum snap_db db)
-{
-    switch (db) {
-    case SNAP_DB_KV:
-        return s->dbi_kv;
-    case SNAP_DB_HIST:
-        return s->dbi_hist;
-    case SNAP_DB_SESS:
-        return s->dbi_sess;
-    default:
-        STORE_ASSERT(db == SNAP_DB_LRU);
-        return s->dbi_lru;
-    }
-}
-
-static int walk_db(struct store *s, MDB_txn *txn, uint64_t group,
-                   enum snap_db db, store_sm_fn f, void *ctx)
-{
-    MDB_cursor *c = NULL;
-    uint8_t lo[GROUP_KEY_BYTES];
-    put_be64(lo, group);
-    MDB_val k = {.mv_size = sizeof(lo), .mv_data = lo}, v;
-    int rc = mdb_cursor_open(txn, store_sm_dbi(s, db), &c);
-    if (rc != MDB_SUCCESS) {
-        return store_mdb_err(s, rc, "opening a cursor");
-    }
-    int err = KHO_OK;
-    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    while (rc == MDB_SUCCESS && store_in_group(&k, group)) {
-        err = f(ctx, db, &k, &v);
-        if (err != KHO_OK) {
-            break;
-        }
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-    }
-    mdb_cursor_close(c);
-    if (err != KHO_OK) {
-        return err;
-    }
-    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
-        return store_mdb_err(s, rc, "walking a group's records");
-    }
-    return KHO_OK;
-}
-
-int store_sm_walk(struct store *s, MDB_txn *txn, uint64_t group, store_sm_fn f,
-                  void *ctx)
-{
-    int rc = KHO_OK;
-    for (size_t i = 0; rc == KHO_OK && i < sizeof(sm_dbs) / sizeof(sm_dbs[0]);
-         i++) {
-        rc = walk_db(s, txn, group, sm_dbs[i], f, ctx);
-    }
-    return rc;
-}
-
 /* --- The hash --------------------------------------------------------------
  */
 

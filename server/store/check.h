@@ -1,6 +1,7 @@
 /*
- * check.h - what check.c and backup.c share with the rest of server/store:
- * walking a group's state machine, applying a check marker, and the
+ * check.h - what check.c, backup.c and snapshot.c share inside
+ * server/store: walking and checking a group's state machine (snapshot.c),
+ * applying a check marker, and the
  * raft_meta records of checks (store.h, "Consistency checks"). Nothing
  * here leaves server/store.
  */
@@ -30,6 +31,12 @@ typedef int (*store_sm_fn)(void *ctx, enum snap_db db, const MDB_val *k,
  * of f stops the walk and is returned. */
 int store_sm_walk(struct store *s, MDB_txn *txn, uint64_t group, store_sm_fn f,
                   void *ctx);
+
+/* Checks one record of a state-machine database (its checksum and its
+ * layout) as it must be before it leaves the node in a snapshot or a
+ * backup. Returns KHO_OK or KHO_ECORRUPT; the caller writes the message. */
+int store_sm_record_check(struct store *s, uint64_t group, enum snap_db db,
+                          const MDB_val *k, const MDB_val *v);
 
 /* Applies a check marker at `index`: hashes the group's state machine in
  * txn and records the mark. */

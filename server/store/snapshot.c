@@ -8,7 +8,7 @@
  * and a record damaged on disk is caught both when the snapshot is made
  * (it is refused, never shipped) and when it is read after install.
  */
-#include "internal.h"
+#include "check.h"
 
 #include <string.h>
 
@@ -19,7 +19,7 @@ static const enum snap_db snap_dbs[] = {SNAP_DB_KV, SNAP_DB_HIST, SNAP_DB_SESS,
                                         SNAP_DB_LRU};
 #define SNAP_DB_COUNT (sizeof(snap_dbs) / sizeof(snap_dbs[0]))
 
-static MDB_dbi snap_dbi(const struct store *s, enum snap_db db)
+MDB_dbi store_sm_dbi(const struct store *s, enum snap_db db)
 {
     switch (db) {
     case SNAP_DB_KV:
@@ -79,17 +79,14 @@ static bool shape_of(uint8_t db, struct shape *out)
 
 /* --- Walking a group's ranges -------------------------------------------- */
 
-typedef int (*walk_fn)(void *ctx, enum snap_db db, const MDB_val *k,
-                       const MDB_val *v);
-
 static int walk_db(struct store *s, MDB_txn *txn, uint64_t group,
-                   enum snap_db db, walk_fn f, void *ctx)
+                   enum snap_db db, store_sm_fn f, void *ctx)
 {
     MDB_cursor *c = NULL;
     uint8_t lo[GROUP_KEY_BYTES];
     put_be64(lo, group);
     MDB_val k = {.mv_size = sizeof(lo), .mv_data = lo}, v;
-    int rc = mdb_cursor_open(txn, snap_dbi(s, db), &c);
+    int rc = mdb_cursor_open(txn, store_sm_dbi(s, db), &c);
     if (rc != MDB_SUCCESS) {
         return store_mdb_err(s, rc, "opening a cursor");
     }
@@ -112,14 +109,30 @@ static int walk_db(struct store *s, MDB_txn *txn, uint64_t group,
     return KHO_OK;
 }
 
-static int walk_all(struct store *s, MDB_txn *txn, uint64_t group, walk_fn f,
-                    void *ctx)
+int store_sm_walk(struct store *s, MDB_txn *txn, uint64_t group, store_sm_fn f,
+                  void *ctx)
 {
     int rc = KHO_OK;
     for (size_t i = 0; rc == KHO_OK && i < SNAP_DB_COUNT; i++) {
         rc = walk_db(s, txn, group, snap_dbs[i], f, ctx);
     }
     return rc;
+}
+
+int store_sm_record_check(struct store *s, uint64_t group, enum snap_db db,
+                          const MDB_val *k, const MDB_val *v)
+{
+    struct store_record r;
+    switch (db) {
+    case SNAP_DB_KV:
+        return store_kv_decode(s, group, k, v, &r);
+    case SNAP_DB_HIST:
+        return store_hist_decode(group, k, v, &r);
+    case SNAP_DB_SESS:
+        return store_sess_check(k, v);
+    default:
+        return store_lru_check(k, v);
+    }
 }
 
 /* --- Writing a payload --------------------------------------------------- */
@@ -138,27 +151,13 @@ struct dump {
 static int verify(struct dump *d, enum snap_db db, const MDB_val *k,
                   const MDB_val *v)
 {
-    struct store_record r;
     struct shape sh;
     int rc = KHO_ECORRUPT;
     STORE_ASSERT(shape_of(db, &sh));
     if (k->mv_size - GROUP_KEY_BYTES >= sh.key_min &&
         k->mv_size - GROUP_KEY_BYTES <= sh.key_max &&
         v->mv_size >= sh.value_min && v->mv_size <= sh.value_max) {
-        switch (db) {
-        case SNAP_DB_KV:
-            rc = store_kv_decode(d->s, d->group, k, v, &r);
-            break;
-        case SNAP_DB_HIST:
-            rc = store_hist_decode(d->group, k, v, &r);
-            break;
-        case SNAP_DB_SESS:
-            rc = store_sess_check(k, v);
-            break;
-        default:
-            rc = store_lru_check(k, v);
-            break;
-        }
+        rc = store_sm_record_check(d->s, d->group, db, k, v);
     }
     if (rc != KHO_OK) {
         return store_fail(d->s, KHO_ECORRUPT,
@@ -220,7 +219,7 @@ int store_snap_write(struct store *s, MDB_txn *txn, uint64_t group,
     struct dump d = {.s = s,
                      .group = group,
                      .bytes = SNAP_HEADER_BYTES + SNAP_TRAILER_BYTES};
-    int rc = walk_all(s, txn, group, size_cb, &d);
+    int rc = store_sm_walk(s, txn, group, size_cb, &d);
     if (rc != KHO_OK) {
         return rc;
     }
@@ -242,7 +241,7 @@ int store_snap_write(struct store *s, MDB_txn *txn, uint64_t group,
     d.count = 0;
     d.p = p + SNAP_HEADER_BYTES;
     d.end = p + v.mv_size - SNAP_TRAILER_BYTES;
-    rc = walk_all(s, txn, group, fill_cb, &d);
+    rc = store_sm_walk(s, txn, group, fill_cb, &d);
     if (rc != KHO_OK) {
         return rc;
     }
@@ -353,7 +352,7 @@ static int put_raw(struct store *s, MDB_txn *txn, uint64_t group,
     memcpy(k + GROUP_KEY_BYTES, r->key, r->key_len);
     MDB_val kv = {.mv_size = GROUP_KEY_BYTES + r->key_len, .mv_data = k};
     MDB_val v = {.mv_size = r->value_len, .mv_data = (void *)r->value};
-    return store_mdb_err(s, mdb_put(txn, snap_dbi(s, r->db), &kv, &v, 0),
+    return store_mdb_err(s, mdb_put(txn, store_sm_dbi(s, r->db), &kv, &v, 0),
                          "installing a snapshot record");
 }
 
@@ -365,7 +364,7 @@ static int replace_state(struct store *s, MDB_txn *txn, uint64_t group,
     struct snap_rec r;
     int rc = KHO_OK;
     for (size_t i = 0; rc == KHO_OK && i < SNAP_DB_COUNT; i++) {
-        rc = store_rec_del_group(s, txn, snap_dbi(s, snap_dbs[i]), group);
+        rc = store_rec_del_group(s, txn, store_sm_dbi(s, snap_dbs[i]), group);
     }
     /* The payload was checked whole: order is not checked again. */
     while (rc == KHO_OK && snap_next(data, end, &off, NULL, &r)) {
