@@ -315,16 +315,6 @@ static int parse_args(int argc, char **argv, struct opts *o)
     return parse_peers(o);
 }
 
-/* FNV-1a: the cluster name as the 64-bit id every peer frame carries. */
-static uint64_t cluster_id(const char *name)
-{
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    for (const char *p = name; *p != '\0'; p++) {
-        h = (h ^ (uint8_t)*p) * UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
 /* Creates the data directory if needed and checks that it belongs to this
  * node of this cluster (the identity file), so a node never starts on
  * another node's data. */
@@ -583,7 +573,7 @@ int main(int argc, char **argv)
         LOGE("cannot start the node: %s", err);
         goto out;
     }
-    rc = net_open(cluster_id(o.cluster), o.id, o.peer_listen, node_on_batch,
+    rc = net_open(meta_name_hash(o.cluster), o.id, o.peer_listen, node_on_batch,
                   node, &net, err, sizeof(err));
     if (rc != KHO_OK) {
         LOGE("%s%s", err,

@@ -49,13 +49,6 @@ static bool is_admin_op(const Kho__Api__Request *q)
            q->op == KHO__API__OP__OP_BACKUP_END;
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void alarm_to_pb(uint64_t gid, const struct store_check_alarm *a,
                         Kho__Api__CheckAlarm *out)
 {
@@ -112,7 +105,7 @@ static void serve_check_mark(struct worker *w)
     /* No session: a marker applied twice (a retry) is harmless, and the
      * caller compares the hashes of whichever index it was given. */
     struct store_request sr = {.flags = STORE_REQ_CHECK,
-                               .time_ms = api_wall_ms()};
+                               .time_ms = clock_wall_ms()};
     api_propose(w, gid, &sr);
 }
 
@@ -182,7 +175,7 @@ static void serve_check_alarm(struct worker *w)
     struct store_check_alarm al = {.index = q->check_index,
                                    .hash = q->check_hash,
                                    .expected = q->check_expected,
-                                   .time_ms = api_wall_ms()};
+                                   .time_ms = clock_wall_ms()};
     int rc =
         store_check_alarm_set(a->st, q->group_id, q->check_clear ? NULL : &al);
     if (rc != KHO_OK) {
@@ -266,7 +259,7 @@ static bool progress_cb(void *ctx, uint64_t bytes)
 static void linger(void)
 {
     while (!bk.ended && !bk.cancel &&
-           mono_ms() - bk.touched_ms < ADMIN_BACKUP_IDLE_MS) {
+           clock_mono_ms() - bk.touched_ms < ADMIN_BACKUP_IDLE_MS) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += 1;
@@ -277,10 +270,10 @@ static void linger(void)
 static void *backup_main(void *arg)
 {
     (void)arg;
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = clock_mono_ms();
     int rc =
         store_backup_write(bk.st, bk.groups, bk.n_groups, bk.id, bk.node_id,
-                           api_wall_ms(), bk.fd, progress_cb, NULL, NULL);
+                           clock_wall_ms(), bk.fd, progress_cb, NULL, NULL);
     pthread_mutex_lock(&bk.mu);
     bk.done = true;
     bk.err = rc;
@@ -292,7 +285,7 @@ static void *backup_main(void *arg)
         LOGI("backup %016llx: %zu groups, %llu bytes in %llu ms",
              (unsigned long long)bk.id, bk.n_groups,
              (unsigned long long)bk.written,
-             (unsigned long long)(mono_ms() - t0));
+             (unsigned long long)(clock_mono_ms() - t0));
     }
     pthread_cond_broadcast(&bk.cv);
     linger();
@@ -359,7 +352,7 @@ static uint64_t fresh_id(void)
 {
     uint64_t id = 0;
     if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id) || id == 0) {
-        id = mono_ms() ^ ((uint64_t)getpid() << 40) ^ api_wall_ms();
+        id = clock_mono_ms() ^ ((uint64_t)getpid() << 40) ^ clock_wall_ms();
     }
     return id;
 }
@@ -387,7 +380,7 @@ static int backup_start(struct worker *w, const uint64_t *groups, size_t n)
     bk.done = false;
     bk.err = KHO_OK;
     bk.errmsg[0] = '\0';
-    bk.touched_ms = mono_ms();
+    bk.touched_ms = clock_mono_ms();
     bk.ended = false;
     if (pthread_create(&bk.thread, NULL, backup_main, NULL) != 0) {
         close(fd);
@@ -481,7 +474,7 @@ static void serve_backup_fetch(struct worker *w)
                  (unsigned long long)bk.written);
     }
     if (rc == KHO_OK) {
-        bk.touched_ms = mono_ms();
+        bk.touched_ms = clock_mono_ms();
         uint64_t left = bk.written - q->backup_offset;
         size_t n = left < STORE_BACKUP_CHUNK_BYTES ? (size_t)left
                                                    : STORE_BACKUP_CHUNK_BYTES;

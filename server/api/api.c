@@ -22,25 +22,12 @@
 #include <time.h>
 
 #include "../common/log.h"
+#include "../common/clock.h"
 #include "../common/metrics.h"
 #include "../node/meta.h"
 #include "proto/api.pb-c.h"
 
 static void worker_cb(void *arg);
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-uint64_t api_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 void api_client_url(struct api *a, uint64_t id, char *buf, size_t cap)
 {
@@ -513,7 +500,7 @@ void api_submit(struct worker *w, uint32_t kind, uint64_t gid,
  * API_SPACE_CHECK_MS). */
 static bool over_quota(struct api *a, uint64_t *used)
 {
-    uint64_t now = mono_ms();
+    uint64_t now = clock_mono_ms();
     pthread_mutex_lock(&a->space_mu);
     if (now - a->space_at_ms >= API_SPACE_CHECK_MS || a->space_at_ms == 0) {
         uint64_t u = 0, map = 0;
@@ -573,7 +560,7 @@ void api_fill_request(struct worker *w, struct store_request *sr)
     *sr = (struct store_request){
         .session = q->session,
         .seq = q->seq,
-        .time_ms = api_wall_ms(),
+        .time_ms = clock_wall_ms(),
         .writer = q->client_name,
         .writer_len = wl < STORE_WRITER_BYTES_MAX ? wl : STORE_WRITER_BYTES_MAX,
     };

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "../common/clock.h"
 #include "api.h"
 #include "proto/api.pb-c.h"
 
@@ -72,7 +73,6 @@ void api_propose(struct worker *w, uint64_t gid,
 void api_fill_request(struct worker *w, struct store_request *sr);
 /* The client URL of node id into buf ("" when unknown). */
 void api_client_url(struct api *a, uint64_t id, char *buf, size_t cap);
-uint64_t api_wall_ms(void);
 
 /* member.c: serves OP_MEMBER_* and OP_LEADER_TRANSFER (returns false for
  * other ops); member_answered() takes the raft thread's answer. */

@@ -86,8 +86,7 @@ int meta_reg_decode(const uint8_t *v, size_t len, struct meta_reg *out)
     return KHO_OK;
 }
 
-/* FNV-1a: stable across builds and machines, which placement needs. */
-static uint64_t name_hash(const char *s)
+uint64_t meta_name_hash(const char *s)
 {
     uint64_t h = UINT64_C(0xcbf29ce484222325);
     for (; *s != '\0'; s++) {
@@ -115,7 +114,7 @@ uint32_t meta_pick_replicas(const struct raft_conf *members, const char *name,
         }
     }
     uint32_t k = want < n ? want : n;
-    uint32_t start = n > 0 ? (uint32_t)(name_hash(name) % n) : 0;
+    uint32_t start = n > 0 ? (uint32_t)(meta_name_hash(name) % n) : 0;
     for (uint32_t i = 0; i < k; i++) {
         out[i] = ids[(start + i) % n];
     }

@@ -52,6 +52,10 @@ enum meta_node_state {
 #define META_NODE_PREFIX "node/"
 #define META_NODE_PREFIX_BYTES 5u
 #define META_NODE_KEY_BYTES (META_NODE_PREFIX_BYTES + 16u)
+/* The longest key prefix of the meta group's record kinds. */
+#define META_PREFIX_BYTES_MAX META_NODE_PREFIX_BYTES
+_Static_assert(META_REG_PREFIX_BYTES <= META_PREFIX_BYTES_MAX,
+               "every meta key prefix fits META_PREFIX_BYTES_MAX");
 #define META_NODE_VERSION 1u
 #define META_NODE_HEADER_BYTES 8u
 #define META_NODE_FIELD_BYTES_MAX 255u
@@ -90,6 +94,10 @@ size_t meta_reg_encode(const struct meta_reg *r, uint8_t *buf);
 
 /* Decodes one. Errors: KHO_ECORRUPT. */
 int meta_reg_decode(const uint8_t *v, size_t len, struct meta_reg *out);
+
+/* FNV-1a of a NUL-terminated name: stable across builds and machines, as
+ * placement and the cluster id on every peer frame need. */
+uint64_t meta_name_hash(const char *s);
 
 /*
  * Chooses `want` distinct replicas among the voters of `members` for the

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "../common/log.h"
+#include "../common/clock.h"
 #include "meta.h"
 #include "snapxfer.h"
 
@@ -132,20 +133,6 @@ struct node {
     size_t out_cap;
 };
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void raft_panic_cb(void *ctx, const char *what, uint64_t group_id,
                           raft_id id, uint64_t term, uint64_t index)
 {
@@ -206,7 +193,7 @@ static int open_group(struct node *n, struct group *g,
     c.group_id = g->id;
     c.election_ticks = NODE_ELECTION_TICKS;
     c.heartbeat_ticks = NODE_HEARTBEAT_TICKS;
-    c.seed = now_ms() ^ (n->id * UINT64_C(0x9e3779b97f4a7c15)) ^ g->id;
+    c.seed = clock_mono_ms() ^ (n->id * UINT64_C(0x9e3779b97f4a7c15)) ^ g->id;
     c.storage = store_raft_storage(g->sg);
     c.panic = raft_panic_cb;
     c.panic_ctx = n;
@@ -265,23 +252,35 @@ static int reg_scan_cb(void *ctx, const struct store_record *r)
     return KHO_OK;
 }
 
+/* Walks the meta group's committed records whose keys start with `prefix`
+ * (a short prefix ending in '/'), at most `limit` of them. */
+static int scan_meta(struct node *n, const char *prefix, uint32_t limit,
+                     store_record_cb cb, void *ctx, bool *more)
+{
+    uint8_t end[META_PREFIX_BYTES_MAX];
+    size_t len = strlen(prefix);
+    NODE_ASSERT(len > 0 && len <= sizeof(end) && prefix[len - 1] == '/');
+    memcpy(end, prefix, len);
+    end[len - 1] = '/' + 1; /* the first key after every "prefix..." */
+    struct store_scan q = {
+        .start = (const uint8_t *)prefix,
+        .start_len = len,
+        .end = end,
+        .end_len = len,
+        .limit = limit,
+        .max_bytes = SIZE_MAX,
+    };
+    return store_kv_scan(n->st, NODE_META_GROUP, &q, cb, ctx, more, NULL);
+}
+
 /* Reads every registry record of the meta group from the store. */
 static int load_registries(struct node *n, struct node_registry *out,
                            size_t cap, size_t *count)
 {
-    static const uint8_t end[] = {'r', 'e', 'g', '/' + 1};
-    struct store_scan q = {
-        .start = (const uint8_t *)META_REG_PREFIX,
-        .start_len = META_REG_PREFIX_BYTES,
-        .end = end,
-        .end_len = sizeof(end),
-        .limit = (uint32_t)cap,
-        .max_bytes = SIZE_MAX,
-    };
     struct reg_scan rs = {.out = out, .cap = cap};
     bool more = false;
-    int rc = store_kv_scan(n->st, NODE_META_GROUP, &q, reg_scan_cb, &rs, &more,
-                           NULL);
+    int rc = scan_meta(n, META_REG_PREFIX, (uint32_t)cap, reg_scan_cb, &rs,
+                       &more);
     if (rc != KHO_OK) {
         return rc;
     }
@@ -458,19 +457,10 @@ static int node_scan_cb(void *ctx, const struct store_record *r)
 int node_load_nodes(struct node *n, struct node_peer *out, size_t cap,
                     size_t *count)
 {
-    static const uint8_t end[] = {'n', 'o', 'd', 'e', '/' + 1};
-    struct store_scan q = {
-        .start = (const uint8_t *)META_NODE_PREFIX,
-        .start_len = META_NODE_PREFIX_BYTES,
-        .end = end,
-        .end_len = sizeof(end),
-        .limit = STORE_SCAN_LIMIT_MAX,
-        .max_bytes = SIZE_MAX,
-    };
     struct node_scan ns = {.out = out, .cap = cap};
     bool more = false;
-    int rc = store_kv_scan(n->st, NODE_META_GROUP, &q, node_scan_cb, &ns,
-                           &more, NULL);
+    int rc = scan_meta(n, META_NODE_PREFIX, STORE_SCAN_LIMIT_MAX, node_scan_cb,
+                       &ns, &more);
     *count = ns.n;
     return rc == KHO_ENOTFOUND || rc == KHO_ETOOLARGE ? KHO_OK : rc;
 }
@@ -762,7 +752,7 @@ int node_submit(struct node *n, struct node_req *r)
         return KHO_EBUSY;
     }
     r->id_ = ++n->next_req_id;
-    r->deadline_ms_ = now_ms() + NODE_REQ_TIMEOUT_MS;
+    r->deadline_ms_ = clock_mono_ms() + NODE_REQ_TIMEOUT_MS;
     if (n->req_tail != NULL) {
         n->req_tail->next_ = r;
     } else {
@@ -1076,7 +1066,7 @@ static void stream_snapshot(struct node *n, const struct raft_msg *m)
     if (n->xfer == NULL) {
         return;
     }
-    int rc = xfer_send(n->xfer, m, now_ms());
+    int rc = xfer_send(n->xfer, m, clock_mono_ms());
     if (rc != KHO_OK) {
         LOGW("group %llu: cannot start a snapshot transfer to node %llu: %s "
              "(raft sends it again)",
@@ -1182,7 +1172,7 @@ static void publish_status(struct node *n)
 {
     static struct node_group_status st[NODE_GROUPS_MAX]; /* raft thread */
     static struct node_group_metrics gm[NODE_GROUPS_MAX];
-    uint64_t now = now_ms();
+    uint64_t now = clock_mono_ms();
     for (size_t i = 0; i < n->n_groups; i++) {
         struct raft_status rs;
         raft_status(n->groups[i].raft, &rs);
@@ -1352,7 +1342,7 @@ static void record_nodes(struct node *n)
     if (k == 0) {
         return;
     }
-    struct store_request sr = {.time_ms = wall_ms(),
+    struct store_request sr = {.time_ms = clock_wall_ms(),
                                .writer = n->name,
                                .writer_len = strlen(n->name),
                                .cmps = cmps,
@@ -1374,7 +1364,7 @@ static void record_nodes(struct node *n)
                                     .done_cb = meta_req_done,
                                     .ctx = n};
     n->meta_req.id_ = ++n->next_req_id;
-    n->meta_req.deadline_ms_ = now_ms() + NODE_REQ_TIMEOUT_MS;
+    n->meta_req.deadline_ms_ = clock_mono_ms() + NODE_REQ_TIMEOUT_MS;
     n->meta_busy = true;
     handle_req(n, &n->meta_req);
 }
@@ -1529,7 +1519,7 @@ static void reconcile_group(struct node *n, struct group *g)
 static void after_cycle(struct node *n)
 {
     record_nodes(n);
-    uint64_t now = now_ms();
+    uint64_t now = clock_mono_ms();
     if (now >= n->next_reconcile_ms) {
         n->next_reconcile_ms = now + NODE_RECONCILE_MS;
         for (size_t i = 0; i < n->n_groups; i++) {
@@ -1578,11 +1568,11 @@ static void after_cycle(struct node *n)
 static void *raft_main(void *arg)
 {
     struct node *n = arg;
-    uint64_t next_tick = now_ms() + NODE_TICK_MS;
+    uint64_t next_tick = clock_mono_ms() + NODE_TICK_MS;
     uint64_t next_status = 0;
     for (;;) {
         pthread_mutex_lock(&n->mu);
-        while (!n->stopping && n->queued == 0 && now_ms() < next_tick) {
+        while (!n->stopping && n->queued == 0 && clock_mono_ms() < next_tick) {
             struct timespec ts;
             ts.tv_sec = (time_t)(next_tick / 1000u);
             ts.tv_nsec = (long)(next_tick % 1000u) * 1000000L;
@@ -1602,7 +1592,7 @@ static void *raft_main(void *arg)
         while (ib != NULL) {
             struct inbatch *next = ib->next;
             if (ib->is_ack) {
-                xfer_on_ack(n->xfer, ib->from, &ib->ack, now_ms());
+                xfer_on_ack(n->xfer, ib->from, &ib->ack, clock_mono_ms());
             } else {
                 step_batch(n, &ib->b);
             }
@@ -1614,7 +1604,7 @@ static void *raft_main(void *arg)
             handle_req(n, rq);
             rq = next;
         }
-        uint64_t now = now_ms();
+        uint64_t now = clock_mono_ms();
         if (now >= next_tick) {
             for (size_t i = 0; i < n->n_groups; i++) {
                 raft_tick(n->groups[i].raft);
@@ -1628,7 +1618,7 @@ static void *raft_main(void *arg)
         }
         bool worked = ready_cycle(n);
         if (n->xfer != NULL) {
-            xfer_pump(n->xfer, now_ms());
+            xfer_pump(n->xfer, clock_mono_ms());
         }
         if (worked || now >= next_status) {
             after_cycle(n);

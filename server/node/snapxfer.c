@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../common/log.h"
+#include "../common/clock.h"
 #include "../store/store.h"
 
 struct xfer_out {
@@ -327,13 +328,6 @@ static struct xfer_in *in_find(struct xfer *x, uint64_t from,
     return slot;
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Decodes the head and hands the complete snapshot on; false when the
  * payload or head is corrupt (the transfer is then dropped). */
 static bool in_complete(struct xfer *x, struct xfer_in *t)
@@ -374,7 +368,7 @@ static bool in_complete(struct xfer *x, struct xfer_in *t)
 
 void xfer_on_chunk(struct xfer *x, uint64_t from, const struct net_chunk *c)
 {
-    uint64_t now = mono_ms();
+    uint64_t now = clock_mono_ms();
     struct net_chunk_ack ack = {
         .group = c->group, .index = c->index, .term = c->term};
     pthread_mutex_lock(&x->in_mu);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/clock.h"
 #include "../common/log.h"
 
 struct peer {
@@ -99,13 +100,6 @@ static struct peer *peer_of(struct net *n, uint64_t id)
     return NULL;
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void drop_bad(struct net *n, uint64_t from, const char *why)
 {
     atomic_fetch_add(&n->dropped_bad, 1);
@@ -183,7 +177,7 @@ static void on_frame(struct net *n, const uint8_t *p, size_t len)
     struct peer *src = peer_of(n, from);
     if (src != NULL && magic != NET_MAGIC) {
         atomic_fetch_add(&src->recv, 1);
-        atomic_store(&src->last_recv_ms, mono_ms());
+        atomic_store(&src->last_recv_ms, clock_mono_ms());
     }
     if (magic == NET_MAGIC_CHUNK) {
         on_chunk(n, from, p + NET_FRAME_HEADER_BYTES,
@@ -220,7 +214,7 @@ static void on_frame(struct net *n, const uint8_t *p, size_t len)
     atomic_fetch_add(&n->recv_frames, 1);
     if (src != NULL) {
         atomic_fetch_add(&src->recv, 1);
-        atomic_store(&src->last_recv_ms, mono_ms());
+        atomic_store(&src->last_recv_ms, clock_mono_ms());
     }
     n->cb(n->cb_ctx, from, &b);
 }
@@ -418,7 +412,7 @@ void net_get_stats(struct net *n, struct net_stats *out)
 size_t net_peer_stats(struct net *n, struct net_peer_stats *out, size_t cap)
 {
     size_t k = atomic_load_explicit(&n->n_peers, memory_order_acquire);
-    uint64_t now = mono_ms();
+    uint64_t now = clock_mono_ms();
     for (size_t i = 0; i < k && i < cap; i++) {
         struct peer *p = &n->peers[i];
         uint64_t last = atomic_load(&p->last_recv_ms);
