@@ -207,7 +207,7 @@ KHOD_SRC = server/main.c $(wildcard server/node/*.c server/api/*.c \
 	$(RAFT_SRC) $(STORE_SRC) $(CODEC_SRC) $(COMMON_SRC) $(API_GEN) \
 	client/libkho.c
 LIBKHO_SRC = client/libkho.c $(COMMON_SRC) $(API_GEN)
-KHOD_LDLIBS = -lnng -llmdb -lprotobuf-c -linih -lpthread -lm
+KHOD_LDLIBS = -lnng -llmdb -lprotobuf-c -linih -lurcu-bp -lurcu-common -lpthread -lm
 LIBKHO_LDLIBS = -lnng -lprotobuf-c -lpthread
 
 # These include the generated api header, which -MMD only learns about

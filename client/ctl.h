@@ -85,14 +85,15 @@ void ctl_table_free(struct ctl_table *t);
  */
 int ctl_json_set_bytes(json_t *obj, const char *field, const void *p, size_t n);
 /* A number: an integer up to 2^63-1, a decimal string above. */
+json_t *ctl_json_u64(uint64_t v);
 int ctl_json_set_u64(json_t *obj, const char *field, uint64_t v);
 /* A record: key, value (unless keys_only), version, create_revision,
  * modify_revision, writer, time_ms, time, and deleted (history only).
  * NULL when out of memory. */
 json_t *ctl_json_record(const struct kho_record *r, bool keys_only,
                         bool history);
-/* A registry: name, group, replicas, created_ms, created, creator, and
- * with `describe` leader, term, commit, applied. */
+/* A registry: name, group, replicas, created_ms, created, creator, shards,
+ * home, and with `describe` leader, term, commit, applied. */
 json_t *ctl_json_registry(const struct kho_registry_info *r, bool describe);
 /* Prints v compactly on one line and drops the reference. Returns 0, or
  * -1 (v NULL: out of memory earlier, or a write error). */

@@ -6,6 +6,7 @@
  * ctl_member.c  member add|remove|list, leader transfer
  * ctl_health.c  cluster health
  * ctl_admin.c   check, backup
+ * ctl_shard.c   shard list|describe|move, cluster rebalance
  */
 #ifndef KHO_CTL_CMD_H
 #define KHO_CTL_CMD_H
@@ -17,6 +18,7 @@
 
 #include "ctl.h"
 #include "kho.h"
+#include "kho_shard.h"
 
 enum {
     EXIT_NOT_FOUND = 1,
@@ -104,5 +106,23 @@ int ctl_cmd_check(struct ctl *x, const struct command *cmd, int argc,
                   char **argv);
 int ctl_cmd_backup(struct ctl *x, const struct command *cmd, int argc,
                    char **argv);
+int ctl_cmd_shard_list(struct ctl *x, const struct command *cmd, int argc,
+                       char **argv);
+int ctl_cmd_shard_describe(struct ctl *x, const struct command *cmd, int argc,
+                           char **argv);
+int ctl_cmd_shard_move(struct ctl *x, const struct command *cmd, int argc,
+                       char **argv);
+int ctl_cmd_cluster_rebalance(struct ctl *x, const struct command *cmd,
+                              int argc, char **argv);
+
+/* Shard tables (ctl_shard.c). Adds a row "SHARD> GROUP> REPLICAS LEADER"
+ * (REGISTRY first when with_registry) per shard of m, nodes by name. */
+void ctl_shard_rows(struct ctl_table *t, const struct kho_shard_map *m,
+                    bool with_registry);
+/* The shards of m as a JSON array (see `shard list --json`); NULL when out
+ * of memory. */
+json_t *ctl_json_shards(const struct kho_shard_map *m);
+/* Whether err, from kho_shard_map(), says the cluster predates sharding. */
+bool ctl_shards_unknown(struct kho_client *c, int err);
 
 #endif /* KHO_CTL_CMD_H */

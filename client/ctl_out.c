@@ -380,7 +380,7 @@ int ctl_json_set_bytes(json_t *obj, const char *field, const void *p, size_t n)
     return rc;
 }
 
-static json_t *json_u64(uint64_t v)
+json_t *ctl_json_u64(uint64_t v)
 {
     if (v <= (uint64_t)LLONG_MAX) {
         return json_integer((json_int_t)v);
@@ -392,7 +392,7 @@ static json_t *json_u64(uint64_t v)
 
 int ctl_json_set_u64(json_t *obj, const char *field, uint64_t v)
 {
-    return json_object_set_new(obj, field, json_u64(v));
+    return json_object_set_new(obj, field, ctl_json_u64(v));
 }
 
 static int set_time(json_t *obj, uint64_t ms)
@@ -441,7 +441,7 @@ json_t *ctl_json_registry(const struct kho_registry_info *r, bool describe)
     int rc = ctl_json_set_bytes(o, "name", r->name, strlen(r->name));
     rc |= ctl_json_set_u64(o, "group", r->group_id);
     for (size_t i = 0; i < r->n_replicas && i < KHO_REPLICAS_MAX; i++) {
-        rc |= json_array_append_new(reps, json_u64(r->replicas[i]));
+        rc |= json_array_append_new(reps, ctl_json_u64(r->replicas[i]));
     }
     rc |= json_object_set_new(o, "replicas", reps);
     char buf[CTL_TIME_BYTES];
@@ -449,6 +449,8 @@ json_t *ctl_json_registry(const struct kho_registry_info *r, bool describe)
     rc |= ctl_json_set_u64(o, "created_ms", r->created_ms);
     rc |= json_object_set_new(o, "created", json_string(buf));
     rc |= ctl_json_set_bytes(o, "creator", r->creator, strlen(r->creator));
+    rc |= ctl_json_set_u64(o, "shards", r->shards);
+    rc |= ctl_json_set_bytes(o, "home", r->home, strlen(r->home));
     if (describe) {
         rc |= ctl_json_set_u64(o, "leader", r->leader);
         rc |= ctl_json_set_u64(o, "term", r->term);

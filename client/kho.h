@@ -9,6 +9,21 @@
  * KHO_ETIMEOUT: the outcome is UNKNOWN (the write may or may not have been
  * applied), never "failed".
  *
+ * Sharded registries: a registry is split into shards, each its own raft
+ * group; kho_shard.h says which shard holds a key (kho_shard_of(), the
+ * function the nodes use: include it to keep a transaction's keys in one
+ * shard) and bounds a registry's shards (KHO_SHARDS_MAX). The first data
+ * request (put, get, delete, txn, scan, history) on a registry fetches its
+ * shard map from any node and caches it; from then on every request goes
+ * straight to the leader of its key's shard. The map is only a shortcut -
+ * every node finds a key's shard itself and redirects - so a stale map
+ * costs a redirect, never a wrong answer. A client caches the maps of
+ * KHO_SHARD_MAPS_MAX registries (the least recently used is dropped) and
+ * fetches one registry's map again at most every KHO_SHARD_MAP_REFRESH_MS,
+ * when a node is unreachable, a NOT_LEADER names no leader, or an answer
+ * reports another shard count. Against a cluster that predates sharding
+ * requests go the old way (one map request per KHO_SHARD_MAP_RETRY_MS).
+ *
  * Every call is blocking and safe to call from several threads on one
  * client (calls on one client are serialised by a mutex; open one client
  * per thread for parallelism).
@@ -63,6 +78,19 @@ extern "C" {
 /* Members of one group a status answer describes (a group's voters and
  * learners; the server's RAFT_MEMBERS_MAX). */
 #define KHO_GROUP_MEMBERS_MAX 16u
+/* Registries whose shard map one client caches, and how often it fetches
+ * one registry's map again at most (see the top of this file). The most
+ * shards of a registry is KHO_SHARDS_MAX, in kho_shard.h. */
+#define KHO_SHARD_MAPS_MAX 64u
+#define KHO_SHARD_MAP_REFRESH_MS 500u
+/* After a node answered that it does not know shard maps, how long the
+ * client routes the old way before it asks again. */
+#define KHO_SHARD_MAP_RETRY_MS 60000u
+/* Records one page of a scan of a registry of several shards holds when
+ * kho_scan_opts.limit is 0 (the server's own default for one shard). */
+#define KHO_SCAN_LIMIT_DEFAULT 1000u
+/* Moves one shard move or rebalance answer may list. */
+#define KHO_SHARD_MOVES_MAX 65536u
 
 struct kho_client;
 
@@ -222,15 +250,19 @@ struct kho_op {
  * revision the transaction was applied at. *failed_compare (may be NULL)
  * receives, with KHO_ECONFLICT, the 1-based index of the first compare
  * that failed (0 when the conflict was not a compare's), else 0.
+ * Every key of a transaction (compares and ops) must lie in one shard of
+ * the registry (kho_shard_of() with the registry's shard count, see
+ * kho_shard_map()): a transaction across shards is refused before anything
+ * is sent, its message naming two of the shards.
  * Errors: KHO_EINVAL (no compare and no op, NULL arrays with a count, an
  * empty key, a bad target or op, a delete with a value, two ops on one
- * key), KHO_ETOOLARGE (over KHO_TXN_CMPS_MAX compares or KHO_TXN_OPS_MAX
- * ops, a key or value over its limit, keys and values together over
- * KHO_TXN_BYTES_MAX), KHO_ECONFLICT (a compare failed: nothing applied),
- * KHO_ENOTFOUND (unknown registry), KHO_ECORRUPT (failed compare index out
- * of range), and KHO_ETIMEOUT (outcome unknown), KHO_EUNAVAILABLE,
- * KHO_ENOSPC, KHO_ENOMEM, KHO_EIO, KHO_ESTALE, KHO_EDENIED as for
- * kho_put().
+ * key, keys in more than one shard), KHO_ETOOLARGE (over KHO_TXN_CMPS_MAX
+ * compares or KHO_TXN_OPS_MAX ops, a key or value over its limit, keys and
+ * values together over KHO_TXN_BYTES_MAX), KHO_ECONFLICT (a compare failed:
+ * nothing applied), KHO_ENOTFOUND (unknown registry), KHO_ECORRUPT (failed
+ * compare index out of range), and KHO_ETIMEOUT (outcome unknown),
+ * KHO_EUNAVAILABLE, KHO_ENOSPC, KHO_ENOMEM, KHO_EIO, KHO_ESTALE, KHO_EDENIED as
+ * for kho_put().
  */
 KHO_EXPORT int kho_txn(struct kho_client *c, const char *registry,
                        const struct kho_compare *cmps, size_t n_cmps,
@@ -267,14 +299,26 @@ struct kho_scan_opts {
  * exhausted: pass it back in opts.token, with the same range, for the next
  * page. A page may hold fewer than `limit` records and still have a token
  * (the server bounds a page's bytes, about 4 MiB).
+ *
+ * On a registry of several shards one page asks every shard in turn for up
+ * to `limit` records (KHO_SCAN_LIMIT_DEFAULT when 0) after the token, with
+ * the same consistency, and merges them in key order: O(shards) round
+ * trips, all within the client's timeout. The page holds the first `limit`
+ * of them (and at most about 4 MiB of keys and values), never a key past
+ * what a shard with more records has shown; its token is its last key and
+ * serves the whole registry. Each shard is read at its own point in time:
+ * a page is not a snapshot of the registry.
  * Errors: KHO_EINVAL (NULL outputs or opts, a NULL pointer with a length,
  * a prefix together with start or end, limit over KHO_SCAN_LIMIT_MAX, a
  * token over KHO_TOKEN_BYTES_MAX or one the server does not accept, a bad
  * registry name), KHO_ETOOLARGE (start, end or prefix over
  * KHO_KEY_BYTES_MAX), KHO_ENOTFOUND (unknown registry), KHO_ECORRUPT (a
  * malformed answer: a record without a key, outside the range or over a
- * limit, more records than asked for, a token over its limit),
- * KHO_ETIMEOUT, KHO_EUNAVAILABLE, KHO_ENOMEM, KHO_EIO, KHO_EDENIED.
+ * limit, more records than asked for, a token over its limit; of a shard:
+ * a key of another shard, keys out of order or not after the token, a
+ * token without records), KHO_ETIMEOUT, KHO_EUNAVAILABLE (also: the
+ * registry's shard count changed during the page), KHO_ENOMEM, KHO_EIO,
+ * KHO_EDENIED.
  */
 KHO_EXPORT int kho_scan(struct kho_client *c, const char *registry,
                         const struct kho_scan_opts *o, struct kho_record **recs,
@@ -299,18 +343,34 @@ KHO_EXPORT int kho_history(struct kho_client *c, const char *registry,
 
 struct kho_registry_info {
     char name[KHO_NAME_BYTES_MAX + 1];
-    uint64_t group_id;
+    uint64_t group_id; /* the group of shard 0 */
     size_t n_replicas;
-    uint64_t replicas[KHO_REPLICAS_MAX];  /* node ids */
+    uint64_t replicas[KHO_REPLICAS_MAX];  /* node ids (of shard 0) */
     uint64_t created_ms;                  /* ms since the epoch */
     char creator[KHO_NAME_BYTES_MAX + 1]; /* client name of the creator */
     /* kho_registry_describe only (0 otherwise): the leader's view. */
     uint64_t leader, term, commit, applied;
+    /* Its shards (1 from a server that predates sharding), and the node
+     * that holds a replica of every shard ("" none). Where each shard
+     * lives: kho_shard_map(). */
+    uint32_t shards;
+    char home[KHO_NAME_BYTES_MAX + 1];
+};
+
+/* How to create a registry (kho_registry_create_opts()). Zeroed: the
+ * cluster's defaults. */
+struct kho_registry_opts {
+    uint32_t replicas; /* replicas of each shard (0: 3; at most
+                          KHO_REPLICAS_MAX) */
+    uint32_t shards;   /* shards (0: 1; at most KHO_SHARDS_MAX) */
+    const char *home;  /* a node that holds a replica of every shard
+                          (NULL or "": none) */
 };
 
 /*
  * Creates registry `name` with `replicas` replicas (0: the cluster's
- * default, 3; at most KHO_REPLICAS_MAX). Retried with the same session and
+ * default, 3; at most KHO_REPLICAS_MAX), of one shard (more, and a home
+ * node: kho_registry_create_opts()). Retried with the same session and
  * seq like a put, so it is created once. `out` (may be NULL) receives the
  * new registry as the server describes it (when the create answer does not
  * describe it, libkho asks with kho_registry_describe()).
@@ -323,6 +383,19 @@ struct kho_registry_info {
 KHO_EXPORT int kho_registry_create(struct kho_client *c, const char *name,
                                    uint32_t replicas,
                                    struct kho_registry_info *out);
+
+/*
+ * Creates registry `name` as `opts` says (NULL: the defaults): `shards`
+ * shards, each a raft group of `replicas` replicas, one of them on node
+ * `home` when given. kho_registry_create(c, name, r, out) is this with
+ * opts {.replicas = r}. Errors: those of kho_registry_create(), and
+ * KHO_EINVAL for shards over KHO_SHARDS_MAX or a home that is not a
+ * 1..KHO_NAME_BYTES_MAX byte UTF-8 name, or one the server does not know
+ * (KHO_ENOTFOUND when it says so).
+ */
+KHO_EXPORT int kho_registry_create_opts(struct kho_client *c, const char *name,
+                                        const struct kho_registry_opts *opts,
+                                        struct kho_registry_info *out);
 
 /*
  * Lists the registries: on KHO_OK *out is a malloc'd array (free it) of *n
@@ -342,6 +415,95 @@ KHO_EXPORT int kho_registry_list(struct kho_client *c,
  */
 KHO_EXPORT int kho_registry_describe(struct kho_client *c, const char *name,
                                      struct kho_registry_info *out);
+
+/* --- Shards ----------------------------------------------------------------
+ */
+
+/* One shard of a registry, as kho_shard_map() found it. */
+struct kho_shard_info {
+    uint32_t shard; /* 0-based: kho_shard_of() of its keys */
+    uint64_t group_id;
+    size_t n_replicas;
+    uint64_t replicas[KHO_REPLICAS_MAX]; /* node ids, as the meta group
+                                            places them */
+    uint64_t leader;                     /* node id, 0 unknown */
+    char leader_url[KHO_URL_BYTES_MAX];  /* its client URL ("" unknown) */
+    /* The view of the node that named the leader, when it hosts a
+     * replica (0 otherwise). */
+    uint64_t term, commit, applied;
+};
+
+/* Where the shards of a registry live. */
+struct kho_shard_map {
+    char registry[KHO_NAME_BYTES_MAX + 1];
+    uint32_t shards;                   /* 1..KHO_SHARDS_MAX */
+    uint32_t replicas;                 /* replicas per shard */
+    char home[KHO_NAME_BYTES_MAX + 1]; /* "" none */
+    uint64_t revision; /* meta revision of the registry's record */
+    struct kho_shard_info *shard_list; /* shards entries, [i].shard == i */
+    size_t n_nodes;
+    struct kho_node_info *nodes; /* every node named above, with its URLs */
+};
+
+/*
+ * Fetches where the shards of `registry` live: *out (free it with
+ * kho_shard_map_free) from any node, the leaders filled in by asking the
+ * nodes of the shards whose leader that node did not know (a node knows
+ * the leaders of the shards it hosts): at most one request per node. It
+ * also refreshes the client's cached map. Errors: KHO_EINVAL (bad registry
+ * name, out NULL; or the cluster predates sharding: "does not know shard
+ * maps"), KHO_ENOTFOUND (no such registry), KHO_ECORRUPT (a malformed map:
+ * another registry, a shard missing or twice, over a limit), KHO_ETIMEOUT,
+ * KHO_EUNAVAILABLE, KHO_ENOMEM, KHO_EIO, KHO_EDENIED.
+ */
+KHO_EXPORT int kho_shard_map(struct kho_client *c, const char *registry,
+                             struct kho_shard_map **out);
+
+/* Frees a map of kho_shard_map(). NULL is allowed. */
+KHO_EXPORT void kho_shard_map_free(struct kho_shard_map *m);
+
+/* A replica of a shard moved (or planned to move) from one node to
+ * another. */
+struct kho_shard_move {
+    char registry[KHO_NAME_BYTES_MAX + 1];
+    uint32_t shard;    /* 0-based */
+    uint64_t from, to; /* node ids */
+    char from_name[KHO_NAME_BYTES_MAX + 1];
+    char to_name[KHO_NAME_BYTES_MAX + 1];
+};
+
+/*
+ * Moves the replica of shard `shard` (0-based) of `registry` from node
+ * `from_name` to node `to_name`: the meta group records it at once, then
+ * the shard's leader adds the target as a learner, promotes it once caught
+ * up and removes the source (follow it with kho_shard_map()). Retried with
+ * the same session and seq, so it is recorded once. *moves (free() it)
+ * receives the *n_moves moves the cluster recorded (NULL when none);
+ * moves and n_moves may both be NULL.
+ * Errors: KHO_EINVAL (bad registry or node name, from and to the same,
+ * shard out of range, a target that already holds the shard),
+ * KHO_ENOTFOUND (no such registry or node), KHO_ECONFLICT (the shard is
+ * moving already, or the map changed meanwhile), KHO_ECORRUPT (more than
+ * KHO_SHARD_MOVES_MAX moves, a field over its limit), KHO_ETIMEOUT (outcome
+ * unknown), KHO_EUNAVAILABLE, KHO_ENOSPC, KHO_ENOMEM, KHO_EIO, KHO_ESTALE,
+ * KHO_EDENIED.
+ */
+KHO_EXPORT int kho_shard_move(struct kho_client *c, const char *registry,
+                              uint32_t shard, const char *from_name,
+                              const char *to_name,
+                              struct kho_shard_move **moves, size_t *n_moves);
+
+/*
+ * Asks the meta group's leader to even out the replicas over the nodes:
+ * it plans moves so that every node holds an even share and records them
+ * (only plans them when `dry_run` is non-zero; a plan is not retried
+ * with a seq, it writes nothing). *moves / *n_moves receive them as for
+ * kho_shard_move(); none when the cluster is balanced. Errors: those of
+ * kho_shard_move() but KHO_ENOTFOUND, and KHO_ETOOLARGE (more moves than
+ * the cluster plans at once: rebalance again after these).
+ */
+KHO_EXPORT int kho_rebalance(struct kho_client *c, int dry_run,
+                             struct kho_shard_move **moves, size_t *n_moves);
 
 /* --- Membership and leadership -------------------------------------------- */
 
@@ -413,7 +575,8 @@ struct kho_replica_status {
 /* Status of one group on one node. */
 struct kho_group_status {
     uint64_t group_id;
-    char registry[KHO_NAME_BYTES_MAX + 1];
+    char registry[KHO_NAME_BYTES_MAX + 1]; /* "" the meta group */
+    uint32_t shard; /* the registry's shard it holds (0-based) */
     char role[16];
     uint64_t term, leader, commit, applied, last_index;
     /* The members of the configuration in force. match, lag and active

@@ -26,8 +26,9 @@
 #define CTL_TIMEOUT_DEFAULT_MS 5000u
 #define CTL_TIMEOUT_MS_MAX (3600u * 1000u)
 #define CTL_STDIN_CHUNK_BYTES (64u << 10)
-/* Positional arguments of the longest command (put REG KEY VALUE). */
-#define CTL_POS_MAX 3u
+/* Positional arguments of the longest command (shard move REG SHARD FROM
+ * TO). */
+#define CTL_POS_MAX 4u
 /* Pages one scan or history may fetch: each page holds at least one
  * record unless it is the last, so this is never reached by a sound
  * server; it stops a broken one from looping forever. */
@@ -76,6 +77,14 @@ static const char USAGE_TAIL[] =
     "the two is present. scan and history fetch pages until --limit records\n"
     "(default and most: 100000) or the end; their JSON is\n"
     "{\"records\":[...],\"more\":BOOL}, more meaning records remain.\n"
+    "\n"
+    "shards: a registry of --shards S (default 1, at most 256) spreads its\n"
+    "keys over S raft groups, each on --replicas R nodes (default 3), one\n"
+    "of them on --home NODE when given. Shards are numbered 0 to S-1. A txn\n"
+    "must keep its keys in one shard; a scan reads every shard and merges\n"
+    "them in key order. shard move moves one replica of a shard from a node\n"
+    "to another; cluster rebalance evens the replicas out over the nodes\n"
+    "(--dry-run shows the plan only); both print the moves recorded.\n"
     "\n"
     "exit status: 0 ok, 1 not found or precondition failed, 2 usage error,\n"
     "3 unavailable or timed out (outcome unknown), 4 other (e.g. KHO_EEXIST,\n"
@@ -367,20 +376,25 @@ int ctl_print_table(struct ctl_table *t)
 static int cmd_registry_create(struct ctl *x, const struct command *cmd,
                                int argc, char **argv)
 {
-    bool json = false, has_reps = false;
-    uint64_t reps = 0;
+    bool json = false, has_reps = false, has_shards = false, has_home = false;
+    uint64_t reps = 0, shards = 0;
+    const char *home = NULL;
     const struct opt opts[] = {
         {"--replicas", OPT_U64, &has_reps, NULL, &reps, 1, KHO_REPLICAS_MAX},
+        {"--shards", OPT_U64, &has_shards, NULL, &shards, 1, KHO_SHARDS_MAX},
+        {"--home", OPT_STR, &has_home, &home, NULL, 0, 0},
         {"--json", OPT_FLAG, &json, NULL, NULL, 0, 0},
     };
     char *pos[1] = {NULL};
     struct kho_client *c = NULL;
     int code = 0;
-    if (!ctl_start(x, cmd, argc, argv, opts, 2, pos, 1, 1, &c, &code)) {
+    if (!ctl_start(x, cmd, argc, argv, opts, 4, pos, 1, 1, &c, &code)) {
         return code;
     }
+    struct kho_registry_opts o = {
+        .replicas = (uint32_t)reps, .shards = (uint32_t)shards, .home = home};
     struct kho_registry_info info;
-    int err = kho_registry_create(c, pos[0], (uint32_t)reps, &info);
+    int err = kho_registry_create_opts(c, pos[0], &o, &info);
     if (err != KHO_OK) {
         return ctl_fail(c, "registry create", err);
     }
@@ -390,8 +404,11 @@ static int cmd_registry_create(struct ctl *x, const struct command *cmd,
     char rbuf[8 * 24];
     replicas_text(&info, rbuf, sizeof(rbuf));
     char *name = ctl_escape(info.name, strlen(info.name), CTL_KEY_CHARS_MAX);
-    fprintf(stderr, "ok: registry %s: group %llu, replicas %s\n",
-            name != NULL ? name : "?", (unsigned long long)info.group_id, rbuf);
+    fprintf(stderr,
+            "ok: registry %s: %u shard%s, group %llu, replicas %s%s%s\n",
+            name != NULL ? name : "?", info.shards, info.shards == 1 ? "" : "s",
+            (unsigned long long)info.group_id, rbuf,
+            info.home[0] != '\0' ? ", home " : "", info.home);
     free(name);
     return 0;
 }
@@ -403,7 +420,11 @@ static void registry_row(struct ctl_table *t, const struct kho_registry_info *r,
     replicas_text(r, rbuf, sizeof(rbuf));
     ctl_table_add_bytes(t, r->name, strlen(r->name), CTL_KEY_CHARS_MAX);
     ctl_table_add_u64(t, r->group_id);
+    ctl_table_add_u64(t, r->shards);
     ctl_table_add(t, rbuf);
+    ctl_table_add_bytes(t, r->home[0] != '\0' ? r->home : "-",
+                        r->home[0] != '\0' ? strlen(r->home) : 1,
+                        CTL_KEY_CHARS_MAX);
     if (describe) {
         ctl_table_add_u64(t, r->leader);
         ctl_table_add_u64(t, r->term);
@@ -449,8 +470,8 @@ static int cmd_registry_list(struct ctl *x, const struct command *cmd, int argc,
         free(regs);
         return ctl_print_json(o);
     }
-    struct ctl_table *t = ctl_table_new("NAME GROUP> REPLICAS CREATED "
-                                        "CREATOR");
+    struct ctl_table *t = ctl_table_new("NAME GROUP> SHARDS> REPLICAS HOME "
+                                        "CREATED CREATOR");
     for (size_t i = 0; t != NULL && i < n; i++) {
         registry_row(t, &regs[i], false);
     }
@@ -476,15 +497,41 @@ static int cmd_registry_describe(struct ctl *x, const struct command *cmd,
     if (err != KHO_OK) {
         return ctl_fail(c, "registry describe", err);
     }
+    /* Where its shards live; a cluster before sharding has no map. */
+    struct kho_shard_map *m = NULL;
+    int map_err = kho_shard_map(c, pos[0], &m);
+    if (ctl_shards_unknown(c, map_err)) {
+        map_err = KHO_OK;
+    }
+    int rc = 0;
     if (json) {
-        return ctl_print_json(ctl_json_registry(&info, true));
+        json_t *o = ctl_json_registry(&info, true);
+        if (o != NULL && m != NULL &&
+            json_object_set_new(o, "shard_list", ctl_json_shards(m)) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+        rc = ctl_print_json(o);
+    } else {
+        struct ctl_table *t = ctl_table_new(
+            "NAME GROUP> SHARDS> REPLICAS HOME LEADER> TERM> COMMIT> "
+            "APPLIED> CREATED CREATOR");
+        if (t != NULL) {
+            registry_row(t, &info, true);
+        }
+        rc = ctl_print_table(t);
+        if (rc == 0 && m != NULL) {
+            putchar('\n');
+            t = ctl_table_new("SHARD> GROUP> REPLICAS LEADER");
+            ctl_shard_rows(t, m, false);
+            rc = ctl_print_table(t);
+        }
     }
-    struct ctl_table *t = ctl_table_new("NAME GROUP> REPLICAS LEADER> TERM> "
-                                        "COMMIT> APPLIED> CREATED CREATOR");
-    if (t != NULL) {
-        registry_row(t, &info, true);
+    kho_shard_map_free(m);
+    if (rc == 0 && map_err != KHO_OK) {
+        rc = ctl_fail(c, "registry describe: shard map", map_err);
     }
-    return ctl_print_table(t);
+    return rc;
 }
 
 /* --- put, get, del
@@ -1011,6 +1058,7 @@ static json_t *group_json(const struct kho_node_status *st,
     rc |= ctl_json_set_u64(o, "commit", g->commit);
     rc |= ctl_json_set_u64(o, "applied", g->applied);
     rc |= ctl_json_set_u64(o, "last_index", g->last_index);
+    rc |= ctl_json_set_u64(o, "shard", g->shard);
     if (rc == 0 && g->check_alarm) {
         /* Raised by khoctl check (ctl_admin.c); last, after "role". */
         char h[17], e[17];
@@ -1048,11 +1096,22 @@ static json_t *replica_json(const struct kho_group_status *g,
     rc |= ctl_json_set_u64(o, "lag", r->lag);
     rc |= json_object_set_new(o, "leader", json_boolean(r->leader));
     rc |= json_object_set_new(o, "active", json_boolean(r->active));
+    rc |= ctl_json_set_u64(o, "shard", g->shard);
     if (rc != 0) {
         json_decref(o);
         return NULL;
     }
     return o;
+}
+
+/* The shard a group holds; "-" for the meta group. */
+static void shard_cell(struct ctl_table *t, const struct kho_group_status *g)
+{
+    if (g->registry[0] == '\0') {
+        ctl_table_add(t, "-");
+    } else {
+        ctl_table_add_u64(t, g->shard);
+    }
 }
 
 /* The members of group g, as its leader reports them. */
@@ -1067,6 +1126,7 @@ static void cluster_add_replicas(struct cluster *cl,
         }
         ctl_table_add_bytes(cl->rt, g->registry, strlen(g->registry),
                             CTL_KEY_CHARS_MAX);
+        shard_cell(cl->rt, g);
         ctl_table_add_u64(cl->rt, g->group_id);
         ctl_table_add_u64(cl->rt, r->node);
         ctl_table_add(cl->rt, r->leader ? "leader" : r->role);
@@ -1106,6 +1166,7 @@ static void cluster_add_status(struct cluster *cl, const char *url,
         }
         ctl_table_add_bytes(cl->t, g->registry, strlen(g->registry),
                             CTL_KEY_CHARS_MAX);
+        shard_cell(cl->t, g);
         ctl_table_add_u64(cl->t, g->group_id);
         ctl_table_add_u64(cl->t, st->node_id);
         ctl_table_add_bytes(cl->t, g->role, strlen(g->role), 16);
@@ -1202,9 +1263,9 @@ static int cmd_cluster_status(struct ctl *x, const struct command *cmd,
         cl.unreachable = json_array();
         cl.replicas = json_array();
     } else {
-        cl.t = ctl_table_new("REGISTRY GROUP> NODE> ROLE LEADER> TERM> "
-                             "COMMIT> APPLIED>");
-        cl.rt = ctl_table_new("REGISTRY GROUP> NODE> ROLE MATCH> LAG> "
+        cl.t = ctl_table_new("REGISTRY SHARD> GROUP> NODE> ROLE LEADER> "
+                             "TERM> COMMIT> APPLIED>");
+        cl.rt = ctl_table_new("REGISTRY SHARD> GROUP> NODE> ROLE MATCH> LAG> "
                               "ACTIVE");
     }
     if (json ? cl.groups == NULL || cl.unreachable == NULL ||
@@ -1252,7 +1313,9 @@ static int cmd_cluster_status(struct ctl *x, const struct command *cmd,
  */
 
 static const struct command cmds[] = {
-    {"registry", "create", "registry create NAME [--replicas N] [--json]",
+    {"registry", "create",
+     "registry create NAME [--replicas R] [--shards S] [--home NODE] "
+     "[--json]",
      cmd_registry_create},
     {"registry", "list", "registry list [--json]", cmd_registry_list},
     {"registry", "describe", "registry describe NAME [--json]",
@@ -1272,6 +1335,13 @@ static const struct command cmds[] = {
     {"history", NULL, "history REG KEY [--limit N] [--json]", cmd_history},
     {"cluster", "status", "cluster status [--json]", cmd_cluster_status},
     {"cluster", "health", "cluster health [--json]", ctl_cmd_cluster_health},
+    {"cluster", "rebalance", "cluster rebalance [--dry-run] [--json]",
+     ctl_cmd_cluster_rebalance},
+    {"shard", "list", "shard list [REG] [--json]", ctl_cmd_shard_list},
+    {"shard", "describe", "shard describe REG SHARD [--json]",
+     ctl_cmd_shard_describe},
+    {"shard", "move", "shard move REG SHARD FROM_NODE TO_NODE [--json]",
+     ctl_cmd_shard_move},
     {"member", "add", "member add NAME PEER_URL CLIENT_URL [--json]",
      ctl_cmd_member_add},
     {"member", "remove", "member remove NAME", ctl_cmd_member_remove},

@@ -10,12 +10,28 @@
  * seq, so a write that did reach the leader before a timeout is not applied
  * twice.
  *
+ * Data requests are routed by shard. The client caches the shard map of up
+ * to KHO_SHARD_MAPS_MAX registries (struct map: per shard its group, its
+ * replicas' node ids and the leader's, when known) and the client URL of
+ * every node a map named (struct node_url, by id, so that a map never
+ * holds an index into the endpoint table, whose learned slots get reused).
+ * A request goes to its shard's leader, else to one of its replicas (in
+ * turn), else the old way; a hint moves the shard's leader. Signals that a
+ * map is out of date (an unreachable node, NOT_LEADER without a hint, a
+ * hint to a node the map does not name, an answer with another shard
+ * count) mark it stale, and a stale map is fetched again at most every
+ * KHO_SHARD_MAP_REFRESH_MS, in the middle of a call if need be. A node that
+ * does not know OP_SHARD_MAP ("unknown operation", or an answer without a
+ * map) turns routing off for KHO_SHARD_MAP_RETRY_MS: requests go the old
+ * way, which every node still serves by redirecting.
+ *
  * Everything a caller passes is checked before a byte is sent, and
  * everything an answer carries is checked before it is handed back: the
  * server is another program, and a bug there must surface as KHO_ECORRUPT,
  * not as a crash or a silently wrong result here.
  */
 #include "kho.h"
+#include "kho_shard.h"
 
 #include <errno.h>
 #include <nng/nng.h>
@@ -44,18 +60,77 @@
  * of its KHO_TXN_CMPS_MAX + KHO_TXN_OPS_MAX items and names. */
 #define CLIENT_REQUEST_BYTES_MAX (KHO_TXN_BYTES_MAX + (64u << 10))
 #define CLIENT_ERRMSG_BYTES 256u
-/* Leader URLs learned from NOT_LEADER hints that were not among the
- * endpoints given at open (a client may be given one node only). When
- * full, the oldest learned one is replaced. */
-#define CLIENT_LEARNED_MAX 16u
+/* Node URLs learned from NOT_LEADER hints and shard maps that were not
+ * among the endpoints given at open (a client may be given one node
+ * only): enough for a cluster of 64 nodes. When full, the least recently
+ * used learned one is replaced (and its connection closed). */
+#define CLIENT_LEARNED_MAX 64u
 #define CLIENT_URLS_MAX (KHO_ENDPOINTS_MAX + CLIENT_LEARNED_MAX)
 #define CLIENT_HOST_BYTES 256u
+/* Nodes whose client URL a shard map gave (by node id); when full, the
+ * least recently used is forgotten. */
+#define CLIENT_NODES_MAX KHO_NODES_MAX
+/* Endpoints one routing refresh of a map asks (each may take a try's
+ * wait when down), so that a refresh leaves the request most of its
+ * time; kho_shard_map() itself asks until its deadline. */
+#define CLIENT_MAP_ASKS_MAX 3u
+/* A node that did not answer a try is passed over by routing this long
+ * (unless a hint names it), longer than KHO_SHARD_MAP_REFRESH_MS so that a
+ * map fetched meanwhile, still naming it the leader, does not send the
+ * next try back to it. */
+#define CLIENT_NODE_DOWN_MS 2000u
+/* The most bytes of keys and values one page of a scan over several shards
+ * keeps (the server's own page bound), beyond the first record. */
+#define CLIENT_SCAN_PAGE_BYTES_MAX (4u << 20)
+/* Times one scan page starts over when the registry's shard count differs
+ * from the cached map's. */
+#define CLIENT_SCAN_RESTARTS_MAX 2u
 
 _Static_assert(KHO_KEY_BYTES_MAX + KHO_VALUE_BYTES_MAX <= KHO_TXN_BYTES_MAX,
                "a transaction can carry what a single put can");
 _Static_assert(KHO_VALUE_BYTES_MAX + (64u << 10) <= CLIENT_RESPONSE_BYTES_MAX,
                "a get answer with a maximal value fits");
 _Static_assert(KHO_SCAN_LIMIT_MAX <= UINT32_MAX, "limit is a uint32");
+_Static_assert(KHO_SCAN_LIMIT_DEFAULT <= KHO_SCAN_LIMIT_MAX,
+               "the default page fits the limit");
+_Static_assert(KHO_KEY_BYTES_MAX <= KHO_TOKEN_BYTES_MAX,
+               "a key serves as the token of a scan over several shards");
+_Static_assert(CLIENT_SCAN_PAGE_BYTES_MAX + KHO_KEY_BYTES_MAX +
+                       KHO_VALUE_BYTES_MAX <=
+                   CLIENT_RESPONSE_BYTES_MAX,
+               "a merged page is no larger than one answer may be");
+_Static_assert(KHO_SHARDS_MAX <= UINT32_MAX, "a shard is a uint32");
+_Static_assert(CLIENT_NODE_DOWN_MS > KHO_SHARD_MAP_REFRESH_MS,
+               "a node found down outlives the next map fetch");
+
+/* A node a shard map named, and its client URL. */
+struct node_url {
+    uint64_t id; /* 0: a free slot */
+    uint64_t used;
+    uint64_t down_until_ms; /* did not answer: passed over until then */
+    char url[KHO_URL_BYTES_MAX];
+};
+
+/* Where the requests of one shard go. */
+struct route {
+    uint64_t group_id;
+    uint64_t leader; /* node id; 0: unknown */
+    uint32_t n_replicas;
+    uint32_t next; /* the replica to try while the leader is unknown */
+    uint64_t replicas[KHO_REPLICAS_MAX]; /* node ids */
+};
+
+/* The cached shard map of one registry. */
+struct map {
+    char registry[KHO_NAME_BYTES_MAX + 1]; /* "": a free slot */
+    uint32_t shards;     /* 0: no map, the registry's requests go the old
+                            way */
+    bool stale;          /* fetch it again when the rate allows */
+    uint64_t fetched_ms; /* the last fetch tried; 0: never */
+    uint64_t used;
+    uint64_t revision;
+    struct route *routes; /* [shards], malloc'd */
+};
 
 struct kho_client {
     pthread_mutex_t mu;
@@ -63,14 +138,20 @@ struct kho_client {
     char urls[CLIENT_URLS_MAX][KHO_URL_BYTES_MAX];
     nng_socket socks[CLIENT_URLS_MAX];
     bool open[CLIENT_URLS_MAX];
+    uint64_t used[CLIENT_URLS_MAX]; /* tick of the last use */
     size_t n_given, n;
-    size_t learned_next; /* the learned slot to replace when full */
-    size_t cur;          /* the endpoint believed to lead */
+    size_t cur;    /* the endpoint believed to lead (requests not routed by
+                      shard) */
+    uint64_t tick; /* a clock of uses, for least-recently-used choices */
     uint64_t session;
     uint64_t seq;
     uint32_t timeout_ms;
     char name[KHO_NAME_BYTES_MAX + 1];
     char errmsg[CLIENT_ERRMSG_BYTES];
+    struct node_url nodes[CLIENT_NODES_MAX];
+    struct map maps[KHO_SHARD_MAPS_MAX];
+    /* A node did not know shard maps: requests go the old way until then. */
+    uint64_t maps_off_until_ms;
 };
 
 static uint64_t now_ms(void)
@@ -258,6 +339,9 @@ void kho_client_close(struct kho_client *c)
             nng_close(c->socks[i]);
         }
     }
+    for (size_t i = 0; i < KHO_SHARD_MAPS_MAX; i++) {
+        free(c->maps[i].routes);
+    }
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -332,6 +416,7 @@ static int exchange(struct kho_client *c, size_t i, const uint8_t *req,
                     size_t len, uint32_t wait_ms, Kho__Api__Response **rs)
 {
     nng_socket s;
+    c->used[i] = ++c->tick;
     int rc = sock_of(c, i, &s);
     if (rc != KHO_OK) {
         return rc;
@@ -352,9 +437,10 @@ static int exchange(struct kho_client *c, size_t i, const uint8_t *req,
     return *rs != NULL ? KHO_OK : KHO_ECORRUPT;
 }
 
-/* The endpoint a NOT_LEADER hint names: a known one, or a new learned
- * one (replacing the oldest learned one when all slots are taken). c->n
- * when there is no usable hint. */
+/* The endpoint of a URL (a hint, a map's node): a known one, or a new
+ * learned one (replacing the least recently used learned one when all
+ * slots are taken). c->n when the URL is unusable. O(CLIENT_URLS_MAX)
+ * string compares, small next to the exchange that follows. */
 static size_t endpoint_of(struct kho_client *c, const char *url)
 {
     if (url == NULL || url[0] == '\0' ||
@@ -370,23 +456,465 @@ static size_t endpoint_of(struct kho_client *c, const char *url)
     if (c->n < c->n_given + CLIENT_LEARNED_MAX) {
         c->n++;
     } else {
-        i = c->n_given + c->learned_next;
-        c->learned_next = (c->learned_next + 1) % CLIENT_LEARNED_MAX;
+        i = c->n_given;
+        for (size_t k = c->n_given + 1; k < c->n; k++) {
+            i = c->used[k] < c->used[i] ? k : i;
+        }
         if (c->open[i]) {
             nng_close(c->socks[i]);
             c->open[i] = false;
         }
     }
     snprintf(c->urls[i], sizeof(c->urls[i]), "%s", url);
+    c->used[i] = ++c->tick; /* not the next one replaced */
     return i;
 }
 
-/* Sends q until a final answer or the deadline. Returns the response's err
- * (with *out set, freed by the caller) or a local error (*out NULL):
- * KHO_ETIMEOUT, KHO_ETOOLARGE, KHO_ENOMEM, KHO_EINVAL (a bad URL). The
- * caller holds c->mu. */
-static int call(struct kho_client *c, const Kho__Api__Request *q,
-                Kho__Api__Response **out)
+static void response_free(Kho__Api__Response *rs)
+{
+    if (rs != NULL) {
+        kho__api__response__free_unpacked(rs, NULL);
+    }
+}
+
+/* A string field of an answer: NUL-terminated by protobuf-c, at most max
+ * bytes. NULL (absent) reads as "". */
+static bool str_ok(const char *s, size_t max)
+{
+    return s == NULL || strnlen(s, max + 1) <= max;
+}
+
+/* --- Shard maps: where a request goes ---------------------------------------
+ */
+
+static struct node_url *node_of(struct kho_client *c, uint64_t id)
+{
+    for (size_t i = 0; id != 0 && i < CLIENT_NODES_MAX; i++) {
+        if (c->nodes[i].id == id) {
+            return &c->nodes[i];
+        }
+    }
+    return NULL;
+}
+
+/* The URL of node id, or NULL when no map named it or it was found down
+ * lately. */
+static const char *node_url_of(struct kho_client *c, uint64_t id)
+{
+    struct node_url *n = node_of(c, id);
+    if (n == NULL || now_ms() < n->down_until_ms) {
+        return NULL;
+    }
+    n->used = ++c->tick;
+    return n->url;
+}
+
+/* The id of the node at url, or 0 when no map named it. */
+static uint64_t node_id_of(const struct kho_client *c, const char *url)
+{
+    for (size_t i = 0; url != NULL && i < CLIENT_NODES_MAX; i++) {
+        if (c->nodes[i].id != 0 && strcmp(c->nodes[i].url, url) == 0) {
+            return c->nodes[i].id;
+        }
+    }
+    return 0;
+}
+
+/* Records that node id serves clients at url (a checked, non-empty URL). */
+static void node_learn(struct kho_client *c, uint64_t id, const char *url)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < CLIENT_NODES_MAX; i++) {
+        if (c->nodes[i].id == id) {
+            at = i;
+            break;
+        }
+        at = c->nodes[i].used < c->nodes[at].used ? i : at;
+    }
+    struct node_url *n = &c->nodes[at];
+    if (n->id != id || strcmp(n->url, url) != 0) {
+        n->down_until_ms = 0; /* another node, or it moved */
+    }
+    n->id = id;
+    n->used = ++c->tick;
+    snprintf(n->url, sizeof(n->url), "%s", url);
+}
+
+static bool route_has(const struct route *r, uint64_t id)
+{
+    for (uint32_t k = 0; k < r->n_replicas; k++) {
+        if (r->replicas[k] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Forgets m's map (not its name): its requests go the old way. */
+static void map_clear(struct map *m)
+{
+    free(m->routes);
+    m->routes = NULL;
+    m->shards = 0;
+    m->stale = false;
+}
+
+static struct map *map_find(struct kho_client *c, const char *registry)
+{
+    for (size_t i = 0; i < KHO_SHARD_MAPS_MAX; i++) {
+        if (c->maps[i].registry[0] != '\0' &&
+            strcmp(c->maps[i].registry, registry) == 0) {
+            return &c->maps[i];
+        }
+    }
+    return NULL;
+}
+
+/* The cache entry of registry: its own, else a free one or the least
+ * recently used one, emptied. Never NULL. */
+static struct map *map_slot(struct kho_client *c, const char *registry)
+{
+    struct map *m = map_find(c, registry);
+    if (m == NULL) {
+        m = &c->maps[0];
+        for (size_t i = 1; i < KHO_SHARD_MAPS_MAX; i++) {
+            m = c->maps[i].used < m->used ? &c->maps[i] : m;
+        }
+        map_clear(m);
+        snprintf(m->registry, sizeof(m->registry), "%s", registry);
+        m->fetched_ms = 0;
+    }
+    m->used = ++c->tick;
+    return m;
+}
+
+/* Drops the cached map of registry (it was just created: a failed fetch of
+ * it must not delay its first map). */
+static void map_drop(struct kho_client *c, const char *registry)
+{
+    struct map *m = map_find(c, registry);
+    if (m != NULL) {
+        map_clear(m);
+        m->registry[0] = '\0';
+        m->used = 0;
+    }
+}
+
+static void maps_stale_all(struct kho_client *c)
+{
+    for (size_t i = 0; i < KHO_SHARD_MAPS_MAX; i++) {
+        c->maps[i].stale = true;
+    }
+}
+
+/* Checks a ShardMap answer for registry: every shard once, every field
+ * within its limit. */
+static int map_check(struct kho_client *c, const char *registry,
+                     const Kho__Api__ShardMap *sm)
+{
+    if (sm->registry == NULL || strcmp(sm->registry, registry) != 0) {
+        return fail(c, KHO_ECORRUPT, "shard map answer for another registry");
+    }
+    if (sm->shards == 0 || sm->shards > KHO_SHARDS_MAX ||
+        sm->n_shard_list != sm->shards || sm->n_nodes > KHO_NODES_MAX ||
+        !str_ok(sm->home, KHO_NAME_BYTES_MAX)) {
+        return fail(c, KHO_ECORRUPT,
+                    "shard map of '%s': %u shards, %zu described, %zu nodes",
+                    registry, sm->shards, sm->n_shard_list, sm->n_nodes);
+    }
+    bool seen[KHO_SHARDS_MAX] = {false};
+    for (size_t i = 0; i < sm->n_shard_list; i++) {
+        const Kho__Api__ShardInfo *si = sm->shard_list[i];
+        if (si->shard >= sm->shards || seen[si->shard] ||
+            si->n_replicas > KHO_REPLICAS_MAX ||
+            !str_ok(si->leader_url, KHO_URL_BYTES_MAX - 1)) {
+            return fail(c, KHO_ECORRUPT,
+                        "shard map of '%s' describes shard %u twice, out "
+                        "of range or over a limit",
+                        registry, si->shard);
+        }
+        seen[si->shard] = true;
+    }
+    for (size_t i = 0; i < sm->n_nodes; i++) {
+        const Kho__Api__NodeInfo *n = sm->nodes[i];
+        if (!str_ok(n->name, KHO_NAME_BYTES_MAX) ||
+            !str_ok(n->client_url, KHO_URL_BYTES_MAX - 1) ||
+            !str_ok(n->peer_url, KHO_URL_BYTES_MAX - 1) ||
+            !str_ok(n->state, KHO_NAME_BYTES_MAX)) {
+            return fail(c, KHO_ECORRUPT,
+                        "shard map of '%s' has a node name or URL over its "
+                        "limit",
+                        registry);
+        }
+    }
+    return KHO_OK;
+}
+
+/* Takes a checked map into m and its nodes' URLs into the node table. A
+ * leader the client knew (from a hint) outlives a map from a node that
+ * does not know it. */
+static int map_install(struct kho_client *c, struct map *m,
+                       const Kho__Api__ShardMap *sm)
+{
+    struct route *r = calloc(sm->shards, sizeof(*r));
+    if (r == NULL) {
+        return KHO_ENOMEM;
+    }
+    for (size_t i = 0; i < sm->n_nodes; i++) {
+        const Kho__Api__NodeInfo *n = sm->nodes[i];
+        bool removed = n->state != NULL && strcmp(n->state, "removed") == 0;
+        if (n->id != 0 && n->client_url != NULL && n->client_url[0] != '\0' &&
+            !removed) {
+            node_learn(c, n->id, n->client_url);
+        }
+    }
+    for (size_t i = 0; i < sm->n_shard_list; i++) {
+        const Kho__Api__ShardInfo *si = sm->shard_list[i];
+        struct route *t = &r[si->shard];
+        t->group_id = si->group_id;
+        t->n_replicas = (uint32_t)si->n_replicas;
+        memcpy(t->replicas, si->replicas, si->n_replicas * sizeof(uint64_t));
+        t->leader = si->leader;
+        if (si->leader != 0 && si->leader_url != NULL &&
+            si->leader_url[0] != '\0') {
+            node_learn(c, si->leader, si->leader_url);
+        }
+        const struct route *was =
+            m->shards == sm->shards ? &m->routes[si->shard] : NULL;
+        if (t->leader == 0 && was != NULL && was->group_id == t->group_id &&
+            route_has(t, was->leader)) {
+            t->leader = was->leader;
+        }
+    }
+    free(m->routes);
+    m->routes = r;
+    m->shards = sm->shards;
+    m->revision = sm->revision;
+    m->stale = false;
+    return KHO_OK;
+}
+
+/* A node that predates sharding: it calls OP_SHARD_MAP an unknown
+ * operation, or answers it without a map. */
+static bool map_unknown_op(const Kho__Api__Response *rs)
+{
+    if (rs->err == KHO_OK) {
+        return rs->shard_map == NULL;
+    }
+    return rs->err == KHO_EINVAL && rs->message != NULL &&
+           strstr(rs->message, "unknown operation") != NULL;
+}
+
+/* What one answer to OP_SHARD_MAP says: KHO_OK (a checked map), KHO_EINVAL
+ * for a node that predates sharding (routing is then off for a while), or
+ * the node's error. */
+static int map_answer(struct kho_client *c, const char *registry,
+                      const char *url, const Kho__Api__Response *rs)
+{
+    if (map_unknown_op(rs)) {
+        c->maps_off_until_ms = now_ms() + KHO_SHARD_MAP_RETRY_MS;
+        return fail(c, KHO_EINVAL,
+                    "%s does not know shard maps (it predates "
+                    "sharding)",
+                    url);
+    }
+    if (rs->err == KHO_OK) {
+        return map_check(c, registry, rs->shard_map);
+    }
+    if (rs->message != NULL) {
+        snprintf(c->errmsg, sizeof(c->errmsg), "%s", rs->message);
+    }
+    return (int)rs->err;
+}
+
+/*
+ * Asks the endpoints in turn, from the current one, for the shard map of
+ * registry: at most `asks` tries, or until the deadline. KHO_OK with *out
+ * (free it) holding a checked map; KHO_EINVAL when the node predates
+ * sharding; the error a node gave; else KHO_EUNAVAILABLE (no answer) or
+ * the last passing trouble (KHO_ENOTLEADER, KHO_EBUSY, KHO_ECORRUPT ...).
+ * The caller holds c->mu.
+ */
+static int map_ask(struct kho_client *c, const char *registry,
+                   uint64_t deadline, size_t asks, Kho__Api__Response **out)
+{
+    *out = NULL;
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_SHARD_MAP;
+    q.registry = (char *)registry;
+    q.client_name = c->name;
+    uint8_t buf[4 * KHO_NAME_BYTES_MAX];
+    _Static_assert(sizeof(buf) >= 2 * KHO_NAME_BYTES_MAX + 16,
+                   "a map request is two names and their framing");
+    size_t len = kho__api__request__pack(&q, buf);
+    int last = KHO_EUNAVAILABLE;
+    c->errmsg[0] = '\0';
+    size_t hinted = c->n; /* a node that does not know the registry yet
+                             names the meta leader, which does */
+    for (size_t k = 0; k < asks; k++) {
+        uint64_t now = now_ms();
+        if (now >= deadline) {
+            break;
+        }
+        if (k > 0 && k % c->n == 0) {
+            sleep_ms(CLIENT_BACKOFF_MS); /* every node tried: a pause */
+        }
+        size_t i = hinted < c->n ? hinted : (c->cur + k) % c->n;
+        hinted = c->n;
+        uint64_t left = deadline - now;
+        uint32_t wait = left < CLIENT_TRY_MS ? (uint32_t)left : CLIENT_TRY_MS;
+        Kho__Api__Response *rs = NULL;
+        if (exchange(c, i, buf, len, wait, &rs) != KHO_OK) {
+            continue;
+        }
+        int err = map_answer(c, registry, c->urls[i], rs);
+        if (err == KHO_OK) {
+            *out = rs;
+            return KHO_OK;
+        }
+        if (err == KHO_ENOTLEADER) {
+            hinted = endpoint_of(c, rs->leader_hint);
+            hinted = hinted != i ? hinted : c->n;
+        }
+        response_free(rs);
+        if (err != KHO_ENOTLEADER && err != KHO_EUNAVAILABLE &&
+            err != KHO_EBUSY && err != KHO_ETIMEOUT && err != KHO_ECORRUPT) {
+            return err;
+        }
+        last = err;
+    }
+    if (last == KHO_EUNAVAILABLE && c->errmsg[0] == '\0') {
+        fail(c, last, "no node answered for the shard map of '%s'", registry);
+    }
+    return last;
+}
+
+/* Fetches m's map again. No answer keeps the old one; a cluster that
+ * predates sharding, or does not know the registry, clears it. The caller
+ * holds c->mu. */
+static void map_refresh(struct kho_client *c, struct map *m, uint64_t deadline)
+{
+    m->fetched_ms = now_ms();
+    Kho__Api__Response *rs = NULL;
+    int err = map_ask(c, m->registry, deadline, CLIENT_MAP_ASKS_MAX, &rs);
+    if (err == KHO_OK && map_install(c, m, rs->shard_map) != KHO_OK) {
+        m->stale = true; /* out of memory: keep the old one */
+    } else if (err == KHO_EINVAL || err == KHO_ENOTFOUND) {
+        map_clear(m);
+    }
+    response_free(rs);
+}
+
+/* May m be fetched now? A missing or stale map, at most every
+ * KHO_SHARD_MAP_REFRESH_MS, and not while routing is off. */
+static bool map_due(const struct kho_client *c, const struct map *m,
+                    uint64_t now)
+{
+    return now >= c->maps_off_until_ms && (m->shards == 0 || m->stale) &&
+           (m->fetched_ms == 0 ||
+            now - m->fetched_ms >= KHO_SHARD_MAP_REFRESH_MS);
+}
+
+/* The map requests of registry are routed by, fetched first when due; NULL
+ * when they go the old way. The caller holds c->mu. */
+static struct map *map_for(struct kho_client *c, const char *registry,
+                           uint64_t deadline)
+{
+    struct map *m = map_slot(c, registry);
+    if (map_due(c, m, now_ms())) {
+        map_refresh(c, m, deadline);
+    }
+    return m->shards > 0 ? m : NULL;
+}
+
+/* An answer's shard count (0: a node that does not say): one that differs
+ * from the cached map's makes the map stale, and any turns routing back on
+ * (some node knows sharding). */
+static void map_note(struct kho_client *c, const char *registry,
+                     uint32_t shards)
+{
+    if (shards == 0) {
+        return;
+    }
+    c->maps_off_until_ms = 0;
+    struct map *m = map_find(c, registry);
+    if (m != NULL && m->shards != shards) {
+        m->stale = true;
+    }
+}
+
+/* The endpoint for shard s of m: its leader's, else a replica's (in turn),
+ * else the current one. */
+static size_t route_target(struct kho_client *c, struct map *m, uint32_t s)
+{
+    struct route *r = &m->routes[s];
+    const char *url = r->leader != 0 ? node_url_of(c, r->leader) : NULL;
+    for (uint32_t k = 0; url == NULL && k < r->n_replicas; k++) {
+        uint32_t j = (r->next + k) % r->n_replicas;
+        url = node_url_of(c, r->replicas[j]);
+        r->next = j;
+    }
+    size_t i = endpoint_of(c, url);
+    return i < c->n ? i : c->cur;
+}
+
+/* The try of shard s at endpoint `at` failed (no answer - `down` -, no
+ * quorum, or NOT_LEADER without a hint): the next goes elsewhere, and the
+ * map is due for a refresh. */
+static void route_failed(struct kho_client *c, struct map *m, uint32_t s,
+                         size_t at, bool down)
+{
+    struct route *r = &m->routes[s];
+    uint64_t id = node_id_of(c, c->urls[at]);
+    struct node_url *n = node_of(c, id);
+    if (down && n != NULL) {
+        n->down_until_ms = now_ms() + CLIENT_NODE_DOWN_MS;
+    }
+    bool mine = false;
+    if (id != 0 && id == r->leader) {
+        r->leader = 0;
+        mine = true;
+    }
+    if (r->n_replicas > 0 && id != 0 && r->replicas[r->next] == id) {
+        r->next = (r->next + 1) % r->n_replicas;
+        mine = true;
+    }
+    if (!mine) {
+        c->cur = (at + 1) % c->n; /* it went the old way */
+    }
+    m->stale = true;
+}
+
+/* A NOT_LEADER hint for shard s: the shard's leader from now on. A URL
+ * the map does not name (a node added since) makes the map stale. */
+static void route_hint(struct kho_client *c, struct map *m, uint32_t s,
+                       const char *url)
+{
+    struct route *r = &m->routes[s];
+    r->leader = node_id_of(c, url);
+    struct node_url *n = node_of(c, r->leader);
+    if (n != NULL) {
+        n->down_until_ms = 0; /* a node that answers vouches for it */
+    }
+    if (r->leader == 0 || !route_has(r, r->leader)) {
+        m->stale = true;
+    }
+}
+
+/* --- One call with retries -------------------------------------------------
+ */
+
+/*
+ * Sends q until a final answer or the deadline: to shard `shard` of map m,
+ * or, when m is NULL, the old way (the current endpoint, following hints).
+ * Returns the response's err (with *out set, freed by the caller) or a
+ * local error (*out NULL): KHO_ETIMEOUT, KHO_ETOOLARGE, KHO_ENOMEM,
+ * KHO_EINVAL (a bad URL). A map refreshed meanwhile to another shard count
+ * sends the rest of the call the old way. The caller holds c->mu.
+ */
+static int call_routed(struct kho_client *c, const Kho__Api__Request *q,
+                       struct map *m, uint32_t shard, uint64_t deadline,
+                       Kho__Api__Response **out)
 {
     *out = NULL;
     c->errmsg[0] = '\0';
@@ -400,29 +928,52 @@ static int call(struct kho_client *c, const Kho__Api__Request *q,
         return KHO_ENOMEM;
     }
     kho__api__request__pack(q, buf);
-    uint64_t deadline = now_ms() + c->timeout_ms;
+    uint32_t shards = m != NULL ? m->shards : 0;
+    size_t hinted = c->n; /* a hint's endpoint, for the next try */
     for (;;) {
         uint64_t now = now_ms();
         if (now >= deadline) {
             break;
         }
+        if (m != NULL && m->shards != shards) {
+            m = NULL;
+        }
+        if (m != NULL && m->stale && map_due(c, m, now)) {
+            map_refresh(c, m, deadline);
+            continue;
+        }
         uint64_t left = deadline - now;
         uint32_t wait = left < CLIENT_TRY_MS ? (uint32_t)left : CLIENT_TRY_MS;
+        size_t at = hinted < c->n ? hinted
+                    : m != NULL   ? route_target(c, m, shard)
+                                  : c->cur;
+        hinted = c->n;
         Kho__Api__Response *rs = NULL;
-        int rc = exchange(c, c->cur, buf, len, wait, &rs);
+        int rc = exchange(c, at, buf, len, wait, &rs);
         if (rc == KHO_EINVAL) {
             free(buf); /* a URL NNG cannot use: retrying will not help */
             return rc;
         }
         if (rc != KHO_OK) {
-            c->cur = (c->cur + 1) % c->n; /* unreachable: try another */
+            if (m != NULL) {
+                route_failed(c, m, shard, at, true); /* unreachable */
+            } else {
+                c->cur = (at + 1) % c->n;
+            }
             continue;
         }
         int err = (int)rs->err;
         if (err == KHO_ENOTLEADER) {
             size_t next = endpoint_of(c, rs->leader_hint);
-            bool moved = next < c->n && next != c->cur;
-            c->cur = next < c->n ? next : (c->cur + 1) % c->n;
+            bool moved = next < c->n && next != at;
+            if (m != NULL && next < c->n) {
+                route_hint(c, m, shard, rs->leader_hint);
+                hinted = next;
+            } else if (m != NULL) {
+                route_failed(c, m, shard, at, false);
+            } else {
+                c->cur = next < c->n ? next : (at + 1) % c->n;
+            }
             kho__api__response__free_unpacked(rs, NULL);
             if (!moved) {
                 sleep_ms(CLIENT_BACKOFF_MS); /* an election is running */
@@ -435,8 +986,10 @@ static int call(struct kho_client *c, const Kho__Api__Request *q,
                 snprintf(c->errmsg, sizeof(c->errmsg), "%s", rs->message);
             }
             kho__api__response__free_unpacked(rs, NULL);
-            if (err == KHO_EUNAVAILABLE) {
-                c->cur = (c->cur + 1) % c->n;
+            if (err == KHO_EUNAVAILABLE && m != NULL) {
+                route_failed(c, m, shard, at, false);
+            } else if (err == KHO_EUNAVAILABLE) {
+                c->cur = (at + 1) % c->n;
             }
             sleep_ms(CLIENT_BACKOFF_MS);
             continue;
@@ -457,25 +1010,57 @@ static int call(struct kho_client *c, const Kho__Api__Request *q,
                 c->timeout_ms, why[0] != '\0' ? "; last: " : "", why);
 }
 
-/* call() for a request of this client: stamps its name and, for a write,
- * the session and the next seq (the same on every retry inside call()).
- * The caller holds c->mu. */
-static int call_as(struct kho_client *c, Kho__Api__Request *q, bool mutating,
-                   Kho__Api__Response **out)
+/* call_routed() the old way, within the client's timeout. */
+static int call(struct kho_client *c, const Kho__Api__Request *q,
+                Kho__Api__Response **out)
+{
+    return call_routed(c, q, NULL, 0, now_ms() + c->timeout_ms, out);
+}
+
+/* Stamps q as a request of this client: its name and, for a write, the
+ * session and the next seq (the same on every retry). */
+static void stamp(struct kho_client *c, Kho__Api__Request *q, bool mutating)
 {
     q->client_name = c->name;
     if (mutating) {
         q->session = c->session;
         q->seq = ++c->seq;
     }
-    return call(c, q, out);
 }
 
-static void response_free(Kho__Api__Response *rs)
+/* A data request to shard `shard` of m (NULL: the old way), stamped; its
+ * answer's shard count is noted. The caller holds c->mu. */
+static int call_data(struct kho_client *c, Kho__Api__Request *q, bool mutating,
+                     struct map *m, uint32_t shard, uint64_t deadline,
+                     Kho__Api__Response **out)
 {
-    if (rs != NULL) {
-        kho__api__response__free_unpacked(rs, NULL);
+    stamp(c, q, mutating);
+    int err = call_routed(c, q, m, shard, deadline, out);
+    if (*out != NULL) {
+        map_note(c, q->registry, (*out)->shards);
     }
+    return err;
+}
+
+/* A data request about q->key, to the leader of the key's shard. The
+ * caller holds c->mu. */
+static int call_key(struct kho_client *c, Kho__Api__Request *q, bool mutating,
+                    Kho__Api__Response **out)
+{
+    uint64_t deadline = now_ms() + c->timeout_ms;
+    struct map *m = map_for(c, q->registry, deadline);
+    uint32_t s =
+        m != NULL ? kho_shard_of(q->key.data, q->key.len, m->shards) : 0;
+    return call_data(c, q, mutating, m, s, deadline, out);
+}
+
+/* call() for a request of this client (see stamp()). The caller holds
+ * c->mu. */
+static int call_as(struct kho_client *c, Kho__Api__Request *q, bool mutating,
+                   Kho__Api__Response **out)
+{
+    stamp(c, q, mutating);
+    return call(c, q, out);
 }
 
 /* --- Checks of arguments and answers -------------------------------------- */
@@ -579,13 +1164,6 @@ static int bytes_cmp(const void *a, size_t a_len, const void *b, size_t b_len)
     return a_len < b_len ? -1 : a_len > b_len ? 1 : 0;
 }
 
-/* A string field of an answer: NUL-terminated by protobuf-c, at most max
- * bytes. NULL (absent) reads as "". */
-static bool str_ok(const char *s, size_t max)
-{
-    return s == NULL || strnlen(s, max + 1) <= max;
-}
-
 static void *dup_bytes(const ProtobufCBinaryData *b)
 {
     void *p = malloc(b->len > 0 ? b->len : 1);
@@ -666,7 +1244,7 @@ static int mutate(struct kho_client *c, Kho__Api__Request *q,
 {
     pthread_mutex_lock(&c->mu);
     Kho__Api__Response *rs = NULL;
-    int err = call_as(c, q, true, &rs);
+    int err = call_key(c, q, true, &rs);
     if (err == KHO_OK && meta != NULL) {
         meta->version = rs->version;
         meta->revision = rs->revision;
@@ -749,7 +1327,7 @@ static int get_call(struct kho_client *c, const char *registry, const void *key,
     q.registry = (char *)registry;
     q.key = bin(key, key_len);
     q.serializable = serializable != 0;
-    int err = call_as(c, &q, false, rs);
+    int err = call_key(c, &q, false, rs);
     if (err == KHO_OK) {
         err = get_answer(c, *rs, key, key_len, rec);
     }
@@ -917,6 +1495,29 @@ static int check_txn(const char *registry, const struct kho_compare *cmps,
     return rc;
 }
 
+/* The shard of every key of a transaction, in *shard; KHO_EINVAL, naming
+ * two shards, when they differ. O(keys) hashes. */
+static int txn_shard(struct kho_client *c, const char *registry,
+                     uint32_t shards, const struct kho_compare *cmps,
+                     size_t n_cmps, const struct kho_op *ops, size_t n_ops,
+                     uint32_t *shard)
+{
+    for (size_t i = 0; i < n_cmps + n_ops; i++) {
+        const void *key = i < n_cmps ? cmps[i].key : ops[i - n_cmps].key;
+        size_t len = i < n_cmps ? cmps[i].key_len : ops[i - n_cmps].key_len;
+        uint32_t s = kho_shard_of(key, len, shards);
+        if (i > 0 && s != *shard) {
+            return fail(c, KHO_EINVAL,
+                        "transaction spans shards %u and %u of registry "
+                        "'%s'; keep a transaction's keys in one shard",
+                        s < *shard ? s : *shard, s < *shard ? *shard : s,
+                        registry);
+        }
+        *shard = s;
+    }
+    return KHO_OK;
+}
+
 int kho_txn(struct kho_client *c, const char *registry,
             const struct kho_compare *cmps, size_t n_cmps,
             const struct kho_op *ops, size_t n_ops, uint64_t *revision,
@@ -963,14 +1564,23 @@ int kho_txn(struct kho_client *c, const char *registry,
     q.ops = op_ptrs;
     pthread_mutex_lock(&c->mu);
     Kho__Api__Response *rs = NULL;
-    int err = call_as(c, &q, true, &rs);
+    uint64_t deadline = now_ms() + c->timeout_ms;
+    struct map *m = map_for(c, registry, deadline);
+    uint32_t shard = 0;
+    c->errmsg[0] = '\0';
+    int err = m != NULL ? txn_shard(c, registry, m->shards, cmps, n_cmps, ops,
+                                    n_ops, &shard)
+                        : KHO_OK;
+    if (err == KHO_OK) {
+        err = call_data(c, &q, true, m, shard, deadline, &rs);
+    }
     if (err == KHO_OK && revision != NULL) {
         *revision = rs->revision;
     }
-    if (err == KHO_ECONFLICT && rs->failed_compare > n_cmps) {
+    if (err == KHO_ECONFLICT && rs != NULL && rs->failed_compare > n_cmps) {
         err = fail(c, KHO_ECORRUPT, "txn answer blames compare %u of %zu",
                    rs->failed_compare, n_cmps);
-    } else if (err == KHO_ECONFLICT && failed_compare != NULL) {
+    } else if (err == KHO_ECONFLICT && rs != NULL && failed_compare != NULL) {
         *failed_compare = rs->failed_compare;
     }
     response_free(rs);
@@ -1067,14 +1677,20 @@ static int page_copy(const Kho__Api__Response *rs, struct kho_record **recs,
     return KHO_OK;
 }
 
-/* Sends a page request and hands back the checked page. */
-static int page_call(struct kho_client *c, Kho__Api__Request *q,
-                     const struct page_rule *rule, struct kho_record **recs,
-                     size_t *n, void **token, size_t *token_len)
+/* Sends a page request to shard `shard` of m (NULL: the old way) and
+ * hands back the checked page; *shards (may be NULL) receives the shard
+ * count the answer gave (0 none). The caller holds c->mu. */
+static int page_from(struct kho_client *c, Kho__Api__Request *q,
+                     const struct page_rule *rule, struct map *m,
+                     uint32_t shard, uint64_t deadline,
+                     struct kho_record **recs, size_t *n, void **token,
+                     size_t *token_len, uint32_t *shards)
 {
-    pthread_mutex_lock(&c->mu);
     Kho__Api__Response *rs = NULL;
-    int err = call_as(c, q, false, &rs);
+    int err = call_data(c, q, false, m, shard, deadline, &rs);
+    if (shards != NULL) {
+        *shards = rs != NULL ? rs->shards : 0;
+    }
     if (err == KHO_OK) {
         err = page_check(c, rs, rule);
     }
@@ -1082,7 +1698,6 @@ static int page_call(struct kho_client *c, Kho__Api__Request *q,
         err = page_copy(rs, recs, n, token, token_len);
     }
     response_free(rs);
-    pthread_mutex_unlock(&c->mu);
     return err;
 }
 
@@ -1138,6 +1753,269 @@ static int check_scan(const struct kho_scan_opts *o, const char **why)
     return rc;
 }
 
+/* --- Scans over several shards -------------------------------------------
+ */
+
+/* One page of a scan over several shards, as it is merged: the first
+ * records in key order of every shard answered so far, at most `limit` of
+ * them and CLIENT_SCAN_PAGE_BYTES_MAX of keys and values beyond the first,
+ * and the smallest last key of a shard that has more (no record past it may
+ * be handed back: that shard's next records could come before it). */
+struct merge {
+    struct kho_record *r; /* n of them, in key order */
+    size_t n;
+    uint32_t limit;
+    bool left_out; /* records were dropped for the bounds */
+    bool more;     /* a shard has records after those it answered */
+    void *cut;     /* malloc'd; NULL: no shard has more */
+    size_t cut_len;
+};
+
+static void merge_free(struct merge *g)
+{
+    kho_records_free(g->r, g->n);
+    free(g->cut);
+    memset(g, 0, sizeof(*g));
+}
+
+static int rec_cmp(const struct kho_record *a, const Kho__Api__Record *b)
+{
+    return bytes_cmp(a->key, a->key_len, b->key.data, b->key.len);
+}
+
+/* Merges the (checked, sorted) records of one shard's answer into g,
+ * keeping the first ones within the bounds. O(g->n + rs->n_records). */
+static int merge_add(struct merge *g, const Kho__Api__Response *rs)
+{
+    size_t cap =
+        g->n + rs->n_records < g->limit ? g->n + rs->n_records : g->limit;
+    if (rs->n_records == 0) {
+        return KHO_OK;
+    }
+    struct kho_record *out = calloc(cap, sizeof(*out));
+    if (out == NULL) {
+        return KHO_ENOMEM;
+    }
+    size_t i = 0, j = 0, k = 0, bytes = 0;
+    int rc = KHO_OK;
+    while (rc == KHO_OK && k < cap && (i < g->n || j < rs->n_records)) {
+        bool mine = j == rs->n_records ||
+                    (i < g->n && rec_cmp(&g->r[i], rs->records[j]) < 0);
+        const Kho__Api__Record *x = mine ? NULL : rs->records[j];
+        size_t sz = mine ? g->r[i].key_len + g->r[i].value_len
+                         : x->key.len + x->value.len;
+        if (k > 0 && bytes + sz > CLIENT_SCAN_PAGE_BYTES_MAX) {
+            break;
+        }
+        if (mine) {
+            out[k] = g->r[i++]; /* moved: g->r[0..i) are out's now */
+        } else {
+            rc = record_copy(x, &out[k]);
+            j++;
+        }
+        bytes += sz;
+        k += rc == KHO_OK;
+    }
+    g->left_out |= i < g->n || j < rs->n_records;
+    for (; i < g->n; i++) {
+        kho_record_clear(&g->r[i]);
+    }
+    free(g->r);
+    g->r = out;
+    g->n = k;
+    return rc;
+}
+
+/* Notes the last key of a shard that has more records. */
+static int merge_cut(struct merge *g, const ProtobufCBinaryData *last)
+{
+    g->more = true;
+    if (g->cut != NULL &&
+        bytes_cmp(last->data, last->len, g->cut, g->cut_len) >= 0) {
+        return KHO_OK;
+    }
+    void *k = dup_bytes(last);
+    if (k == NULL) {
+        return KHO_ENOMEM;
+    }
+    free(g->cut);
+    g->cut = k;
+    g->cut_len = last->len;
+    return KHO_OK;
+}
+
+/* Checks what shard s of a registry of `shards` answered for a page after
+ * `token`, besides page_check(): its keys belong to it, rise, and follow
+ * the token; a token comes with records. */
+static int shard_page_check(struct kho_client *c, const Kho__Api__Response *rs,
+                            uint32_t s, uint32_t shards,
+                            const struct kho_scan_opts *o)
+{
+    for (size_t i = 0; i < rs->n_records; i++) {
+        const ProtobufCBinaryData *k = &rs->records[i]->key;
+        const ProtobufCBinaryData *prev =
+            i > 0 ? &rs->records[i - 1]->key : NULL;
+        uint32_t of = kho_shard_of(k->data, k->len, shards);
+        if (of != s) {
+            return fail(c, KHO_ECORRUPT, "shard %u answered a key of shard %u",
+                        s, of);
+        }
+        if ((prev != NULL &&
+             bytes_cmp(prev->data, prev->len, k->data, k->len) >= 0) ||
+            (prev == NULL && o->token_len > 0 &&
+             bytes_cmp(k->data, k->len, o->token, o->token_len) <= 0)) {
+            return fail(c, KHO_ECORRUPT,
+                        "shard %u answered keys out of order or not after "
+                        "the token",
+                        s);
+        }
+    }
+    if (rs->token.len > 0 && rs->n_records == 0) {
+        return fail(c, KHO_ECORRUPT,
+                    "shard %u answered a token without records", s);
+    }
+    return KHO_OK;
+}
+
+/* Asks shard s for its part of the page and merges it into g; *shards
+ * receives the shard count its answer gave (0 none). */
+static int scan_shard(struct kho_client *c, Kho__Api__Request *q,
+                      const struct kho_scan_opts *o, struct map *m, uint32_t s,
+                      uint64_t deadline, struct merge *g, uint32_t *shards)
+{
+    struct page_rule rule = {.limit = g->limit, .scan = o};
+    Kho__Api__Response *rs = NULL;
+    q->shard = s + 1;
+    q->limit = g->limit;
+    int err = call_data(c, q, false, m, s, deadline, &rs);
+    *shards = rs != NULL ? rs->shards : 0;
+    if (err == KHO_OK && *shards != 0 && *shards != m->shards) {
+        err = fail(c, KHO_EUNAVAILABLE,
+                   "registry '%s' has %u shards, not %u as its map said",
+                   q->registry, *shards, m->shards);
+    }
+    if (err == KHO_OK) {
+        err = page_check(c, rs, &rule);
+    }
+    if (err == KHO_OK) {
+        err = shard_page_check(c, rs, s, m->shards, o);
+    }
+    if (err == KHO_OK) {
+        err = merge_add(g, rs);
+    }
+    if (err == KHO_OK && rs->token.len > 0) {
+        err = merge_cut(g, &rs->records[rs->n_records - 1]->key);
+    }
+    response_free(rs);
+    return err;
+}
+
+/* Hands the merged page back: the records up to the cut, and their last
+ * key as the token when anything is left. */
+static int merge_out(struct kho_client *c, struct merge *g,
+                     struct kho_record **recs, size_t *n, void **token,
+                     size_t *token_len)
+{
+    while (g->cut != NULL && g->n > 0 &&
+           bytes_cmp(g->r[g->n - 1].key, g->r[g->n - 1].key_len, g->cut,
+                     g->cut_len) > 0) {
+        kho_record_clear(&g->r[--g->n]);
+        g->left_out = true;
+    }
+    if ((g->more || g->left_out) && g->n == 0) {
+        /* The cut's own record is kept, or records before it are. */
+        return fail(c, KHO_ECORRUPT, "a merged scan page came out empty");
+    }
+    if (g->more || g->left_out) {
+        const struct kho_record *last = &g->r[g->n - 1];
+        ProtobufCBinaryData k = {.len = last->key_len, .data = last->key};
+        *token = dup_bytes(&k);
+        if (*token == NULL) {
+            return KHO_ENOMEM;
+        }
+        *token_len = last->key_len;
+    }
+    if (g->n == 0) {
+        free(g->r);
+        g->r = NULL;
+    }
+    *recs = g->r;
+    *n = g->n;
+    g->r = NULL;
+    g->n = 0;
+    return KHO_OK;
+}
+
+/*
+ * One page of a scan over the S > 1 shards of m: every shard in turn for
+ * up to `limit` records after the token (O(S) round trips within one
+ * deadline), merged as struct merge says. Memory stays bounded by one
+ * answer plus the page kept. *shards receives a shard count an answer gave
+ * that differs from the map's (0 none). The caller holds c->mu.
+ */
+static int scan_shards(struct kho_client *c, Kho__Api__Request *q,
+                       const struct kho_scan_opts *o, struct map *m,
+                       uint64_t deadline, struct kho_record **recs, size_t *n,
+                       void **token, size_t *token_len, uint32_t *shards)
+{
+    struct merge g = {.limit =
+                          o->limit > 0 ? o->limit : KHO_SCAN_LIMIT_DEFAULT};
+    uint32_t count = m->shards;
+    int err = KHO_OK;
+    for (uint32_t s = 0; err == KHO_OK && s < count; s++) {
+        err = scan_shard(c, q, o, m, s, deadline, &g, shards);
+        if (m->shards != count) {
+            /* A refresh during the call changed the map under us. */
+            *shards = m->shards != 0 ? m->shards : 1;
+            err = err == KHO_OK ? KHO_EUNAVAILABLE : err;
+        }
+    }
+    if (*shards == count) {
+        *shards = 0;
+    }
+    if (err == KHO_OK) {
+        err = merge_out(c, &g, recs, n, token, token_len);
+    }
+    merge_free(&g);
+    return err;
+}
+
+/*
+ * One page of a scan of registry: one request when the registry has one
+ * shard (or no map), else scan_shards(). When an answer gives another
+ * shard count than the map, the map is fetched again and the page read
+ * again, at most CLIENT_SCAN_RESTARTS_MAX times. The caller holds c->mu.
+ */
+static int scan_page(struct kho_client *c, const char *registry,
+                     Kho__Api__Request *q, const struct kho_scan_opts *o,
+                     struct kho_record **recs, size_t *n, void **token,
+                     size_t *token_len)
+{
+    uint64_t deadline = now_ms() + c->timeout_ms;
+    struct map *m = map_for(c, registry, deadline);
+    struct page_rule rule = {.limit = o->limit, .scan = o};
+    for (unsigned tries = 0;; tries++) {
+        uint32_t said = 0;
+        bool many = m != NULL && m->shards > 1;
+        q->shard = 0;
+        q->limit = o->limit;
+        int err = many ? scan_shards(c, q, o, m, deadline, recs, n, token,
+                                     token_len, &said)
+                       : page_from(c, q, &rule, m, 0, deadline, recs, n, token,
+                                   token_len, &said);
+        bool differs = many ? said != 0 : said > 1;
+        if (!differs || tries == CLIENT_SCAN_RESTARTS_MAX) {
+            return err;
+        }
+        kho_records_free(*recs, *n);
+        free(*token);
+        page_out_init(recs, n, token, token_len);
+        m = map_slot(c, registry);
+        map_refresh(c, m, deadline);
+        m = m->shards > 0 ? m : NULL;
+    }
+}
+
 int kho_scan(struct kho_client *c, const char *registry,
              const struct kho_scan_opts *o, struct kho_record **recs, size_t *n,
              void **token, size_t *token_len)
@@ -1161,8 +2039,10 @@ int kho_scan(struct kho_client *c, const char *registry,
     q.limit = o->limit;
     q.serializable = o->serializable != 0;
     q.token = bin(o->token, o->token_len);
-    struct page_rule rule = {.limit = o->limit, .scan = o};
-    return page_call(c, &q, &rule, recs, n, token, token_len);
+    pthread_mutex_lock(&c->mu);
+    int err = scan_page(c, registry, &q, o, recs, n, token, token_len);
+    pthread_mutex_unlock(&c->mu);
+    return err;
 }
 
 int kho_history(struct kho_client *c, const char *registry, const void *key,
@@ -1190,7 +2070,14 @@ int kho_history(struct kho_client *c, const char *registry, const void *key,
     q.limit = limit;
     q.token = bin(token, token_len);
     struct page_rule rule = {.limit = limit, .key = key, .key_len = key_len};
-    return page_call(c, &q, &rule, recs, n, token_out, token_out_len);
+    pthread_mutex_lock(&c->mu);
+    uint64_t deadline = now_ms() + c->timeout_ms;
+    struct map *m = map_for(c, registry, deadline);
+    uint32_t s = m != NULL ? kho_shard_of(key, key_len, m->shards) : 0;
+    int err = page_from(c, &q, &rule, m, s, deadline, recs, n, token_out,
+                        token_out_len, NULL);
+    pthread_mutex_unlock(&c->mu);
+    return err;
 }
 
 /* --- Registries
@@ -1210,6 +2097,12 @@ static int registry_copy(struct kho_client *c, const Kho__Api__RegistryInfo *r,
         return fail(c, KHO_ECORRUPT, "answer has a registry of %zu replicas",
                     r->n_replicas);
     }
+    if (r->shards > KHO_SHARDS_MAX || !str_ok(r->home, KHO_NAME_BYTES_MAX)) {
+        return fail(c, KHO_ECORRUPT,
+                    "answer has a registry of %u shards or a home name "
+                    "over %u bytes",
+                    r->shards, KHO_NAME_BYTES_MAX);
+    }
     memset(out, 0, sizeof(*out));
     snprintf(out->name, sizeof(out->name), "%s", r->name);
     out->group_id = r->group_id;
@@ -1224,6 +2117,9 @@ static int registry_copy(struct kho_client *c, const Kho__Api__RegistryInfo *r,
     out->term = r->term;
     out->commit = r->commit;
     out->applied = r->applied;
+    out->shards = r->shards > 0 ? r->shards : 1; /* a server before shards */
+    snprintf(out->home, sizeof(out->home), "%s",
+             r->home != NULL ? r->home : "");
     return KHO_OK;
 }
 
@@ -1408,25 +2304,56 @@ int kho_leader_drain(struct kho_client *c, uint64_t node)
     return transfer_call(c, 0, 0, node);
 }
 
-int kho_registry_create(struct kho_client *c, const char *name,
-                        uint32_t replicas, struct kho_registry_info *out)
+static int check_create(const char *name, const struct kho_registry_opts *o,
+                        const char **why)
+{
+    int rc = check_registry(name, why);
+    if (rc == KHO_OK && o->replicas > KHO_REPLICAS_MAX) {
+        *why = "replicas over KHO_REPLICAS_MAX (7)";
+        rc = KHO_EINVAL;
+    }
+    if (rc == KHO_OK && o->shards > KHO_SHARDS_MAX) {
+        *why = "shards over KHO_SHARDS_MAX (256)";
+        rc = KHO_EINVAL;
+    }
+    if (rc == KHO_OK && o->home != NULL && o->home[0] != '\0' &&
+        check_name(o->home) != KHO_OK) {
+        *why = "home node name over KHO_NAME_BYTES_MAX (64 bytes) or not "
+               "UTF-8";
+        rc = KHO_EINVAL;
+    }
+    return rc;
+}
+
+int kho_registry_create_opts(struct kho_client *c, const char *name,
+                             const struct kho_registry_opts *opts,
+                             struct kho_registry_info *out)
 {
     if (out != NULL) {
         memset(out, 0, sizeof(*out));
     }
-    const char *why = "replicas over KHO_REPLICAS_MAX (7)";
-    int rc = check_registry(name, &why);
-    if (c == NULL || rc != KHO_OK || replicas > KHO_REPLICAS_MAX) {
+    const struct kho_registry_opts none = {0};
+    const struct kho_registry_opts *o = opts != NULL ? opts : &none;
+    const char *why = "";
+    int rc = check_create(name, o, &why);
+    if (c == NULL || rc != KHO_OK) {
         return refuse(c, KHO_EINVAL, why);
     }
     Kho__Api__Request q = KHO__API__REQUEST__INIT;
     q.op = KHO__API__OP__OP_REGISTRY_CREATE;
     q.registry = (char *)name;
-    q.replicas = replicas;
+    q.replicas = o->replicas;
+    q.shards = o->shards;
+    if (o->home != NULL && o->home[0] != '\0') {
+        q.home = (char *)o->home;
+    }
     pthread_mutex_lock(&c->mu);
     Kho__Api__Response *rs = NULL;
     int err = call_as(c, &q, true, &rs);
     bool described = false;
+    if (err == KHO_OK) {
+        map_drop(c, name);
+    }
     if (err == KHO_OK && out != NULL && rs->n_registries > 0) {
         err = registry_answer(c, rs, name, out);
         described = true;
@@ -1437,6 +2364,13 @@ int kho_registry_create(struct kho_client *c, const char *name,
         err = kho_registry_describe(c, name, out);
     }
     return err;
+}
+
+int kho_registry_create(struct kho_client *c, const char *name,
+                        uint32_t replicas, struct kho_registry_info *out)
+{
+    struct kho_registry_opts o = {.replicas = replicas};
+    return kho_registry_create_opts(c, name, &o, out);
 }
 
 int kho_registry_list(struct kho_client *c, struct kho_registry_info **out,
@@ -1477,6 +2411,294 @@ int kho_registry_list(struct kho_client *c, struct kho_registry_info **out,
     response_free(rs);
     pthread_mutex_unlock(&c->mu);
     return err;
+}
+
+/* --- Shard maps, moves and rebalancing -------------------------------------
+ */
+
+void kho_shard_map_free(struct kho_shard_map *m)
+{
+    if (m == NULL) {
+        return;
+    }
+    free(m->shard_list);
+    free(m->nodes);
+    free(m);
+}
+
+static void leader_copy(struct kho_shard_info *d, const Kho__Api__ShardInfo *si)
+{
+    d->leader = si->leader;
+    snprintf(d->leader_url, sizeof(d->leader_url), "%s",
+             si->leader_url != NULL ? si->leader_url : "");
+    d->term = si->term;
+    d->commit = si->commit;
+    d->applied = si->applied;
+}
+
+/* Copies a checked map into a new struct kho_shard_map. */
+static int shard_map_copy(const Kho__Api__ShardMap *sm,
+                          struct kho_shard_map **out)
+{
+    struct kho_shard_map *m = calloc(1, sizeof(*m));
+    if (m != NULL) {
+        m->shard_list = calloc(sm->shards, sizeof(*m->shard_list));
+        m->nodes = calloc(sm->n_nodes + 1, sizeof(*m->nodes));
+    }
+    if (m == NULL || m->shard_list == NULL || m->nodes == NULL) {
+        kho_shard_map_free(m);
+        return KHO_ENOMEM;
+    }
+    snprintf(m->registry, sizeof(m->registry), "%s", sm->registry);
+    snprintf(m->home, sizeof(m->home), "%s", sm->home != NULL ? sm->home : "");
+    m->shards = sm->shards;
+    m->replicas = sm->replicas;
+    m->revision = sm->revision;
+    for (size_t i = 0; i < sm->n_shard_list; i++) {
+        const Kho__Api__ShardInfo *si = sm->shard_list[i];
+        struct kho_shard_info *d = &m->shard_list[si->shard];
+        d->shard = si->shard;
+        d->group_id = si->group_id;
+        d->n_replicas = si->n_replicas;
+        memcpy(d->replicas, si->replicas, si->n_replicas * sizeof(uint64_t));
+        leader_copy(d, si);
+    }
+    for (size_t i = 0; i < sm->n_nodes; i++) {
+        const Kho__Api__NodeInfo *n = sm->nodes[i];
+        struct kho_node_info *o = &m->nodes[i];
+        o->id = n->id;
+        snprintf(o->name, sizeof(o->name), "%s", n->name ? n->name : "");
+        snprintf(o->client_url, sizeof(o->client_url), "%s",
+                 n->client_url != NULL ? n->client_url : "");
+        snprintf(o->peer_url, sizeof(o->peer_url), "%s",
+                 n->peer_url != NULL ? n->peer_url : "");
+        o->removed = n->state != NULL && strcmp(n->state, "removed") == 0;
+    }
+    m->n_nodes = sm->n_nodes;
+    *out = m;
+    return KHO_OK;
+}
+
+static const char *map_node_url(const struct kho_shard_map *m, uint64_t id)
+{
+    for (size_t i = 0; i < m->n_nodes; i++) {
+        if (m->nodes[i].id == id && m->nodes[i].client_url[0] != '\0') {
+            return m->nodes[i].client_url;
+        }
+    }
+    return NULL;
+}
+
+/* Asks the node at url for the map of m->registry (one try) and takes the
+ * leaders it knows that m lacks, into m and the client's cache. */
+static void shard_map_ask_at(struct kho_client *c, struct kho_shard_map *m,
+                             const char *url, uint64_t deadline)
+{
+    size_t i = endpoint_of(c, url);
+    uint64_t now = now_ms();
+    if (i >= c->n || now >= deadline) {
+        return;
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_SHARD_MAP;
+    q.registry = m->registry;
+    q.client_name = c->name;
+    uint8_t buf[4 * KHO_NAME_BYTES_MAX];
+    size_t len = kho__api__request__pack(&q, buf);
+    uint32_t wait = deadline - now < CLIENT_TRY_MS ? (uint32_t)(deadline - now)
+                                                   : CLIENT_TRY_MS;
+    Kho__Api__Response *rs = NULL;
+    if (exchange(c, i, buf, len, wait, &rs) != KHO_OK) {
+        return;
+    }
+    const Kho__Api__ShardMap *sm = rs->shard_map;
+    if (rs->err == KHO_OK && sm != NULL &&
+        map_check(c, m->registry, sm) == KHO_OK && sm->shards == m->shards) {
+        for (size_t k = 0; k < sm->n_shard_list; k++) {
+            struct kho_shard_info *d = &m->shard_list[sm->shard_list[k]->shard];
+            if (d->leader == 0 && sm->shard_list[k]->leader != 0) {
+                leader_copy(d, sm->shard_list[k]);
+            }
+        }
+        map_install(c, map_slot(c, m->registry), sm);
+    }
+    response_free(rs);
+}
+
+/* Fills in the leaders the first answer did not know: for each such shard,
+ * asks a node of its replicas not asked yet, so at most one request per
+ * node (each one try, within the deadline). */
+static void shard_map_leaders(struct kho_client *c, struct kho_shard_map *m,
+                              uint64_t deadline)
+{
+    uint64_t asked[KHO_NODES_MAX];
+    size_t n_asked = 0;
+    for (uint32_t s = 0; s < m->shards; s++) {
+        struct kho_shard_info *d = &m->shard_list[s];
+        for (size_t k = 0;
+             d->leader == 0 && k < d->n_replicas && n_asked < KHO_NODES_MAX;
+             k++) {
+            bool before = false;
+            for (size_t a = 0; a < n_asked; a++) {
+                before |= asked[a] == d->replicas[k];
+            }
+            const char *url = map_node_url(m, d->replicas[k]);
+            if (before || url == NULL) {
+                continue;
+            }
+            asked[n_asked++] = d->replicas[k];
+            shard_map_ask_at(c, m, url, deadline);
+        }
+    }
+    for (uint32_t s = 0; s < m->shards; s++) {
+        struct kho_shard_info *d = &m->shard_list[s];
+        const char *url = map_node_url(m, d->leader);
+        if (d->leader != 0 && d->leader_url[0] == '\0' && url != NULL) {
+            snprintf(d->leader_url, sizeof(d->leader_url), "%s", url);
+        }
+    }
+}
+
+int kho_shard_map(struct kho_client *c, const char *registry,
+                  struct kho_shard_map **out)
+{
+    if (out != NULL) {
+        *out = NULL;
+    }
+    const char *why = "NULL output";
+    int rc = check_registry(registry, &why);
+    if (c == NULL || out == NULL || rc != KHO_OK) {
+        return refuse(c, KHO_EINVAL, why);
+    }
+    pthread_mutex_lock(&c->mu);
+    uint64_t deadline = now_ms() + c->timeout_ms;
+    Kho__Api__Response *rs = NULL;
+    struct kho_shard_map *m = NULL;
+    int err = map_ask(c, registry, deadline, SIZE_MAX, &rs);
+    if (err == KHO_OK) {
+        struct map *cached = map_slot(c, registry);
+        cached->fetched_ms = now_ms();
+        map_install(c, cached, rs->shard_map); /* a cache miss if no memory */
+        err = shard_map_copy(rs->shard_map, &m);
+    }
+    response_free(rs);
+    if (err == KHO_OK) {
+        shard_map_leaders(c, m, deadline);
+        c->errmsg[0] = '\0'; /* what a node asked for leaders said */
+        *out = m;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+/* Checks and copies the moves of an answer (moves NULL: checks only). */
+static int moves_copy(struct kho_client *c, const Kho__Api__Response *rs,
+                      struct kho_shard_move **moves, size_t *n)
+{
+    if (rs->n_moves > KHO_SHARD_MOVES_MAX) {
+        return fail(c, KHO_ECORRUPT, "answer lists %zu moves, over %u",
+                    rs->n_moves, KHO_SHARD_MOVES_MAX);
+    }
+    for (size_t i = 0; i < rs->n_moves; i++) {
+        const Kho__Api__ShardMove *v = rs->moves[i];
+        if (!str_ok(v->registry, KHO_NAME_BYTES_MAX) ||
+            !str_ok(v->from_name, KHO_NAME_BYTES_MAX) ||
+            !str_ok(v->to_name, KHO_NAME_BYTES_MAX) ||
+            v->shard >= KHO_SHARDS_MAX) {
+            return fail(c, KHO_ECORRUPT,
+                        "answer has a move with a name over its limit or a "
+                        "shard out of range");
+        }
+    }
+    if (moves == NULL || rs->n_moves == 0) {
+        return KHO_OK;
+    }
+    struct kho_shard_move *a = calloc(rs->n_moves, sizeof(*a));
+    if (a == NULL) {
+        return KHO_ENOMEM;
+    }
+    for (size_t i = 0; i < rs->n_moves; i++) {
+        const Kho__Api__ShardMove *v = rs->moves[i];
+        snprintf(a[i].registry, sizeof(a[i].registry), "%s",
+                 v->registry != NULL ? v->registry : "");
+        a[i].shard = v->shard;
+        a[i].from = v->from;
+        a[i].to = v->to;
+        snprintf(a[i].from_name, sizeof(a[i].from_name), "%s",
+                 v->from_name != NULL ? v->from_name : "");
+        snprintf(a[i].to_name, sizeof(a[i].to_name), "%s",
+                 v->to_name != NULL ? v->to_name : "");
+    }
+    *moves = a;
+    *n = rs->n_moves;
+    return KHO_OK;
+}
+
+/* Sends a move or a rebalance; what it recorded makes the cached maps it
+ * touches stale (registry NULL: all of them). */
+static int moves_call(struct kho_client *c, Kho__Api__Request *q, bool mutating,
+                      const char *registry, struct kho_shard_move **moves,
+                      size_t *n)
+{
+    pthread_mutex_lock(&c->mu);
+    Kho__Api__Response *rs = NULL;
+    int err = call_as(c, q, mutating, &rs);
+    if (err == KHO_OK) {
+        err = moves_copy(c, rs, moves, n);
+    }
+    struct map *m = registry != NULL ? map_find(c, registry) : NULL;
+    if (mutating && m != NULL) {
+        m->stale = true;
+    } else if (mutating && registry == NULL) {
+        maps_stale_all(c);
+    }
+    response_free(rs);
+    pthread_mutex_unlock(&c->mu);
+    return err;
+}
+
+int kho_shard_move(struct kho_client *c, const char *registry, uint32_t shard,
+                   const char *from_name, const char *to_name,
+                   struct kho_shard_move **moves, size_t *n_moves)
+{
+    if (moves != NULL) {
+        *moves = NULL;
+    }
+    if (n_moves != NULL) {
+        *n_moves = 0;
+    }
+    const char *why = "shard out of range, or a bad or the same node name";
+    int rc = check_registry(registry, &why);
+    if (c == NULL || rc != KHO_OK || shard >= KHO_SHARDS_MAX ||
+        check_name(from_name) != KHO_OK || check_name(to_name) != KHO_OK ||
+        strcmp(from_name, to_name) == 0 || (moves != NULL && n_moves == NULL)) {
+        return refuse(c, KHO_EINVAL, why);
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_SHARD_MOVE;
+    q.registry = (char *)registry;
+    q.shard = shard + 1;
+    q.node_name = (char *)from_name;
+    q.target_name = (char *)to_name;
+    return moves_call(c, &q, true, registry, moves, n_moves);
+}
+
+int kho_rebalance(struct kho_client *c, int dry_run,
+                  struct kho_shard_move **moves, size_t *n_moves)
+{
+    if (moves != NULL) {
+        *moves = NULL;
+    }
+    if (n_moves != NULL) {
+        *n_moves = 0;
+    }
+    if (c == NULL || (moves != NULL && n_moves == NULL)) {
+        return refuse(c, KHO_EINVAL, "moves without n_moves");
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_REBALANCE;
+    q.dry_run = dry_run != 0;
+    return moves_call(c, &q, dry_run == 0, NULL, moves, n_moves);
 }
 
 /* --- Status
@@ -1521,6 +2743,7 @@ static int status_groups(struct kho_client *c, const Kho__Api__Response *rs,
                         "role name over its limit");
         }
         o->group_id = g->group_id;
+        o->shard = g->shard;
         snprintf(o->registry, sizeof(o->registry), "%s",
                  g->registry != NULL ? g->registry : "");
         snprintf(o->role, sizeof(o->role), "%s",

@@ -23,8 +23,9 @@
 # Environment: KHOD_FLAGS: more khod flags for every node (kept in
 # DIR/cluster.env, e.g. "--map-size-mb 16"). KHO_BASE_PORT (default 7100): node I serves clients on
 # BASE+I, peers on BASE+100+I and HTTP (--http-listen) on BASE+200+I.
-# KHO_REGISTRIES (default demo): registries
-# `start` creates when they do not exist yet ("" for none). Node I is named
+# KHO_REGISTRIES (default demo): registries `start` creates when they do
+# not exist yet, NAME or NAME:SHARDS, comma-separated ("none": no
+# registry). Node I is named
 # after a province (hanoi, hue, danang, ...).
 # KHOD / KHOCTL override the binaries (default build/bin/).
 set -eu
@@ -161,6 +162,7 @@ start)
     else
         BASE=${KHO_BASE_PORT:-7100}
         REGISTRIES=${KHO_REGISTRIES:-demo}
+        [ "$REGISTRIES" != none ] || REGISTRIES=""
         CLUSTER=${KHO_CLUSTER:-kho-local}
         FLAGS=${KHOD_FLAGS:-}
         # A restored cluster holds the backup's registries and no others.
@@ -174,11 +176,15 @@ start)
     while [ "$i" -le "$N" ]; do start_node "$i"; i=$((i + 1)); done
     i=1
     while [ "$i" -le "$N" ]; do wait_serving "$i"; i=$((i + 1)); done
-    for r in $(echo "$REGISTRIES" | tr ',' ' '); do
+    for spec in $(echo "$REGISTRIES" | tr ',' ' '); do
+        r=${spec%%:*}
+        shards=""
+        [ "$r" = "$spec" ] || shards="--shards ${spec#*:}"
         if ! "$KHOCTL" --endpoints "$(endpoints)" --timeout 10000 \
             registry describe "$r" >/dev/null 2>&1; then
+            # shellcheck disable=SC2086
             err=$("$KHOCTL" --endpoints "$(endpoints)" --timeout 10000 \
-                registry create "$r" 2>&1 >/dev/null) ||
+                registry create "$r" $shards 2>&1 >/dev/null) ||
                 die "cannot create registry $r: $err"
         fi
     done

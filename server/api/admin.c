@@ -74,7 +74,8 @@ static bool mark_group(struct worker *w, uint64_t *gid)
         *gid = q->group_id;
         return true;
     }
-    if (node_registry(n, q->registry, &reg) != KHO_OK) {
+    uint32_t shard = q->shard > 0 ? q->shard - 1 : 0;
+    if (node_shard(n, q->registry, shard, &reg) != KHO_OK) {
         uint64_t meta = node_leader_of(n, NODE_META_GROUP);
         if (meta != 0 && meta != node_id(n)) {
             api_reply_errf(w, KHO_ENOTLEADER, meta,
@@ -82,14 +83,16 @@ static bool mark_group(struct worker *w, uint64_t *gid)
                            "knows every registry",
                            q->registry);
         } else {
-            api_reply_errf(w, KHO_ENOTFOUND, 0, "unknown registry '%s'",
-                           q->registry);
+            api_reply_errf(w, KHO_ENOTFOUND, 0,
+                           "unknown registry '%s' (or no shard %u)",
+                           q->registry, shard);
         }
         return false;
     }
     if (!reg.local) {
         api_reply_errf(w, KHO_ENOTLEADER, reg.replicas[0],
-                       "registry '%s' is not hosted on this node", q->registry);
+                       "shard %u of registry '%s' is not hosted on this node",
+                       shard, q->registry);
         return false;
     }
     *gid = reg.group_id;
@@ -305,10 +308,10 @@ static void *backup_main(void *arg)
 static bool backup_groups(struct worker *w, uint64_t *groups, size_t *n)
 {
     struct api *a = w->api;
-    struct node_registry *regs = calloc(NODE_REGISTRIES_MAX, sizeof(*regs));
+    struct node_registry *regs = calloc(NODE_SHARD_ENTRIES_MAX, sizeof(*regs));
     size_t count = 0;
     int rc = regs != NULL ? node_load_registries(a->node, regs,
-                                                 NODE_REGISTRIES_MAX, &count)
+                                                 NODE_SHARD_ENTRIES_MAX, &count)
                           : KHO_ENOMEM;
     if (rc != KHO_OK) {
         api_reply_err(w, rc, rc == KHO_ENOMEM ? NULL : store_errmsg(a->st), 0);
@@ -324,8 +327,8 @@ static bool backup_groups(struct worker *w, uint64_t *groups, size_t *n)
             continue;
         }
         size_t o = strlen(missing);
-        snprintf(missing + o, sizeof(missing) - o, "%s%s",
-                 n_missing > 0 ? ", " : "", regs[i].name);
+        snprintf(missing + o, sizeof(missing) - o, "%s%s shard %u",
+                 n_missing > 0 ? ", " : "", regs[i].name, regs[i].shard);
         n_missing++;
     }
     free(regs);
@@ -336,7 +339,8 @@ static bool backup_groups(struct worker *w, uint64_t *groups, size_t *n)
                        missing);
         return false;
     }
-    /* Registry ids are meta revisions, all above the meta group's 0. */
+    /* Registry shard ids are meta revisions plus shard << 40, all above
+     * the meta group's 0; the backup wants them in increasing order. */
     for (size_t i = 2; i < k; i++) {
         for (size_t j = i; j > 1 && groups[j] < groups[j - 1]; j--) {
             uint64_t t = groups[j];

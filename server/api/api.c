@@ -25,6 +25,7 @@
 #include "../common/clock.h"
 #include "../common/metrics.h"
 #include "../node/meta.h"
+#include "../node/plan.h"
 #include "proto/api.pb-c.h"
 
 static void worker_cb(void *arg);
@@ -50,6 +51,9 @@ void api_reply(struct worker *w, Kho__Api__Response *rs)
     }
     if (rs->leader_hint == NULL) {
         rs->leader_hint = "";
+    }
+    if (rs->shards == 0) {
+        rs->shards = w->shards;
     }
     size_t len = kho__api__response__get_packed_size(rs);
     nng_msg *m = NULL;
@@ -288,8 +292,10 @@ static void serve_history(struct worker *w, uint64_t gid)
 
 /* --- Registries ---------------------------------------------------------- */
 
-static void fill_info(Kho__Api__RegistryInfo *ri, struct node_registry *r,
-                      const struct node_group_status *gs)
+static void fill_info(struct api *a, Kho__Api__RegistryInfo *ri,
+                      struct node_registry *r,
+                      const struct node_group_status *gs, char *home,
+                      size_t home_cap)
 {
     kho__api__registry_info__init(ri);
     ri->name = r->name;
@@ -298,6 +304,13 @@ static void fill_info(Kho__Api__RegistryInfo *ri, struct node_registry *r,
     ri->replicas = r->replicas;
     ri->created_ms = r->created_ms;
     ri->creator = r->creator;
+    ri->shards = r->n_shards;
+    struct node_peer hp;
+    home[0] = '\0';
+    if (r->home != 0 && node_peer_info(a->node, r->home, &hp) == KHO_OK) {
+        snprintf(home, home_cap, "%s", hp.name);
+    }
+    ri->home = home;
     if (gs != NULL) {
         ri->leader = gs->leader;
         ri->term = gs->term;
@@ -306,49 +319,59 @@ static void fill_info(Kho__Api__RegistryInfo *ri, struct node_registry *r,
     }
 }
 
+/* Everything one registry listing points to, in one allocation. */
+struct reg_list {
+    struct node_registry regs[NODE_SHARD_ENTRIES_MAX];
+    Kho__Api__RegistryInfo infos[NODE_REGISTRIES_MAX];
+    Kho__Api__RegistryInfo *ptrs[NODE_REGISTRIES_MAX];
+    char homes[NODE_REGISTRIES_MAX][NODE_NAME_BYTES];
+    struct node_group_status gs[NODE_GROUPS_MAX];
+};
+
+/* Registry list and describe: one entry per registry (its shard 0; shard
+ * maps come with OP_SHARD_MAP). */
 static void serve_registries(struct worker *w)
 {
     struct api *a = w->api;
     const Kho__Api__Request *q = w->rq;
-    struct node_registry *regs = calloc(NODE_REGISTRIES_MAX, sizeof(*regs));
-    Kho__Api__RegistryInfo *infos = calloc(NODE_REGISTRIES_MAX, sizeof(*infos));
-    Kho__Api__RegistryInfo **ptrs = calloc(NODE_REGISTRIES_MAX, sizeof(*ptrs));
+    struct reg_list *x = calloc(1, sizeof(*x));
     size_t n = 0;
-    int rc = regs != NULL && infos != NULL && ptrs != NULL ? KHO_OK
-                                                           : KHO_ENOMEM;
+    int rc = x != NULL ? KHO_OK : KHO_ENOMEM;
     if (rc == KHO_OK) {
-        rc = node_load_registries(a->node, regs, NODE_REGISTRIES_MAX, &n);
+        w->op_state = x;
+        rc = node_load_registries(a->node, x->regs, NODE_SHARD_ENTRIES_MAX,
+                                  &n);
     }
     Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
+    bool describe = q->op == KHO__API__OP__OP_REGISTRY_DESCRIBE;
+    size_t k = describe && rc == KHO_OK
+                   ? node_status(a->node, x->gs, NODE_GROUPS_MAX)
+                   : 0;
     for (size_t i = 0; rc == KHO_OK && i < n; i++) {
-        bool describe = q->op == KHO__API__OP__OP_REGISTRY_DESCRIBE;
-        if (describe && strcmp(regs[i].name, q->registry) != 0) {
+        struct node_registry *r = &x->regs[i];
+        if (r->shard != 0 || rs.n_registries >= NODE_REGISTRIES_MAX ||
+            (describe && strcmp(r->name, q->registry) != 0)) {
             continue;
         }
-        struct node_group_status gs[NODE_GROUPS_MAX];
         const struct node_group_status *mine = NULL;
-        size_t k = describe ? node_status(a->node, gs, NODE_GROUPS_MAX) : 0;
         for (size_t j = 0; j < k; j++) {
-            if (gs[j].group_id == regs[i].group_id) {
-                mine = &gs[j];
+            if (x->gs[j].group_id == r->group_id) {
+                mine = &x->gs[j];
             }
         }
-        fill_info(&infos[rs.n_registries], &regs[i], mine);
-        ptrs[rs.n_registries] = &infos[rs.n_registries];
-        rs.n_registries++;
+        size_t at = rs.n_registries++;
+        fill_info(a, &x->infos[at], r, mine, x->homes[at],
+                  sizeof(x->homes[at]));
+        x->ptrs[at] = &x->infos[at];
     }
     if (rc != KHO_OK) {
         api_reply_err(w, rc, rc == KHO_ENOMEM ? NULL : store_errmsg(a->st), 0);
-    } else if (q->op == KHO__API__OP__OP_REGISTRY_DESCRIBE &&
-               rs.n_registries == 0) {
+    } else if (describe && rs.n_registries == 0) {
         api_reply_errf(w, KHO_ENOTFOUND, 0, "no registry named '%s'", q->registry);
     } else {
-        rs.registries = ptrs;
+        rs.registries = x->ptrs;
         api_reply(w, &rs);
     }
-    free(regs);
-    free(infos);
-    free(ptrs);
 }
 
 /* --- Status ---------------------------------------------------------------- */
@@ -374,6 +397,7 @@ static void fill_replicas(struct status_buf *b, size_t i)
         kho__api__replica_info__init(ri);
         ri->group_id = st->group_id;
         ri->registry = b->gs[i].registry;
+        ri->shard = st->shard;
         ri->role = r->voter ? "voter" : "learner";
         ri->match = r->match;
         ri->lag = st->last_index > r->match ? st->last_index - r->match : 0;
@@ -432,6 +456,7 @@ static void reply_status(struct worker *w)
         gs->commit = b->st[i].commit;
         gs->applied = b->st[i].applied;
         gs->last_index = b->st[i].last_index;
+        gs->shard = b->st[i].shard;
         fill_replicas(b, i);
         b->gp[i] = gs;
     }
@@ -642,56 +667,126 @@ static void propose_txn(struct worker *w, uint64_t gid)
     api_propose(w, gid, &sr);
 }
 
+/* What a registry create proposes, in one allocation. */
+struct reg_create {
+    struct node_registry regs[NODE_SHARD_ENTRIES_MAX];
+    struct place_node nodes[NODE_NODES_MAX];
+    uint64_t members[NODE_NODES_MAX];
+    struct meta_reg mr;
+    uint8_t key[META_REG_PREFIX_BYTES + META_REG_NAME_BYTES_MAX];
+    uint8_t val[META_REG_VALUE_BYTES_MAX];
+};
+
+/* The id of member node `name` (0: none). */
+static uint64_t member_id(struct api *a, const char *name)
+{
+    struct node_peer p;
+    uint64_t ids[NODE_NODES_MAX];
+    size_t n = api_members(a, ids, NODE_NODES_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (node_peer_info(a->node, ids[i], &p) == KHO_OK &&
+            strcmp(p.name, name) == 0) {
+            return ids[i];
+        }
+    }
+    return 0;
+}
+
 static void propose_registry(struct worker *w)
 {
+    struct api *a = w->api;
     const Kho__Api__Request *q = w->rq;
     const char *why = meta_reg_name_check(q->registry);
     if (why != NULL) {
         api_reply_err(w, KHO_EINVAL, why, 0);
         return;
     }
-    struct raft_conf mc;
-    node_member_conf(w->api->node, &mc);
-    const struct raft_conf *members = &mc;
     uint32_t want = q->replicas != 0 ? q->replicas : NODE_REPLICAS_DEFAULT;
+    uint32_t shards = q->shards != 0 ? q->shards : 1;
     if (want > NODE_REPLICAS_MAX) {
         api_reply_errf(w, KHO_EINVAL, 0, "at most %u replicas", NODE_REPLICAS_MAX);
         return;
     }
-    if (q->replicas != 0 && want > members->n) {
+    if (shards > KHO_SHARDS_MAX) {
+        api_reply_errf(w, KHO_EINVAL, 0, "at most %u shards", KHO_SHARDS_MAX);
+        return;
+    }
+    struct reg_create *x = calloc(1, sizeof(*x));
+    if (x == NULL) {
+        api_reply_err(w, KHO_ENOMEM, NULL, 0);
+        return;
+    }
+    w->op_state = x;
+    size_t n_members = api_members(a, x->members, NODE_NODES_MAX);
+    if (q->replicas != 0 && want > n_members) {
         api_reply_errf(w, KHO_EINVAL, 0,
-                   "%u replicas asked for, the cluster has %u nodes", want,
-                   members->n);
+                   "%u replicas asked for, the cluster has %zu nodes", want,
+                   n_members);
         return;
     }
-    struct node_registry tmp;
-    if (node_registries(w->api->node, &tmp, 0) >= NODE_REGISTRIES_MAX) {
-        api_reply_errf(w, KHO_ENOSPC, 0, "the cluster holds %u registries, the "
-                   "most it can", NODE_REGISTRIES_MAX);
+    want = want < n_members ? want : (uint32_t)n_members;
+    uint64_t home = 0;
+    if (q->home != NULL && q->home[0] != '\0') {
+        home = member_id(a, q->home);
+        if (home == 0) {
+            api_reply_errf(w, KHO_ENOTFOUND, 0,
+                           "no member named '%s' to be the home node",
+                           q->home);
+            return;
+        }
+    }
+    size_t n_regs = 0;
+    int rc = node_load_registries(a->node, x->regs, NODE_SHARD_ENTRIES_MAX,
+                                  &n_regs);
+    if (rc != KHO_OK) {
+        api_reply_err(w, rc, store_errmsg(a->st), 0);
         return;
     }
-    struct meta_reg mr;
-    mr.n_replicas = meta_pick_replicas(members, q->registry, want,
-                                       mr.replicas);
-    mr.n_initial = mr.n_replicas;
-    memcpy(mr.initial, mr.replicas, sizeof(mr.initial));
-    uint8_t key[META_REG_PREFIX_BYTES + META_REG_NAME_BYTES_MAX];
+    size_t n_names = 0;
+    for (size_t i = 0; i < n_regs; i++) {
+        n_names += x->regs[i].shard == 0;
+    }
+    if (n_names >= NODE_REGISTRIES_MAX ||
+        n_regs + shards > NODE_SHARD_ENTRIES_MAX) {
+        api_reply_errf(w, KHO_ENOSPC, 0,
+                   "the cluster holds %zu registries of %zu shards in all; "
+                   "at most %u registries and %u shards fit",
+                   n_names, n_regs, NODE_REGISTRIES_MAX,
+                   NODE_SHARD_ENTRIES_MAX);
+        return;
+    }
+    /* Today's load of every member, then the new shards placed on it. */
+    struct plan *p = NULL;
+    rc = plan_create(x->regs, n_regs, &p);
+    if (rc != KHO_OK) {
+        api_reply_err(w, rc, "the registry table is inconsistent", 0);
+        return;
+    }
+    plan_nodes(p, x->members, n_members, x->nodes);
+    plan_free(p);
+    x->mr.want = want;
+    x->mr.n_shards = shards;
+    x->mr.home = home;
+    rc = meta_place(x->nodes, n_members, q->registry, &x->mr);
+    if (rc != KHO_OK) {
+        api_reply_err(w, rc, "cannot place the shards on the members", 0);
+        return;
+    }
     size_t name_len = strlen(q->registry);
-    memcpy(key, META_REG_PREFIX, META_REG_PREFIX_BYTES);
-    memcpy(key + META_REG_PREFIX_BYTES, q->registry, name_len);
-    uint8_t val[META_REG_VALUE_BYTES_MAX];
+    memcpy(x->key, META_REG_PREFIX, META_REG_PREFIX_BYTES);
+    memcpy(x->key + META_REG_PREFIX_BYTES, q->registry, name_len);
     struct store_compare cmp = {
         .target = STORE_CMP_VERSION,
         .op = STORE_CMP_EQ,
-        .key = key,
+        .key = x->key,
         .key_len = META_REG_PREFIX_BYTES + name_len,
     };
     struct store_op op = {
         .op = STORE_OP_PUT,
-        .key = key,
+        .key = x->key,
         .key_len = cmp.key_len,
-        .value = val,
-        .value_len = meta_reg_encode(&mr, val),
+        .value = x->val,
+        .value_len = meta_reg_encode(&x->mr, x->val),
     };
     struct store_request sr;
     api_fill_request(w, &sr);
@@ -813,13 +908,42 @@ static int validate(const Kho__Api__Request *q, char *why, size_t why_len)
     }
 }
 
-/* Finds the registry of a data request and checks it lives here; replies
- * (redirecting when it can) and returns false otherwise. */
+/* The shard of a transaction: every compare's and op's key must map to the
+ * same one. Replies and returns false when they do not. */
+static bool txn_shard(struct worker *w, uint32_t shards, uint32_t *out)
+{
+    const Kho__Api__Request *q = w->rq;
+    bool any = false;
+    for (size_t i = 0; i < q->n_compares + q->n_ops; i++) {
+        const ProtobufCBinaryData *k = i < q->n_compares
+                                           ? &q->compares[i]->key
+                                           : &q->ops[i - q->n_compares]->key;
+        uint32_t s = kho_shard_of(k->data, k->len, shards);
+        if (any && s != *out) {
+            api_reply_errf(w, KHO_EINVAL, 0,
+                           "transaction spans shards %u and %u of registry "
+                           "'%s'; a transaction's keys must all be in one "
+                           "shard",
+                           *out < s ? *out : s, *out < s ? s : *out,
+                           q->registry);
+            return false;
+        }
+        *out = s;
+        any = true;
+    }
+    return true;
+}
+
+/* Finds the shard a data request goes to - by its key, the shard a scan
+ * names, or the one shard of a transaction's keys - and checks it lives
+ * here; replies (redirecting when it can) and returns false otherwise. */
 static bool route(struct worker *w, struct node_registry *reg)
 {
     struct api *a = w->api;
-    const char *name = w->rq->registry;
-    if (node_registry(a->node, name, reg) != KHO_OK) {
+    const Kho__Api__Request *q = w->rq;
+    const char *name = q->registry;
+    struct node_registry r0;
+    if (node_registry(a->node, name, &r0) != KHO_OK) {
         uint64_t meta = node_leader_of(a->node, NODE_META_GROUP);
         if (meta == node_id(a->node)) {
             api_reply_errf(w, KHO_ENOTFOUND, 0, "unknown registry '%s'", name);
@@ -836,9 +960,44 @@ static bool route(struct worker *w, struct node_registry *reg)
         }
         return false;
     }
+    w->shards = r0.n_shards;
+    uint32_t shard = 0;
+    if (q->op == KHO__API__OP__OP_SCAN) {
+        if (q->shard == 0 && r0.n_shards > 1) {
+            api_reply_errf(w, KHO_EINVAL, 0,
+                           "registry '%s' has %u shards: a scan names one "
+                           "(libkho merges them)",
+                           name, r0.n_shards);
+            return false;
+        }
+        shard = q->shard > 0 ? q->shard - 1 : 0;
+        if (shard >= r0.n_shards) {
+            api_reply_errf(w, KHO_EINVAL, 0,
+                           "registry '%s' has %u shards (1 to %u on the "
+                           "wire)",
+                           name, r0.n_shards, r0.n_shards);
+            return false;
+        }
+    } else if (q->op == KHO__API__OP__OP_TXN) {
+        if (!txn_shard(w, r0.n_shards, &shard)) {
+            return false;
+        }
+    } else {
+        shard = kho_shard_of(q->key.data, q->key.len, r0.n_shards);
+    }
+    if (shard == 0) {
+        *reg = r0;
+    } else if (node_shard(a->node, name, shard, reg) != KHO_OK) {
+        api_reply_errf(w, KHO_EUNAVAILABLE, 0,
+                       "shard %u of registry '%s' is missing from this "
+                       "node's table",
+                       shard, name);
+        return false;
+    }
     if (!reg->local) {
         api_reply_errf(w, KHO_ENOTLEADER, reg->replicas[0],
-                   "registry '%s' is not hosted on this node", name);
+                       "shard %u of registry '%s' is not hosted on this node",
+                       shard, name);
         return false;
     }
     return true;
@@ -919,7 +1078,8 @@ static void serve(struct worker *w, nng_msg *m)
         }
         break;
     default:
-        if (!api_member_serve(w) && !api_admin_serve(w)) {
+        if (!api_member_serve(w) && !api_admin_serve(w) &&
+            !api_shard_serve(w)) {
             serve_data(w);
         }
         break;
@@ -967,7 +1127,8 @@ static void node_answered(struct worker *w)
 {
     struct node_req *r = &w->req;
     const Kho__Api__Request *q = w->rq;
-    if (api_member_answered(w) || api_admin_answered(w)) {
+    if (api_member_answered(w) || api_admin_answered(w) ||
+        api_shard_answered(w)) {
         return;
     }
     if (r->err != KHO_OK) {
@@ -1009,6 +1170,7 @@ static void release(struct worker *w)
     free(w->op_state);
     w->op_state = NULL;
     w->req.target = 0;
+    w->shards = 0;
 }
 
 static void worker_cb(void *arg)

@@ -5,6 +5,7 @@
  * api.c       lifecycle, the worker state machine, dispatch, data requests
  * member.c    membership and leadership (OP_MEMBER_*, OP_LEADER_TRANSFER)
  * admin.c     consistency checks and backups
+ * shard.c     shard maps, moves and rebalancing (OP_SHARD_*, OP_REBALANCE)
  *
  * A handler either replies (reply*()) or hands the request to the raft
  * thread (api_submit()/api_propose()); when the raft thread answers, the
@@ -34,6 +35,8 @@ struct worker {
     Kho__Api__Request *rq; /* the request being served */
     void *op_state;        /* a handler's own state, freed with free() */
     uint64_t start_us;     /* when the request arrived (metrics_now_us) */
+    uint32_t shards;       /* the routed registry's shard count (answers
+                              carry it; 0: not a data request) */
 };
 
 struct api {
@@ -79,6 +82,11 @@ void api_client_url(struct api *a, uint64_t id, char *buf, size_t cap);
 bool api_member_serve(struct worker *w);
 bool api_member_answered(struct worker *w);
 
+/* shard.c: the same for the shard and rebalance ops. */
+bool api_shard_serve(struct worker *w);
+bool api_shard_answered(struct worker *w);
+/* shard.c: the member nodes (ids) as the meta group records them. */
+size_t api_members(struct api *a, uint64_t *out, size_t cap);
 /* admin.c: the same for the consistency-check and backup ops. */
 bool api_admin_serve(struct worker *w);
 bool api_admin_answered(struct worker *w);

@@ -22,11 +22,11 @@
 
 #include "../common/log.h"
 #include "../node/meta.h"
+#include "../node/plan.h"
 #include "internal.h"
 
 /* Registries one member remove may move in one transaction (one op each,
  * plus the node record). */
-#define MEMBER_MOVES_MAX (STORE_TXN_OPS_MAX - 1u)
 
 static bool is_member_op(const Kho__Api__Request *q)
 {
@@ -172,153 +172,111 @@ static void member_add(struct worker *w)
 
 /* --- member remove ----------------------------------------------------------- */
 
-/* A replacement replica for registry r: the member not already a replica
- * (nor `gone`) that holds the fewest replicas; 0 when there is none. */
-static uint64_t pick_replacement(const struct node_peer *nodes, size_t n,
-                                 const struct node_registry *regs,
-                                 size_t n_regs, const struct node_registry *r,
-                                 uint64_t gone)
-{
-    uint64_t best = 0;
-    size_t best_load = SIZE_MAX;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t id = nodes[i].id;
-        bool taken = id == gone || nodes[i].state != META_NODE_MEMBER;
-        for (uint32_t k = 0; k < r->n_replicas && !taken; k++) {
-            taken = r->replicas[k] == id;
-        }
-        if (taken) {
-            continue;
-        }
-        size_t load = 0;
-        for (size_t j = 0; j < n_regs; j++) {
-            for (uint32_t k = 0; k < regs[j].n_replicas; k++) {
-                load += regs[j].replicas[k] == id;
-            }
-        }
-        if (load < best_load) {
-            best = id;
-            best_load = load;
-        }
-    }
-    return best;
-}
-
 /* Everything one member remove proposes, in one allocation. */
 struct removal {
     struct node_peer nodes[NODE_NODES_MAX];
-    struct node_registry regs[NODE_REGISTRIES_MAX];
+    struct node_registry regs[NODE_SHARD_ENTRIES_MAX];
+    struct place_node place[NODE_NODES_MAX];
+    uint64_t members[NODE_NODES_MAX];
     struct store_compare cmps[STORE_TXN_OPS_MAX];
     struct store_op ops[STORE_TXN_OPS_MAX];
-    uint8_t keys[STORE_TXN_OPS_MAX][META_REG_PREFIX_BYTES +
-                                    META_REG_NAME_BYTES_MAX];
-    uint8_t vals[STORE_TXN_OPS_MAX][META_REG_VALUE_BYTES_MAX];
     uint8_t node_key[META_NODE_KEY_BYTES];
     uint8_t node_val[META_NODE_VALUE_BYTES_MAX];
-    size_t n;
+    struct plan *plan;
 };
 
-/* Adds the compare-and-put moving registry r off node `gone`. Returns an
- * error (after replying) when it cannot. */
-static int move_registry(struct worker *w, struct removal *x,
-                         const struct node_registry *r, size_t n_regs,
-                         size_t n_nodes, uint64_t gone)
-{
-    struct meta_reg mr = {.n_initial = r->n_initial, .n_replicas = 0};
-    memcpy(mr.initial, r->initial, r->n_initial * sizeof(r->initial[0]));
-    uint64_t repl = pick_replacement(x->nodes, n_nodes, x->regs, n_regs, r,
-                                     gone);
-    for (uint32_t k = 0; k < r->n_replicas; k++) {
-        if (r->replicas[k] != gone) {
-            mr.replicas[mr.n_replicas++] = r->replicas[k];
-        } else if (repl != 0) {
-            mr.replicas[mr.n_replicas++] = repl;
-        }
-    }
-    if (mr.n_replicas == 0) {
-        api_reply_errf(w, KHO_EINVAL, 0,
-                       "registry '%s' has its only replica on node %llu and "
-                       "no other node can take it",
-                       r->name, (unsigned long long)gone);
-        return KHO_EINVAL;
-    }
-    if (x->n >= MEMBER_MOVES_MAX) {
-        api_reply_errf(w, KHO_ETOOLARGE, 0,
-                       "more than %u registries live on node %llu; one "
-                       "removal moves at most that many",
-                       MEMBER_MOVES_MAX, (unsigned long long)gone);
-        return KHO_ETOOLARGE;
-    }
-    size_t name_len = strlen(r->name);
-    uint8_t *key = x->keys[x->n];
-    memcpy(key, META_REG_PREFIX, META_REG_PREFIX_BYTES);
-    memcpy(key + META_REG_PREFIX_BYTES, r->name, name_len);
-    size_t key_len = META_REG_PREFIX_BYTES + name_len;
-    x->cmps[x->n] = (struct store_compare){.target = STORE_CMP_MOD_REV,
-                                           .op = STORE_CMP_EQ,
-                                           .key = key,
-                                           .key_len = key_len,
-                                           .number = r->mod_rev};
-    x->ops[x->n] = (struct store_op){.op = STORE_OP_PUT,
-                                     .key = key,
-                                     .key_len = key_len,
-                                     .value = x->vals[x->n],
-                                     .value_len =
-                                         meta_reg_encode(&mr, x->vals[x->n])};
-    LOGI("member remove: registry %s moves from node %llu to node %llu",
-         r->name, (unsigned long long)gone, (unsigned long long)repl);
-    x->n++;
-    return KHO_OK;
-}
+/*
+ * member remove: in one meta transaction, every shard replica on the node
+ * moves to the members that hold the fewest (placement, meta.h: the plan
+ * also evens the counts out), and the node's record says removed. The
+ * shards' leaders then add the new replicas and take the node out; the
+ * meta leader takes it out of the meta group.
+ */
+static void remove_planned(struct worker *w, struct removal *x);
 
 static void member_remove(struct worker *w)
 {
-    const Kho__Api__Request *q = w->rq;
     struct removal *x = calloc(1, sizeof(*x));
     if (x == NULL) {
         api_reply_err(w, KHO_ENOMEM, NULL, 0);
         return;
     }
     w->op_state = x;
-    size_t n_nodes = 0, n_regs = 0, members = 0;
+    remove_planned(w, x);
+    plan_free(x->plan); /* the proposal was encoded, or never made */
+    x->plan = NULL;
+}
+
+static void remove_planned(struct worker *w, struct removal *x)
+{
+    const Kho__Api__Request *q = w->rq;
+    size_t n_nodes = 0, n_regs = 0, n_members = 0;
     int rc = node_load_nodes(w->api->node, x->nodes, NODE_NODES_MAX, &n_nodes);
     if (rc == KHO_OK) {
-        rc = node_load_registries(w->api->node, x->regs, NODE_REGISTRIES_MAX,
-                                  &n_regs);
+        rc = node_load_registries(w->api->node, x->regs,
+                                  NODE_SHARD_ENTRIES_MAX, &n_regs);
     }
     if (rc != KHO_OK) {
         api_reply_err(w, rc, store_errmsg(w->api->st), 0);
         return;
     }
     const struct node_peer *gone = find_member(x->nodes, n_nodes, q->node_name);
-    for (size_t i = 0; i < n_nodes; i++) {
-        members += x->nodes[i].state == META_NODE_MEMBER;
-    }
     if (gone == NULL) {
         api_reply_errf(w, KHO_ENOTFOUND, 0, "no member named '%s'",
                        q->node_name);
         return;
     }
-    if (members <= 1) {
+    for (size_t i = 0; i < n_nodes; i++) {
+        if (x->nodes[i].state == META_NODE_MEMBER && &x->nodes[i] != gone) {
+            x->members[n_members++] = x->nodes[i].id;
+        }
+    }
+    if (n_members == 0) {
         api_reply_err(w, KHO_EINVAL, "the last member cannot be removed", 0);
         return;
     }
+    rc = plan_create(x->regs, n_regs, &x->plan);
+    if (rc != KHO_OK) {
+        api_reply_err(w, rc, "the registry table is inconsistent", 0);
+        return;
+    }
+    plan_nodes(x->plan, x->members, n_members, x->place);
+    plan_rebalance(x->plan, x->place, n_members);
     for (size_t i = 0; i < n_regs; i++) {
-        bool here = false;
         for (uint32_t k = 0; k < x->regs[i].n_replicas; k++) {
-            here = here || x->regs[i].replicas[k] == gone->id;
-        }
-        if (here && move_registry(w, x, &x->regs[i], n_regs, n_nodes,
-                                  gone->id) != KHO_OK) {
-            return;
+            if (x->regs[i].replicas[k] == gone->id &&
+                x->regs[i].home == gone->id) {
+                api_reply_errf(w, KHO_EINVAL, 0,
+                               "node '%s' is the home of registry '%s'; it "
+                               "cannot leave while the registry lives there",
+                               gone->name, x->regs[i].name);
+                return;
+            }
         }
     }
+    size_t k = 0;
+    rc = plan_ops(x->plan, x->cmps, x->ops, STORE_TXN_OPS_MAX - 1, &k);
+    if (rc != KHO_OK) {
+        api_reply_errf(w, rc, 0,
+                       "the moves off node '%s' touch more than %u "
+                       "registries at once",
+                       gone->name, STORE_TXN_OPS_MAX - 1);
+        return;
+    }
+    size_t n_moves = 0;
+    const struct meta_move *mv = plan_moves(x->plan, &n_moves);
+    for (size_t i = 0; i < n_moves; i++) {
+        LOGI("member remove: shard %u of registry %s moves from node %llu "
+             "to node %llu",
+             mv[i].shard, plan_reg_name(x->plan, mv[i].reg),
+             (unsigned long long)mv[i].from, (unsigned long long)mv[i].to);
+    }
     meta_node_key(gone->id, x->node_key);
-    x->cmps[x->n] = (struct store_compare){.target = STORE_CMP_VERSION,
-                                           .op = STORE_CMP_GT,
-                                           .key = x->node_key,
-                                           .key_len = META_NODE_KEY_BYTES};
-    x->ops[x->n] = (struct store_op){
+    x->cmps[k] = (struct store_compare){.target = STORE_CMP_VERSION,
+                                        .op = STORE_CMP_GT,
+                                        .key = x->node_key,
+                                        .key_len = META_NODE_KEY_BYTES};
+    x->ops[k] = (struct store_op){
         .op = STORE_OP_PUT,
         .key = x->node_key,
         .key_len = META_NODE_KEY_BYTES,
@@ -326,13 +284,13 @@ static void member_remove(struct worker *w)
         .value_len = meta_node_encode(gone->name, gone->peer_url,
                                       gone->client_url, META_NODE_REMOVED,
                                       x->node_val)};
-    x->n++;
+    k++;
     struct store_request sr;
     api_fill_request(w, &sr);
     sr.cmps = x->cmps;
-    sr.n_cmp = x->n;
+    sr.n_cmp = k;
     sr.ops = x->ops;
-    sr.n_ops = x->n;
+    sr.n_ops = k;
     api_propose(w, NODE_META_GROUP, &sr);
 }
 

@@ -54,36 +54,98 @@ static bool get_ids(const uint8_t *p, uint64_t *ids, uint32_t n)
 
 size_t meta_reg_encode(const struct meta_reg *r, uint8_t *buf)
 {
-    if (r->n_initial == 0 || r->n_initial > RAFT_MEMBERS_MAX ||
-        r->n_replicas == 0 || r->n_replicas > RAFT_MEMBERS_MAX) {
+    if (r->n_shards == 0 || r->n_shards > KHO_SHARDS_MAX || r->want == 0 ||
+        r->want > META_REPLICAS_MAX) {
         return 0;
     }
     buf[0] = META_REG_VERSION;
-    buf[1] = (uint8_t)r->n_initial;
-    buf[2] = (uint8_t)r->n_replicas;
-    buf[3] = 0;
-    put_ids(buf + META_REG_HEADER_BYTES, r->initial, r->n_initial);
-    put_ids(buf + META_REG_HEADER_BYTES + 8u * r->n_initial, r->replicas,
-            r->n_replicas);
-    return META_REG_HEADER_BYTES + 8u * (r->n_initial + r->n_replicas);
+    buf[1] = (uint8_t)r->want;
+    buf[2] = (uint8_t)r->n_shards;
+    buf[3] = (uint8_t)(r->n_shards >> 8);
+    put_ids(buf + 4, &r->home, 1);
+    size_t off = META_REG_HEADER_BYTES;
+    for (uint32_t i = 0; i < r->n_shards; i++) {
+        const struct meta_shard *sh = &r->shards[i];
+        if (sh->n_initial == 0 || sh->n_initial > META_REPLICAS_MAX ||
+            sh->n_replicas == 0 || sh->n_replicas > META_REPLICAS_MAX) {
+            return 0;
+        }
+        buf[off] = (uint8_t)sh->n_initial;
+        buf[off + 1] = (uint8_t)sh->n_replicas;
+        buf[off + 2] = buf[off + 3] = 0;
+        off += META_SHARD_HEADER_BYTES;
+        put_ids(buf + off, sh->initial, sh->n_initial);
+        off += 8u * sh->n_initial;
+        put_ids(buf + off, sh->replicas, sh->n_replicas);
+        off += 8u * sh->n_replicas;
+    }
+    return off;
+}
+
+/* Format 2: one shard, no home. */
+static int reg_decode_v2(const uint8_t *v, size_t len, struct meta_reg *out)
+{
+    if (len < META_REG_V2_HEADER_BYTES || v[1] == 0 ||
+        v[1] > META_REPLICAS_MAX || v[2] == 0 || v[2] > META_REPLICAS_MAX ||
+        v[3] != 0 || len != META_REG_V2_HEADER_BYTES + 8u * (v[1] + v[2])) {
+        return KHO_ECORRUPT;
+    }
+    struct meta_shard *sh = &out->shards[0];
+    out->n_shards = 1;
+    out->home = 0;
+    sh->n_initial = v[1];
+    sh->n_replicas = v[2];
+    out->want = sh->n_replicas;
+    if (!get_ids(v + META_REG_V2_HEADER_BYTES, sh->initial, sh->n_initial) ||
+        !get_ids(v + META_REG_V2_HEADER_BYTES + 8u * sh->n_initial,
+                 sh->replicas, sh->n_replicas)) {
+        return KHO_ECORRUPT;
+    }
+    return KHO_OK;
 }
 
 int meta_reg_decode(const uint8_t *v, size_t len, struct meta_reg *out)
 {
-    if (len < META_REG_HEADER_BYTES || v[0] != META_REG_VERSION ||
-        v[1] == 0 || v[1] > RAFT_MEMBERS_MAX || v[2] == 0 ||
-        v[2] > RAFT_MEMBERS_MAX || v[3] != 0 ||
-        len != META_REG_HEADER_BYTES + 8u * (v[1] + v[2])) {
+    if (len >= 1 && v[0] == META_REG_V2) {
+        return reg_decode_v2(v, len, out);
+    }
+    if (len < META_REG_HEADER_BYTES || v[0] != META_REG_VERSION || v[1] == 0 ||
+        v[1] > META_REPLICAS_MAX) {
         return KHO_ECORRUPT;
     }
-    out->n_initial = v[1];
-    out->n_replicas = v[2];
-    if (!get_ids(v + META_REG_HEADER_BYTES, out->initial, out->n_initial) ||
-        !get_ids(v + META_REG_HEADER_BYTES + 8u * out->n_initial,
-                 out->replicas, out->n_replicas)) {
+    out->want = v[1];
+    out->n_shards = (uint32_t)v[2] | (uint32_t)v[3] << 8;
+    out->home = 0;
+    for (int b = 7; b >= 0; b--) {
+        out->home = (out->home << 8) | v[4 + b];
+    }
+    if (out->n_shards == 0 || out->n_shards > KHO_SHARDS_MAX) {
         return KHO_ECORRUPT;
     }
-    return KHO_OK;
+    size_t off = META_REG_HEADER_BYTES;
+    for (uint32_t i = 0; i < out->n_shards; i++) {
+        struct meta_shard *sh = &out->shards[i];
+        if (len - off < META_SHARD_HEADER_BYTES) {
+            return KHO_ECORRUPT;
+        }
+        sh->n_initial = v[off];
+        sh->n_replicas = v[off + 1];
+        if (sh->n_initial == 0 || sh->n_initial > META_REPLICAS_MAX ||
+            sh->n_replicas == 0 || sh->n_replicas > META_REPLICAS_MAX ||
+            v[off + 2] != 0 || v[off + 3] != 0) {
+            return KHO_ECORRUPT;
+        }
+        off += META_SHARD_HEADER_BYTES;
+        size_t need = 8u * (sh->n_initial + sh->n_replicas);
+        if (len - off < need ||
+            !get_ids(v + off, sh->initial, sh->n_initial) ||
+            !get_ids(v + off + 8u * sh->n_initial, sh->replicas,
+                     sh->n_replicas)) {
+            return KHO_ECORRUPT;
+        }
+        off += need;
+    }
+    return off == len ? KHO_OK : KHO_ECORRUPT;
 }
 
 uint64_t meta_name_hash(const char *s)
@@ -93,32 +155,6 @@ uint64_t meta_name_hash(const char *s)
         h = (h ^ (uint8_t)*s) * UINT64_C(0x100000001b3);
     }
     return h;
-}
-
-uint32_t meta_pick_replicas(const struct raft_conf *members, const char *name,
-                            uint32_t want, uint64_t *out)
-{
-    uint64_t ids[RAFT_MEMBERS_MAX];
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < members->n; i++) {
-        if (members->members[i].role == RAFT_VOTER) {
-            ids[n++] = members->members[i].id;
-        }
-    }
-    /* Insertion sort: at most RAFT_MEMBERS_MAX ids. */
-    for (uint32_t i = 1; i < n; i++) {
-        for (uint32_t j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
-            uint64_t t = ids[j];
-            ids[j] = ids[j - 1];
-            ids[j - 1] = t;
-        }
-    }
-    uint32_t k = want < n ? want : n;
-    uint32_t start = n > 0 ? (uint32_t)(meta_name_hash(name) % n) : 0;
-    for (uint32_t i = 0; i < k; i++) {
-        out[i] = ids[(start + i) % n];
-    }
-    return k;
 }
 
 /* --- Node records ---------------------------------------------------------- */

@@ -11,9 +11,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "../common/log.h"
+#include <urcu-bp.h> /* liburcu, bulletproof flavour: no thread registration */
+
 #include "../common/clock.h"
+#include "../common/log.h"
 #include "meta.h"
+#include "plan.h"
 #include "snapxfer.h"
 
 /* An assertion that stays on in release builds: a failed invariant here is
@@ -26,26 +29,32 @@
         }                                                                      \
     } while (0)
 
-/* What the transport hands the raft thread: a batch of raft messages (with
- * the payload of a snapshot that arrived in chunks, owned here), or an
- * acknowledgement of snapshot chunks. */
+/* What the transport hands the raft thread: a batch of raft messages, or
+ * a snapshot that arrived in chunks (its payload, the store's stage
+ * descriptor, owned here). */
 struct inbatch {
     struct codec_batch b;
     uint8_t *owned;
-    bool is_ack;
     uint64_t from;
-    struct net_chunk_ack ack;
     struct inbatch *next;
 };
 
 static void inbatch_free(struct inbatch *ib)
 {
-    if (!ib->is_ack) {
-        codec_batch_free(&ib->b);
-    }
+    codec_batch_free(&ib->b);
     free(ib->owned);
     free(ib);
 }
+
+/* Staged snapshots stepped into a core in this loop (raft thread): one the
+ * core does not install is dropped from the store in the loop's batch. */
+#define NODE_STAGED_MAX 8u
+struct staged {
+    uint8_t desc[STORE_STAGE_DESC_BYTES];
+};
+/* Keys of discarded data (moved replicas, replaced snapshots) the raft
+ * thread deletes per loop while there are some: bounds the loop's work. */
+#define NODE_GC_KEYS_PER_LOOP 4096u
 
 struct group {
     uint64_t id;
@@ -54,6 +63,14 @@ struct group {
     struct store_group *sg;
     struct node_req *props; /* pending proposals */
     struct node_req *reads; /* pending reads */
+    uint32_t shard;
+    /* Where the meta group says it should live (raft thread; refreshed by
+     * sync_registries): want[0] is where it should lead. */
+    bool want_known;
+    uint32_t n_want;
+    uint64_t want[NODE_REPLICAS_MAX];
+    uint64_t want_rev;     /* mod revision of the record they came from */
+    uint64_t led_rev;      /* want_rev whose leader preference was met */
     size_t n_pending;
     uint64_t applied;
     uint64_t compact_retry; /* after a failed compaction: not before this */
@@ -95,14 +112,14 @@ struct node {
     struct node_req meta_req;
     uint8_t *meta_buf;
     bool meta_busy;
+    const char *meta_what; /* what meta_req does, for its log line */
+    uint64_t balanced_sig;      /* members the placement was last even for */
+    uint64_t next_rebalance_ms;
     uint64_t nodes_term; /* the term in which node records were checked */
 
-    /* The registry and node tables, read by request threads. */
-    pthread_rwlock_t reg_mu;
-    struct node_registry regs[NODE_REGISTRIES_MAX];
-    size_t n_regs;
-    struct node_peer nodes[NODE_NODES_MAX];
-    size_t n_nodes;
+    /* The registry and node tables, read by request threads without a
+     * lock (RCU; replaced by the raft thread only). */
+    struct node_map *map;
     /* Nodes the transport knows (raft thread only). */
     uint64_t net_ids[NET_PEERS_MAX];
     size_t n_net_ids;
@@ -110,6 +127,8 @@ struct node {
     uint32_t compact_entries;
     uint64_t compact_bytes;
     struct xfer *xfer; /* snapshots streamed to and from peers */
+    struct staged staged[NODE_STAGED_MAX]; /* raft thread */
+    size_t n_staged;
 
     pthread_t thread;
     bool started;
@@ -215,40 +234,59 @@ static int open_group(struct node *n, struct group *g,
 
 /* --- The registry table ------------------------------------------------ */
 
+/* The immutable table request threads read (node.h). */
+struct node_map {
+    struct node_registry *regs; /* by name, then shard */
+    size_t n_regs;
+    struct node_peer *nodes; /* by id */
+    size_t n_nodes;
+    struct rcu_head rcu;
+};
+
 struct reg_scan {
     struct node_registry *out;
     size_t n, cap;
     size_t bad;
+    struct meta_reg *mr; /* decoding space */
 };
 
+/* One registry record: an entry per shard. */
 static int reg_scan_cb(void *ctx, const struct store_record *r)
 {
     struct reg_scan *rs = ctx;
-    if (rs->n >= rs->cap) {
-        return KHO_ETOOLARGE;
-    }
-    struct node_registry *g = &rs->out[rs->n];
-    memset(g, 0, sizeof(*g));
     size_t name_len = r->key_len - META_REG_PREFIX_BYTES;
-    struct meta_reg mr;
-    if (name_len == 0 || name_len >= sizeof(g->name) ||
-        meta_reg_decode(r->value, r->value_len, &mr) != KHO_OK ||
-        mr.n_initial > NODE_REPLICAS_MAX || mr.n_replicas > NODE_REPLICAS_MAX) {
+    struct meta_reg *mr = rs->mr;
+    if (name_len == 0 || name_len >= NODE_REGISTRY_BYTES ||
+        meta_reg_decode(r->value, r->value_len, mr) != KHO_OK) {
         rs->bad++;
         return KHO_OK;
     }
-    g->n_initial = mr.n_initial;
-    memcpy(g->initial, mr.initial, mr.n_initial * sizeof(mr.initial[0]));
-    g->n_replicas = mr.n_replicas;
-    memcpy(g->replicas, mr.replicas, mr.n_replicas * sizeof(mr.replicas[0]));
-    g->mod_rev = r->mod_rev;
-    memcpy(g->name, r->key + META_REG_PREFIX_BYTES, name_len);
-    size_t wl = r->writer_len < sizeof(g->creator) - 1 ? r->writer_len
-                                                        : sizeof(g->creator) - 1;
-    memcpy(g->creator, r->writer, wl);
-    g->group_id = r->create_rev;
-    g->created_ms = r->time_ms;
-    rs->n++;
+    if (rs->n + mr->n_shards > rs->cap) {
+        return KHO_ETOOLARGE;
+    }
+    for (uint32_t s = 0; s < mr->n_shards; s++) {
+        const struct meta_shard *sh = &mr->shards[s];
+        struct node_registry *g = &rs->out[rs->n++];
+        memset(g, 0, sizeof(*g));
+        memcpy(g->name, r->key + META_REG_PREFIX_BYTES, name_len);
+        g->base_id = r->create_rev;
+        g->group_id = meta_shard_group(r->create_rev, s);
+        g->shard = s;
+        g->n_shards = mr->n_shards;
+        g->want = mr->want;
+        g->home = mr->home;
+        g->n_initial = sh->n_initial;
+        memcpy(g->initial, sh->initial, sh->n_initial * sizeof(sh->initial[0]));
+        g->n_replicas = sh->n_replicas;
+        memcpy(g->replicas, sh->replicas,
+               sh->n_replicas * sizeof(sh->replicas[0]));
+        g->mod_rev = r->mod_rev;
+        size_t wl = r->writer_len < sizeof(g->creator) - 1
+                        ? r->writer_len
+                        : sizeof(g->creator) - 1;
+        memcpy(g->creator, r->writer, wl);
+        g->created_ms = r->time_ms;
+    }
     return KHO_OK;
 }
 
@@ -278,9 +316,21 @@ static int load_registries(struct node *n, struct node_registry *out,
                            size_t cap, size_t *count)
 {
     struct reg_scan rs = {.out = out, .cap = cap};
+    rs.mr = malloc(sizeof(*rs.mr));
+    if (rs.mr == NULL) {
+        return KHO_ENOMEM;
+    }
     bool more = false;
-    int rc = scan_meta(n, META_REG_PREFIX, (uint32_t)cap, reg_scan_cb, &rs,
-                       &more);
+    int rc = scan_meta(n, META_REG_PREFIX, NODE_REGISTRIES_MAX, reg_scan_cb,
+                       &rs, &more);
+    free(rs.mr);
+    if (rc == KHO_ETOOLARGE) {
+        LOGE("meta group: more than %zu shards in all; the registries "
+             "beyond are ignored",
+             cap);
+        more = false;
+        rc = KHO_OK;
+    }
     if (rc != KHO_OK) {
         return rc;
     }
@@ -288,8 +338,8 @@ static int load_registries(struct node *n, struct node_registry *out,
         LOGE("meta group: %zu malformed registry records ignored", rs.bad);
     }
     if (more) {
-        LOGE("meta group: more than %zu registries; the rest are ignored",
-             cap);
+        LOGE("meta group: more than %u registries; the rest are ignored",
+             NODE_REGISTRIES_MAX);
     }
     *count = rs.n;
     return KHO_OK;
@@ -307,12 +357,13 @@ static bool is_replica(const struct node *n, const struct node_registry *r)
 
 static struct group *find_group(struct node *n, uint64_t gid);
 
-/* Creates the local replica of registry r (raft thread or start-up). */
+/* Creates the local replica of shard r (raft thread or start-up). */
 static int add_group(struct node *n, const struct node_registry *r)
 {
     if (n->n_groups >= NODE_GROUPS_MAX) {
-        LOGE("registry %s: this node already hosts %u groups; not hosted",
-             r->name, NODE_GROUPS_MAX);
+        LOGE("registry %s shard %u: this node already hosts %u groups; not "
+             "hosted",
+             r->name, r->shard, NODE_GROUPS_MAX);
         return KHO_ETOOLARGE;
     }
     /* The initial replicas bootstrap the group; a later one starts empty
@@ -330,6 +381,7 @@ static int add_group(struct node *n, const struct node_registry *r)
     struct group *g = &n->groups[n->n_groups];
     memset(g, 0, sizeof(*g));
     g->id = r->group_id;
+    g->shard = r->shard;
     snprintf(g->registry, sizeof(g->registry), "%s", r->name);
     char err[256] = "";
     int rc = open_group(n, g, &conf, err, sizeof(err));
@@ -380,29 +432,73 @@ static void net_learn(struct node *n, const struct node_peer *p, size_t k)
     }
 }
 
-/* Refreshes the node table from the meta group and dials new nodes. */
-static void sync_nodes(struct node *n)
+static void map_free(struct node_map *m)
 {
-    static struct node_peer fresh[NODE_NODES_MAX];
-    size_t k = 0;
-    if (node_load_nodes(n, fresh, NODE_NODES_MAX, &k) != KHO_OK) {
-        return;
+    if (m != NULL) {
+        free(m->regs);
+        free(m->nodes);
+        free(m);
     }
-    net_learn(n, fresh, k);
-    pthread_rwlock_wrlock(&n->reg_mu);
-    memcpy(n->nodes, fresh, k * sizeof(fresh[0]));
-    n->n_nodes = k;
-    pthread_rwlock_unlock(&n->reg_mu);
 }
 
-/* Brings the registry table and the local groups up to the meta group's
- * state in the store. */
+static void map_free_rcu(struct rcu_head *h)
+{
+    map_free(caa_container_of(h, struct node_map, rcu));
+}
+
+/* Publishes a new table (raft thread or start-up); the old one is freed
+ * once no reader can hold it. */
+static void publish_map(struct node *n, const struct node_registry *regs,
+                        size_t n_regs, const struct node_peer *nodes,
+                        size_t n_nodes)
+{
+    struct node_map *m = calloc(1, sizeof(*m));
+    if (m != NULL) {
+        m->regs = malloc((n_regs > 0 ? n_regs : 1) * sizeof(*regs));
+        m->nodes = malloc((n_nodes > 0 ? n_nodes : 1) * sizeof(*nodes));
+    }
+    if (m == NULL || m->regs == NULL || m->nodes == NULL) {
+        LOGE("no memory for the registry table; keeping the old one");
+        map_free(m);
+        return;
+    }
+    memcpy(m->regs, regs, n_regs * sizeof(*regs));
+    m->n_regs = n_regs;
+    memcpy(m->nodes, nodes, n_nodes * sizeof(*nodes));
+    m->n_nodes = n_nodes;
+    struct node_map *old = rcu_xchg_pointer(&n->map, m);
+    if (old != NULL) {
+        call_rcu(&old->rcu, map_free_rcu);
+    }
+}
+
+/* The group's placement from a fresh table (raft thread). */
+static void group_want(struct group *g, const struct node_registry *regs,
+                       size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (regs[i].group_id == g->id) {
+            g->want_known = true;
+            g->n_want = regs[i].n_replicas;
+            memcpy(g->want, regs[i].replicas, g->n_want * sizeof(g->want[0]));
+            g->want_rev = regs[i].mod_rev;
+            return;
+        }
+    }
+}
+
+/* Brings the node and registry tables and the local groups up to the meta
+ * group's state in the store, and dials new nodes. */
 static void sync_registries(struct node *n)
 {
-    sync_nodes(n);
-    static struct node_registry fresh[NODE_REGISTRIES_MAX];
-    size_t count = 0;
-    int rc = load_registries(n, fresh, NODE_REGISTRIES_MAX, &count);
+    static struct node_peer nodes[NODE_NODES_MAX];
+    static struct node_registry fresh[NODE_SHARD_ENTRIES_MAX];
+    size_t n_nodes = 0, count = 0;
+    if (node_load_nodes(n, nodes, NODE_NODES_MAX, &n_nodes) != KHO_OK) {
+        return;
+    }
+    net_learn(n, nodes, n_nodes);
+    int rc = load_registries(n, fresh, NODE_SHARD_ENTRIES_MAX, &count);
     if (rc != KHO_OK) {
         LOGE("reading the registries of the meta group: %s (%s)",
              kho_strerror(rc), store_errmsg(n->st));
@@ -414,18 +510,19 @@ static void sync_registries(struct node *n)
             continue;
         }
         if (find_group(n, r->group_id) == NULL) {
-            LOGI("registry %s: hosting group %llu (%u replicas)", r->name,
-                 (unsigned long long)r->group_id, r->n_replicas);
+            LOGI("registry %s shard %u: hosting group %llu (%u replicas)",
+                 r->name, r->shard, (unsigned long long)r->group_id,
+                 r->n_replicas);
             if (add_group(n, r) != KHO_OK) {
                 continue;
             }
         }
         r->local = true;
     }
-    pthread_rwlock_wrlock(&n->reg_mu);
-    memcpy(n->regs, fresh, count * sizeof(fresh[0]));
-    n->n_regs = count;
-    pthread_rwlock_unlock(&n->reg_mu);
+    for (size_t i = 1; i < n->n_groups; i++) {
+        group_want(&n->groups[i], fresh, count);
+    }
+    publish_map(n, fresh, count, nodes, n_nodes);
 }
 
 struct node_scan {
@@ -489,27 +586,76 @@ uint64_t node_leader_of(struct node *n, uint64_t group_id)
     return leader;
 }
 
-int node_registry(struct node *n, const char *name, struct node_registry *out)
+/* The first entry of registry `name` in m (SIZE_MAX: none); entries are
+ * sorted by name. */
+static size_t map_find(const struct node_map *m, const char *name)
 {
-    int rc = KHO_ENOTFOUND;
-    pthread_rwlock_rdlock(&n->reg_mu);
-    for (size_t i = 0; i < n->n_regs; i++) {
-        if (strcmp(n->regs[i].name, name) == 0) {
-            *out = n->regs[i];
-            rc = KHO_OK;
-            break;
+    size_t lo = 0, hi = m->n_regs;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(m->regs[mid].name, name) < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
     }
-    pthread_rwlock_unlock(&n->reg_mu);
+    return lo < m->n_regs && strcmp(m->regs[lo].name, name) == 0 ? lo
+                                                                 : SIZE_MAX;
+}
+
+/* Copies the entry of `name` for `shard`, or for the key's shard when
+ * key != NULL. */
+static int map_lookup(struct node *n, const char *name, uint32_t shard,
+                      const void *key, size_t key_len,
+                      struct node_registry *out)
+{
+    int rc = KHO_ENOTFOUND;
+    rcu_read_lock();
+    const struct node_map *m = rcu_dereference(n->map);
+    size_t i = m != NULL ? map_find(m, name) : SIZE_MAX;
+    if (i != SIZE_MAX) {
+        uint32_t count = m->regs[i].n_shards;
+        if (key != NULL) {
+            shard = kho_shard_of(key, key_len, count);
+        }
+        if (shard < count && i + shard < m->n_regs &&
+            m->regs[i + shard].shard == shard &&
+            strcmp(m->regs[i + shard].name, name) == 0) {
+            *out = m->regs[i + shard];
+            rc = KHO_OK;
+        }
+    }
+    rcu_read_unlock();
     return rc;
+}
+
+int node_shard(struct node *n, const char *name, uint32_t shard,
+               struct node_registry *out)
+{
+    return map_lookup(n, name, shard, NULL, 0, out);
+}
+
+int node_registry(struct node *n, const char *name, struct node_registry *out)
+{
+    return map_lookup(n, name, 0, NULL, 0, out);
+}
+
+int node_route(struct node *n, const char *name, const void *key,
+               size_t key_len, struct node_registry *out)
+{
+    static const uint8_t none;
+    return map_lookup(n, name, 0, key != NULL ? key : &none, key_len, out);
 }
 
 size_t node_registries(struct node *n, struct node_registry *out, size_t cap)
 {
-    pthread_rwlock_rdlock(&n->reg_mu);
-    size_t total = n->n_regs;
-    memcpy(out, n->regs, (total < cap ? total : cap) * sizeof(*out));
-    pthread_rwlock_unlock(&n->reg_mu);
+    rcu_read_lock();
+    const struct node_map *m = rcu_dereference(n->map);
+    size_t total = m != NULL ? m->n_regs : 0;
+    if (total > 0) {
+        memcpy(out, m->regs, (total < cap ? total : cap) * sizeof(*out));
+    }
+    rcu_read_unlock();
     return total;
 }
 
@@ -544,7 +690,6 @@ int node_create(const struct node_config *c, struct store *st,
     memcpy(n->peers, c->peers, n->n_peers * sizeof(n->peers[0]));
     pthread_mutex_init(&n->mu, NULL);
     pthread_mutex_init(&n->status_mu, NULL);
-    pthread_rwlock_init(&n->reg_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -574,10 +719,86 @@ static void on_chunk(void *ctx, uint64_t from, const struct net_chunk *c);
 static void on_chunk_ack(void *ctx, uint64_t from,
                          const struct net_chunk_ack *a);
 
+/* --- Snapshots as the transfers see the store ---------------------------- */
+
+_Static_assert(STORE_STAGE_DESC_BYTES <= XFER_DESC_BYTES_MAX,
+               "a stage descriptor must fit a transfer's");
+
+static int src_open(void *ctx, uint64_t group, void **h,
+                    struct raft_snapshot_meta *meta, uint64_t *total,
+                    uint32_t *crc)
+{
+    struct node *n = ctx;
+    struct store_snap_reader *r = NULL;
+    int rc = store_snap_reader_open(n->st, group, &r, meta, total, crc);
+    if (rc != KHO_OK) {
+        LOGW("group %llu: %s", (unsigned long long)group,
+             store_errmsg(n->st));
+        return rc;
+    }
+    *h = r;
+    return KHO_OK;
+}
+
+static int src_read(void *h, uint64_t offset, uint8_t *buf, size_t cap,
+                    size_t *n)
+{
+    return store_snap_reader_read(h, offset, buf, cap, n);
+}
+
+static void src_close(void *h)
+{
+    store_snap_reader_close(h);
+}
+
+static int sink_begin(void *ctx, uint64_t group, uint64_t index,
+                      uint64_t term, uint64_t total, uint32_t crc, void **h)
+{
+    struct node *n = ctx;
+    struct store_stage *st = NULL;
+    int rc = store_stage_begin(n->st, group, index, term, total, crc, &st);
+    if (rc != KHO_OK) {
+        LOGW("group %llu: %s", (unsigned long long)group,
+             store_errmsg(n->st));
+        return rc;
+    }
+    *h = st;
+    return KHO_OK;
+}
+
+static int sink_write(void *h, const uint8_t *buf, size_t len)
+{
+    return store_stage_write(h, buf, len);
+}
+
+static int sink_finish(void *h, uint8_t *desc, size_t cap, size_t *len)
+{
+    if (cap < STORE_STAGE_DESC_BYTES) {
+        return KHO_EINVAL;
+    }
+    *len = STORE_STAGE_DESC_BYTES;
+    return store_stage_finish(h, desc);
+}
+
+static void sink_close(void *h)
+{
+    store_stage_close(h);
+}
+
 void node_set_net(struct node *n, struct net *net)
 {
     n->net = net;
-    if (xfer_create(net, on_snapshot, n, &n->xfer) != KHO_OK) {
+    struct xfer_store xs = {
+        .ctx = n,
+        .src_open = src_open,
+        .src_read = src_read,
+        .src_close = src_close,
+        .sink_begin = sink_begin,
+        .sink_write = sink_write,
+        .sink_finish = sink_finish,
+        .sink_close = sink_close,
+    };
+    if (xfer_create(net, &xs, on_snapshot, n, true, &n->xfer) != KHO_OK) {
         LOGE("no memory for snapshot transfers; snapshots will not reach "
              "lagging followers");
     } else {
@@ -585,21 +806,23 @@ void node_set_net(struct node *n, struct net *net)
         net_set_chunk_handlers(net, on_chunk, on_chunk_ack, n);
     }
     net_learn(n, n->peers, n->n_peers);
-    sync_nodes(n);
+    sync_registries(n);
 }
 
 void node_member_conf(struct node *n, struct raft_conf *out)
 {
     memset(out, 0, sizeof(*out));
-    pthread_rwlock_rdlock(&n->reg_mu);
-    for (size_t i = 0; i < n->n_nodes; i++) {
-        if (n->nodes[i].state == META_NODE_MEMBER) {
-            out->members[out->n].id = n->nodes[i].id;
+    rcu_read_lock();
+    const struct node_map *m = rcu_dereference(n->map);
+    for (size_t i = 0; m != NULL && i < m->n_nodes; i++) {
+        if (m->nodes[i].state == META_NODE_MEMBER &&
+            out->n < RAFT_MEMBERS_MAX) {
+            out->members[out->n].id = m->nodes[i].id;
             out->members[out->n].role = RAFT_VOTER;
             out->n++;
         }
     }
-    pthread_rwlock_unlock(&n->reg_mu);
+    rcu_read_unlock();
     if (out->n == 0) {
         *out = n->initial;
     }
@@ -608,14 +831,15 @@ void node_member_conf(struct node *n, struct raft_conf *out)
 int node_peer_info(struct node *n, uint64_t id, struct node_peer *out)
 {
     int rc = KHO_ENOTFOUND;
-    pthread_rwlock_rdlock(&n->reg_mu);
-    for (size_t i = 0; i < n->n_nodes; i++) {
-        if (n->nodes[i].id == id) {
-            *out = n->nodes[i];
+    rcu_read_lock();
+    const struct node_map *m = rcu_dereference(n->map);
+    for (size_t i = 0; m != NULL && i < m->n_nodes; i++) {
+        if (m->nodes[i].id == id) {
+            *out = m->nodes[i];
             rc = KHO_OK;
         }
     }
-    pthread_rwlock_unlock(&n->reg_mu);
+    rcu_read_unlock();
     for (size_t i = 0; rc != KHO_OK && i < n->n_peers; i++) {
         if (n->peers[i].id == id) {
             *out = n->peers[i];
@@ -720,20 +944,14 @@ static void on_snapshot(void *ctx, uint64_t from, struct codec_batch *b,
 static void on_chunk(void *ctx, uint64_t from, const struct net_chunk *c)
 {
     struct node *n = ctx;
-    xfer_on_chunk(n->xfer, from, c);
+    xfer_on_chunk(n->xfer, from, c, clock_mono_ms());
 }
 
 static void on_chunk_ack(void *ctx, uint64_t from,
                          const struct net_chunk_ack *a)
 {
-    struct inbatch *ib = calloc(1, sizeof(*ib));
-    if (ib == NULL) {
-        return;
-    }
-    ib->is_ack = true;
-    ib->from = from;
-    ib->ack = *a;
-    enqueue_in(ctx, ib);
+    struct node *n = ctx;
+    xfer_on_ack(n->xfer, from, a, clock_mono_ms());
 }
 
 int node_submit(struct node *n, struct node_req *r)
@@ -849,9 +1067,20 @@ static void handle_req(struct node *n, struct node_req *r)
     finish(r, rc, rc == KHO_ENOTLEADER ? leader_of(g) : 0);
 }
 
-static void step_batch(struct node *n, struct codec_batch *b)
+/* Steps a peer's messages into their groups. A SNAPSHOT is taken only
+ * from a completed transfer (`streamed`), whose payload names data the
+ * store staged; one in an ordinary frame is dropped. */
+static void step_batch(struct node *n, struct codec_batch *b, bool streamed)
 {
     for (size_t i = 0; i < b->n; i++) {
+        if ((b->msgs[i].type == RAFT_MSG_SNAPSHOT) != streamed) {
+            LOGW("group %llu: dropped a %s from node %llu",
+                 (unsigned long long)b->msgs[i].group_id,
+                 streamed ? "non-snapshot message in a snapshot transfer"
+                          : "snapshot outside a snapshot transfer",
+                 (unsigned long long)b->msgs[i].from);
+            continue;
+        }
         struct group *g = find_group(n, b->msgs[i].group_id);
         if (g == NULL) {
             LOGD("dropped a message for unknown group %llu",
@@ -974,6 +1203,54 @@ static int reserve_results(struct group *g, size_t n)
     return KHO_OK;
 }
 
+/* A staged snapshot about to be stepped (raft thread). */
+static void note_staged(struct node *n, const uint8_t *desc)
+{
+    if (n->n_staged < NODE_STAGED_MAX) {
+        memcpy(n->staged[n->n_staged++].desc, desc, STORE_STAGE_DESC_BYTES);
+    } else {
+        LOGW("more than %u snapshots arrived in one loop; the store "
+             "collects the extra staged data at its next start",
+             NODE_STAGED_MAX);
+    }
+}
+
+/* The core installs `sn`: its stage is no longer to be dropped. */
+static void forget_staged(struct node *n, const struct raft_snapshot *sn)
+{
+    for (size_t i = 0; i < n->n_staged; i++) {
+        if (sn->len == STORE_STAGE_DESC_BYTES &&
+            memcmp(n->staged[i].desc, sn->data, sn->len) == 0) {
+            n->staged[i] = n->staged[--n->n_staged];
+            return;
+        }
+    }
+}
+
+/* Deletes a bounded share of discarded data (raft thread, a transaction
+ * of its own, only while there is some). */
+static void collect_garbage(struct node *n)
+{
+    if (!store_gc_pending(n->st)) {
+        return;
+    }
+    struct store_batch *b = NULL;
+    bool more = false;
+    int rc = store_write_begin(n->st, &b);
+    if (rc == KHO_OK) {
+        rc = store_batch_gc(b, NODE_GC_KEYS_PER_LOOP, &more);
+        if (rc == KHO_OK) {
+            rc = store_write_commit(b);
+        } else {
+            store_write_abort(b);
+        }
+    }
+    if (rc != KHO_OK) {
+        LOGW("collecting discarded data failed: %s (%s); retried later",
+             kho_strerror(rc), store_errmsg(n->st));
+    }
+}
+
 /* Step 4 of the loop up to, not including, the commit: every group's
  * persist and apply in batch *out (left open on success). */
 static int persist_and_apply(struct node *n, struct store_batch **out,
@@ -988,11 +1265,11 @@ static int persist_and_apply(struct node *n, struct store_batch **out,
             continue;
         }
         if (g->rd.snapshot != NULL) {
-            LOGI("group %llu: installing a snapshot at index %llu (%zu "
-                 "bytes) from the leader",
+            LOGI("group %llu: installing a snapshot at index %llu (staged "
+                 "from the leader's stream)",
                  (unsigned long long)g->id,
-                 (unsigned long long)g->rd.snapshot->meta.index,
-                 g->rd.snapshot->len);
+                 (unsigned long long)g->rd.snapshot->meta.index);
+            forget_staged(n, g->rd.snapshot);
         }
         rc = store_batch_persist_ready(b, g->id, &g->rd);
         if (g->rd.snapshot != NULL) {
@@ -1014,6 +1291,13 @@ static int persist_and_apply(struct node *n, struct store_batch **out,
             applied += g->rd.n_committed;
         }
     }
+    /* Snapshots stepped but not installed (the core had their index
+     * already): their staged data goes. */
+    for (size_t i = 0; rc == KHO_OK && i < n->n_staged; i++) {
+        rc = store_batch_stage_drop(b, n->staged[i].desc,
+                                    STORE_STAGE_DESC_BYTES);
+    }
+    n->n_staged = 0;
     if (rc != KHO_OK) {
         store_write_abort(b);
         return rc;
@@ -1196,6 +1480,7 @@ static void publish_status(struct node *n)
                                          now);
         }
         memcpy(st[i].registry, n->groups[i].registry, NODE_REGISTRY_BYTES);
+        st[i].shard = n->groups[i].shard;
         group_metrics(&n->groups[i], rs.leader, &gm[i]);
     }
     pthread_mutex_lock(&n->status_mu);
@@ -1259,6 +1544,12 @@ static bool ready_cycle(struct node *n)
         if (!g->has_rd) {
             continue;
         }
+        if (g->rd.snapshot != NULL &&
+            g->rd.snapshot->meta.index > g->applied) {
+            /* An install moves the applied index too (a snapshot may come
+             * with no entry after it). */
+            g->applied = g->rd.snapshot->meta.index;
+        }
         if (g->rd.n_committed > 0) {
             g->applied = g->rd.committed[g->rd.n_committed - 1].index;
         }
@@ -1276,15 +1567,44 @@ static void meta_req_done(struct node_req *r)
     struct node *n = r->ctx;
     int err = r->err != KHO_OK ? r->err : r->res.result;
     if (err != KHO_OK) {
-        LOGW("meta group: recording the cluster's nodes failed: %s; next "
-             "term tries again",
+        LOGW("meta group: %s failed: %s; tried again later", n->meta_what,
              kho_strerror(err));
     } else {
-        LOGI("meta group: the cluster's nodes are recorded");
+        LOGI("meta group: %s: done", n->meta_what);
     }
     free(n->meta_buf);
     n->meta_buf = NULL;
     n->meta_busy = false;
+}
+
+/* The meta leader's own proposal (one at a time): encodes sr and submits
+ * it to the meta group; meta_req_done() logs the outcome. */
+static void meta_propose(struct node *n, struct store_request *sr,
+                         const char *what)
+{
+    sr->time_ms = clock_wall_ms();
+    sr->writer = n->name;
+    sr->writer_len = strlen(n->name);
+    size_t cap = store_request_size(sr), len = 0;
+    n->meta_buf = cap > 0 ? malloc(cap) : NULL;
+    if (n->meta_buf == NULL ||
+        store_request_encode(sr, n->meta_buf, cap, &len) != KHO_OK) {
+        free(n->meta_buf);
+        n->meta_buf = NULL;
+        LOGW("meta group: %s: the request cannot be made", what);
+        return;
+    }
+    n->meta_what = what;
+    n->meta_req = (struct node_req){.kind = NODE_REQ_PROPOSE,
+                                    .group_id = NODE_META_GROUP,
+                                    .data = n->meta_buf,
+                                    .len = len,
+                                    .done_cb = meta_req_done,
+                                    .ctx = n};
+    n->meta_req.id_ = ++n->next_req_id;
+    n->meta_req.deadline_ms_ = clock_mono_ms() + NODE_REQ_TIMEOUT_MS;
+    n->meta_busy = true;
+    handle_req(n, &n->meta_req);
 }
 
 static bool has_node(const struct node_peer *have, size_t n, uint64_t id)
@@ -1342,31 +1662,65 @@ static void record_nodes(struct node *n)
     if (k == 0) {
         return;
     }
-    struct store_request sr = {.time_ms = clock_wall_ms(),
-                               .writer = n->name,
-                               .writer_len = strlen(n->name),
-                               .cmps = cmps,
-                               .n_cmp = k,
-                               .ops = ops,
-                               .n_ops = k};
-    size_t cap = store_request_size(&sr), len = 0;
-    n->meta_buf = cap > 0 ? malloc(cap) : NULL;
-    if (n->meta_buf == NULL ||
-        store_request_encode(&sr, n->meta_buf, cap, &len) != KHO_OK) {
-        free(n->meta_buf);
-        n->meta_buf = NULL;
+    struct store_request sr = {
+        .cmps = cmps, .n_cmp = k, .ops = ops, .n_ops = k};
+    meta_propose(n, &sr, "recording the cluster's nodes");
+}
+
+/*
+ * Placement follows membership: when the meta leader sees the set of
+ * member nodes change (a node added or removed), it plans moves (meta.h:
+ * replicas off nodes that left, then even counts per node) and records
+ * them, PLAN_MOVES_MAX at a time, until the plan is empty. The shards'
+ * leaders then move their replicas (reconcile_group()).
+ */
+static void auto_rebalance(struct node *n)
+{
+    struct group *meta = &n->groups[0];
+    struct raft_status rs;
+    raft_status(meta->raft, &rs);
+    uint64_t now = clock_mono_ms();
+    const struct node_map *m = n->map;
+    if (rs.role != RAFT_LEADER || n->meta_busy || meta->applied < rs.commit ||
+        m == NULL || now < n->next_rebalance_ms) {
         return;
     }
-    n->meta_req = (struct node_req){.kind = NODE_REQ_PROPOSE,
-                                    .group_id = NODE_META_GROUP,
-                                    .data = n->meta_buf,
-                                    .len = len,
-                                    .done_cb = meta_req_done,
-                                    .ctx = n};
-    n->meta_req.id_ = ++n->next_req_id;
-    n->meta_req.deadline_ms_ = clock_mono_ms() + NODE_REQ_TIMEOUT_MS;
-    n->meta_busy = true;
-    handle_req(n, &n->meta_req);
+    uint64_t members[NODE_NODES_MAX], sig = UINT64_C(0xcbf29ce484222325);
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_nodes; i++) {
+        if (m->nodes[i].state == META_NODE_MEMBER) {
+            members[k++] = m->nodes[i].id;
+            sig = (sig ^ m->nodes[i].id) * UINT64_C(0x100000001b3);
+        }
+    }
+    if (k == 0 || sig == n->balanced_sig) {
+        return;
+    }
+    n->next_rebalance_ms = now + NODE_REBALANCE_MS;
+    static struct place_node place[NODE_NODES_MAX];
+    static struct store_compare cmps[STORE_TXN_OPS_MAX];
+    static struct store_op ops[STORE_TXN_OPS_MAX];
+    struct plan *p = NULL;
+    size_t n_ops = 0;
+    if (plan_create(m->regs, m->n_regs, &p) != KHO_OK) {
+        return;
+    }
+    plan_nodes(p, members, k, place);
+    size_t moves = plan_rebalance(p, place, k);
+    moves += plan_leader_swaps(p);
+    if (moves == 0) {
+        n->balanced_sig = sig; /* placement fits these members */
+    } else if (plan_ops(p, cmps, ops, STORE_TXN_OPS_MAX, &n_ops) == KHO_OK &&
+               n_ops > 0) {
+        LOGI("meta group: the members changed; moving %zu shard replicas "
+             "or leaderships to even the load",
+             moves);
+        struct store_request sr = {
+            .cmps = cmps, .n_cmp = n_ops, .ops = ops, .n_ops = n_ops};
+        meta_propose(n, &sr, "moving shard replicas after a membership "
+                             "change");
+    }
+    plan_free(p);
 }
 
 /* --- Where groups should live --------------------------------------------- */
@@ -1427,28 +1781,53 @@ static bool desired_members(struct node *n, const struct group *g,
                             uint64_t *removed, uint32_t *n_removed)
 {
     *n_want = *n_removed = 0;
-    bool known = false;
-    pthread_rwlock_rdlock(&n->reg_mu);
-    if (g->id == NODE_META_GROUP) {
-        for (size_t i = 0; i < n->n_nodes; i++) {
-            if (n->nodes[i].state == META_NODE_MEMBER) {
-                want[(*n_want)++] = n->nodes[i].id;
-            } else {
-                removed[(*n_removed)++] = n->nodes[i].id;
-            }
-        }
-        known = n->n_nodes > 0;
-    } else {
-        for (size_t i = 0; i < n->n_regs && !known; i++) {
-            if (n->regs[i].group_id == g->id) {
-                *n_want = n->regs[i].n_replicas;
-                memcpy(want, n->regs[i].replicas, *n_want * sizeof(*want));
-                known = true;
-            }
+    if (g->id != NODE_META_GROUP) {
+        *n_want = g->n_want;
+        memcpy(want, g->want, g->n_want * sizeof(*want));
+        return g->want_known;
+    }
+    /* The raft thread is the table's only writer: no read lock needed. */
+    const struct node_map *m = n->map;
+    for (size_t i = 0; m != NULL && i < m->n_nodes; i++) {
+        if (m->nodes[i].state == META_NODE_MEMBER) {
+            want[(*n_want)++] = m->nodes[i].id;
+        } else {
+            removed[(*n_removed)++] = m->nodes[i].id;
         }
     }
-    pthread_rwlock_unlock(&n->reg_mu);
-    return known;
+    return m != NULL && m->n_nodes > 0;
+}
+
+/*
+ * Leadership follows placement: once per version of the shard's record,
+ * the leader hands the group to the shard's first replica (meta.h) when
+ * that one is a caught-up, active voter. Only a new record version
+ * triggers it, so an operator's `leader transfer` or a drain stays until
+ * the placement changes again.
+ */
+static void prefer_leader(struct node *n, struct group *g,
+                          const struct raft_status *rs)
+{
+    if (!g->want_known || g->n_want == 0 || g->led_rev == g->want_rev) {
+        return;
+    }
+    uint64_t pref = g->want[0], match = 0;
+    bool active = false;
+    if (pref == n->id) {
+        g->led_rev = g->want_rev;
+        return;
+    }
+    if (!raft_conf_is_voter(&rs->conf, pref) ||
+        raft_progress(g->raft, pref, &match, &active) != KHO_OK || !active ||
+        match < rs->last_index) {
+        return; /* not yet: looked at again at the next reconcile */
+    }
+    int rc = raft_transfer_leader(g->raft, pref);
+    LOGI("group %llu: handing leadership to node %llu, where placement puts "
+         "it: %s",
+         (unsigned long long)g->id, (unsigned long long)pref,
+         kho_strerror(rc));
+    g->led_rev = g->want_rev;
 }
 
 /*
@@ -1510,6 +1889,61 @@ static void reconcile_group(struct node *n, struct group *g)
              (unsigned long long)id, kho_strerror(rc));
         return;
     }
+    if (!meta) {
+        prefer_leader(n, g, &rs);
+    }
+}
+
+/*
+ * A replica that moved away: the meta group no longer places the group
+ * here and the group's own configuration (as this node applied it) no
+ * longer holds this node - its leader has taken it out. The group is
+ * closed and deleted: its log and raft state at once, its data through the
+ * store's garbage collection (a bounded share per loop), so dropping a
+ * large replica costs the raft thread nothing noticeable. A node cut off
+ * before it applied its own removal keeps the replica until it catches up.
+ */
+static void drop_moved_groups(struct node *n)
+{
+    for (size_t i = n->n_groups; i-- > 1;) {
+        struct group *g = &n->groups[i];
+        struct raft_conf conf;
+        raft_applied_conf(g->raft, &conf);
+        if (!g->want_known || in_list(g->want, g->n_want, n->id) ||
+            conf_has(&conf, n->id) || conf.n == 0) {
+            continue;
+        }
+        uint64_t gid = g->id;
+        if (n->xfer != NULL) {
+            xfer_cancel(n->xfer, gid);
+        }
+        fail_all(g, KHO_ENOTLEADER);
+        raft_destroy(g->raft);
+        store_group_close(g->sg);
+        free(g->results);
+        struct store_batch *b = NULL;
+        int rc = store_write_begin(n->st, &b);
+        if (rc == KHO_OK) {
+            rc = store_batch_group_delete(b, gid);
+            if (rc == KHO_OK) {
+                rc = store_write_commit(b);
+            } else {
+                store_write_abort(b);
+            }
+        }
+        memmove(g, g + 1, (n->n_groups - i - 1) * sizeof(*g));
+        n->n_groups--;
+        memset(&n->groups[n->n_groups], 0, sizeof(n->groups[0]));
+        if (rc != KHO_OK) {
+            LOGW("group %llu moved away; deleting its data failed: %s (%s)",
+                 (unsigned long long)gid, kho_strerror(rc),
+                 store_errmsg(n->st));
+        } else {
+            LOGI("group %llu moved away from this node; its replica is "
+                 "deleted",
+                 (unsigned long long)gid);
+        }
+    }
 }
 
 /* After a loop: registries the meta group just created get their local
@@ -1519,12 +1953,14 @@ static void reconcile_group(struct node *n, struct group *g)
 static void after_cycle(struct node *n)
 {
     record_nodes(n);
+    auto_rebalance(n);
     uint64_t now = clock_mono_ms();
     if (now >= n->next_reconcile_ms) {
         n->next_reconcile_ms = now + NODE_RECONCILE_MS;
         for (size_t i = 0; i < n->n_groups; i++) {
             reconcile_group(n, &n->groups[i]);
         }
+        drop_moved_groups(n);
     }
     if (n->groups[0].applied != n->meta_seen) {
         n->meta_seen = n->groups[0].applied;
@@ -1591,11 +2027,10 @@ static void *raft_main(void *arg)
 
         while (ib != NULL) {
             struct inbatch *next = ib->next;
-            if (ib->is_ack) {
-                xfer_on_ack(n->xfer, ib->from, &ib->ack, clock_mono_ms());
-            } else {
-                step_batch(n, &ib->b);
+            if (ib->owned != NULL) {
+                note_staged(n, ib->owned);
             }
+            step_batch(n, &ib->b, ib->owned != NULL);
             inbatch_free(ib);
             ib = next;
         }
@@ -1617,9 +2052,7 @@ static void *raft_main(void *arg)
             }
         }
         bool worked = ready_cycle(n);
-        if (n->xfer != NULL) {
-            xfer_pump(n->xfer, clock_mono_ms());
-        }
+        collect_garbage(n);
         if (worked || now >= next_status) {
             after_cycle(n);
         }
@@ -1650,6 +2083,7 @@ void node_stop(struct node *n)
         pthread_join(n->thread, NULL);
         n->started = false;
     }
+    xfer_stop(n->xfer); /* its threads send on the transport */
     /* The thread is gone: what it left is ours to answer. */
     struct node_req *rq = n->req_head;
     struct inbatch *ib = n->in_head;
@@ -1690,7 +2124,8 @@ void node_destroy(struct node *n)
     xfer_destroy(n->xfer);
     pthread_mutex_destroy(&n->mu);
     pthread_mutex_destroy(&n->status_mu);
-    pthread_rwlock_destroy(&n->reg_mu);
+    rcu_barrier(); /* tables handed to call_rcu() are freed */
+    map_free(n->map);
     pthread_cond_destroy(&n->cv);
     free(n);
 }

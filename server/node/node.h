@@ -39,14 +39,16 @@
 
 /* Raft groups on one node: the meta group and the registries it hosts. */
 #define NODE_GROUPS_MAX 256u
-/* Registries in the cluster (hosted here or not). */
+/* Registries in the cluster (hosted here or not), and their shards in all
+ * (each shard is one raft group and one entry of the registry table). */
 #define NODE_REGISTRIES_MAX 255u
+#define NODE_SHARD_ENTRIES_MAX 4096u
 #define NODE_NAME_BYTES 65u
 #define NODE_REGISTRY_BYTES 65u
 /* Node records the meta group keeps (members and removed nodes: ids are
  * never reused); at most RAFT_MEMBERS_MAX are members at once. */
 #define NODE_NODES_MAX 64u
-/* Replicas of one registry group. */
+/* Replicas of one registry shard. */
 #define NODE_REPLICAS_MAX 7u
 #define NODE_REPLICAS_DEFAULT 3u
 /* The meta group: nodes and registries (ARCHITECTURE.md, "Data model"). */
@@ -66,6 +68,9 @@
  * meta group says the group should live, and how close to the leader's log
  * a learner must be to become a voter. */
 #define NODE_RECONCILE_MS 100u
+/* How often the meta leader may record a rebalancing plan after the
+ * members changed (one plan moves at most PLAN_MOVES_MAX replicas). */
+#define NODE_REBALANCE_MS 1000u
 #define NODE_CATCHUP_ENTRIES 64u
 #define NODE_TICK_MS 10u
 #define NODE_ELECTION_TICKS 15u
@@ -136,12 +141,19 @@ struct node_config {
                                  node of the initial cluster */
 };
 
-/* A registry as the meta group records it. */
+/* One shard of a registry as the meta group records it (the registry
+ * table holds one entry per shard; registry-wide fields are repeated). */
 struct node_registry {
     char name[NODE_REGISTRY_BYTES];
-    uint64_t group_id;   /* the meta revision that created it */
+    uint64_t group_id;   /* the shard's group (meta.h: meta_shard_group) */
+    uint64_t base_id;    /* the registry's: the meta revision that created it */
+    uint32_t shard;      /* 0-based */
+    uint32_t n_shards;
+    uint32_t want;       /* replicas per shard */
+    uint64_t home;       /* node id, 0: none */
     uint32_t n_replicas;
-    uint64_t replicas[NODE_REPLICAS_MAX]; /* where it should live now */
+    uint64_t replicas[NODE_REPLICAS_MAX]; /* where it should live now;
+                                             [0]: where it should lead */
     uint32_t n_initial;
     uint64_t initial[NODE_REPLICAS_MAX];  /* who bootstrapped its group */
     uint64_t mod_rev;                     /* of its meta record */
@@ -161,6 +173,7 @@ struct node_replica_status {
 struct node_group_status {
     uint64_t group_id;
     char registry[NODE_REGISTRY_BYTES];
+    uint32_t shard;
     enum raft_role role;
     uint64_t term, leader, commit, applied, last_index, first_index;
     /* Members of the configuration in force; match and active only when
@@ -193,13 +206,28 @@ void node_on_batch(void *ctx, uint64_t from, struct codec_batch *b);
  * full), KHO_EUNAVAILABLE (node stopping). */
 int node_submit(struct node *n, struct node_req *r);
 
-/* Looks a registry up by name (thread-safe). Errors: KHO_ENOTFOUND. */
+/*
+ * The registry table is an immutable map (registries by name, then shard,
+ * and the nodes) that the raft thread replaces whenever the meta group
+ * changes and publishes with RCU (liburcu, bulletproof flavour): the
+ * lookups below never take a lock, and never see a half-built table.
+ */
+/* Looks shard `shard` of a registry up by name (any thread).
+ * Errors: KHO_ENOTFOUND (no such registry, or no such shard). */
+int node_shard(struct node *n, const char *name, uint32_t shard,
+               struct node_registry *out);
+/* Shard 0 of a registry: what describes the registry as a whole. */
 int node_registry(struct node *n, const char *name, struct node_registry *out);
-/* Copies up to cap registries (in name order); returns how many exist. */
+/* The shard that holds `key` (kho_shard_of()). Errors: KHO_ENOTFOUND. */
+int node_route(struct node *n, const char *name, const void *key,
+               size_t key_len, struct node_registry *out);
+/* Copies up to cap table entries (one per shard, in name and shard
+ * order); returns how many exist. */
 size_t node_registries(struct node *n, struct node_registry *out, size_t cap);
 /* Reads the registries from the meta group's committed state in the store
- * (not the cached table): what a linearizable listing needs. `local` says
- * whether this node is one of the replicas. Errors: store errors. */
+ * (not the cached table): what a linearizable listing needs, one entry per
+ * shard. `local` says whether this node is one of the shard's replicas.
+ * Errors: store errors. */
 int node_load_registries(struct node *n, struct node_registry *out,
                          size_t cap, size_t *count);
 /* Reads the nodes the meta group records, in id order (committed state).

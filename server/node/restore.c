@@ -17,7 +17,7 @@ _Static_assert(NODE_GROUPS_MAX <= STORE_BACKUP_GROUPS_MAX,
 struct regs {
     struct reg {
         char name[NODE_REGISTRY_BYTES];
-        uint64_t group_id;
+        uint64_t group_id; /* shard 0's: the registry's base id */
         struct meta_reg mr;
     } r[NODE_REGISTRIES_MAX];
     size_t n;
@@ -44,8 +44,7 @@ static int reg_cb(void *ctx, const struct store_record *r)
     memcpy(g->name, r->key + META_REG_PREFIX_BYTES, name_len);
     g->name[name_len] = '\0';
     g->group_id = r->create_rev;
-    if (meta_reg_decode(r->value, r->value_len, &g->mr) != KHO_OK ||
-        g->mr.n_replicas > NODE_REPLICAS_MAX) {
+    if (meta_reg_decode(r->value, r->value_len, &g->mr) != KHO_OK) {
         snprintf(rs->err, rs->err_len,
                  "the backup's record of registry '%s' is malformed", g->name);
         return KHO_EINVAL;
@@ -95,22 +94,28 @@ static int check_regs(const struct regs *rs, const struct node_config *c,
     peer_ids(c, ids, sizeof(ids));
     for (size_t i = 0; i < rs->n; i++) {
         const struct reg *g = &rs->r[i];
-        for (uint32_t k = 0; k < g->mr.n_replicas; k++) {
-            if (!in_cluster(c, g->mr.replicas[k])) {
-                snprintf(err, err_len,
-                         "registry '%s' lives on node %llu, which is not a "
-                         "node of the new cluster (--peers has %s): start "
-                         "the new cluster with the same node ids",
-                         g->name, (unsigned long long)g->mr.replicas[k], ids);
-                return KHO_EINVAL;
+        for (uint32_t s = 0; s < g->mr.n_shards; s++) {
+            const struct meta_shard *sh = &g->mr.shards[s];
+            uint64_t gid = meta_shard_group(g->group_id, s);
+            for (uint32_t k = 0; k < sh->n_replicas; k++) {
+                if (!in_cluster(c, sh->replicas[k])) {
+                    snprintf(err, err_len,
+                             "shard %u of registry '%s' lives on node %llu, "
+                             "which is not a node of the new cluster "
+                             "(--peers has %s): start the new cluster with "
+                             "the same node ids",
+                             s, g->name, (unsigned long long)sh->replicas[k],
+                             ids);
+                    return KHO_EINVAL;
+                }
             }
-        }
-        if (!in_backup(info, g->group_id)) {
-            snprintf(err, err_len,
-                     "the backup lacks the group of registry '%s' (group "
-                     "%llu): it is incomplete",
-                     g->name, (unsigned long long)g->group_id);
-            return KHO_ENOTFOUND;
+            if (!in_backup(info, gid)) {
+                snprintf(err, err_len,
+                         "the backup lacks shard %u of registry '%s' (group "
+                         "%llu): it is incomplete",
+                         s, g->name, (unsigned long long)gid);
+                return KHO_ENOTFOUND;
+            }
         }
     }
     return KHO_OK;
@@ -126,10 +131,10 @@ static struct raft_conf voters(const uint64_t *ids, size_t n)
     return conf;
 }
 
-static bool hosts(const struct reg *g, uint64_t self)
+static bool hosts(const struct meta_shard *sh, uint64_t self)
 {
-    for (uint32_t k = 0; k < g->mr.n_replicas; k++) {
-        if (g->mr.replicas[k] == self) {
+    for (uint32_t k = 0; k < sh->n_replicas; k++) {
+        if (sh->replicas[k] == self) {
             return true;
         }
     }
@@ -156,12 +161,15 @@ static size_t plan_groups(const struct regs *rs, const struct node_config *c,
         .group_id = NODE_META_GROUP,
         .conf = voters(ids, c->n_peers < RAFT_MEMBERS_MAX ? c->n_peers
                                                           : RAFT_MEMBERS_MAX)};
-    for (size_t i = 0; i < rs->n && n < NODE_GROUPS_MAX; i++) {
+    for (size_t i = 0; i < rs->n; i++) {
         const struct reg *g = &rs->r[i];
-        if (hosts(g, c->id)) {
-            plan[n++] = (struct store_restore_group){
-                .group_id = g->group_id,
-                .conf = voters(g->mr.replicas, g->mr.n_replicas)};
+        for (uint32_t s = 0; s < g->mr.n_shards && n < NODE_GROUPS_MAX; s++) {
+            const struct meta_shard *sh = &g->mr.shards[s];
+            if (hosts(sh, c->id)) {
+                plan[n++] = (struct store_restore_group){
+                    .group_id = meta_shard_group(g->group_id, s),
+                    .conf = voters(sh->replicas, sh->n_replicas)};
+            }
         }
     }
     qsort(plan, n, sizeof(plan[0]), by_group);

@@ -6,7 +6,8 @@
  * applies the same log holds the same bytes. Answers for the client
  * (a failed compare, a missing key, a full session table, a malformed
  * request) are results in *out, never store errors: those are reserved for
- * the store itself failing (corruption, a full map, I/O).
+ * the store itself failing (corruption, a full map, I/O). Every record is
+ * under the group's data id (store.h top).
  */
 #include "check.h"
 #include "internal.h"
@@ -65,18 +66,18 @@ static bool cmp_holds(const struct store_compare *c, bool exists,
 }
 
 /* Looks a key up for the request: *exists, and r when it does. */
-static int lookup(struct store *s, MDB_txn *txn, uint64_t group,
+static int lookup(struct store *s, MDB_txn *txn, uint64_t data,
                   const uint8_t *key, size_t key_len, struct store_record *r,
                   bool *exists, bool *other)
 {
-    int rc = store_kv_find(s, txn, group, key, key_len, r, other);
+    int rc = store_kv_find(s, txn, data, key, key_len, r, other);
     *exists = rc == KHO_OK;
     return rc == KHO_ENOTFOUND ? KHO_OK : rc;
 }
 
 /* Sets *failed to the 1-based index of the first compare that fails, or 0
  * when all hold. */
-static int run_compares(struct store *s, MDB_txn *txn, uint64_t group,
+static int run_compares(struct store *s, MDB_txn *txn, uint64_t data,
                         const struct store_request *q, uint32_t *failed)
 {
     *failed = 0;
@@ -84,7 +85,7 @@ static int run_compares(struct store *s, MDB_txn *txn, uint64_t group,
         const struct store_compare *c = &q->cmps[i];
         struct store_record r;
         bool exists = false, other = false;
-        int rc = lookup(s, txn, group, c->key, c->key_len, &r, &exists, &other);
+        int rc = lookup(s, txn, data, c->key, c->key_len, &r, &exists, &other);
         if (rc != KHO_OK) {
             return rc;
         }
@@ -132,7 +133,7 @@ static bool puts_collide(const struct store *s, const struct store_request *q)
     return false;
 }
 
-static int check_slots(struct store *s, MDB_txn *txn, uint64_t group,
+static int check_slots(struct store *s, MDB_txn *txn, uint64_t data,
                        const struct store_request *q, bool *collide)
 {
     *collide = puts_collide(s, q);
@@ -143,7 +144,7 @@ static int check_slots(struct store *s, MDB_txn *txn, uint64_t group,
         if (!long_put(o)) {
             continue;
         }
-        int rc = lookup(s, txn, group, o->key, o->key_len, &r, &exists, &other);
+        int rc = lookup(s, txn, data, o->key, o->key_len, &r, &exists, &other);
         if (rc != KHO_OK) {
             return rc;
         }
@@ -154,14 +155,14 @@ static int check_slots(struct store *s, MDB_txn *txn, uint64_t group,
 
 /* --- Ops ----------------------------------------------------------------- */
 
-static int apply_put(struct store *s, MDB_txn *txn, uint64_t group,
+static int apply_put(struct store *s, MDB_txn *txn, uint64_t data,
                      uint64_t index, const struct store_request *q,
                      uint32_t slot, uint64_t *version)
 {
     const struct store_op *o = &q->ops[slot];
     struct store_record old;
     bool exists = false, other = false;
-    int rc = lookup(s, txn, group, o->key, o->key_len, &old, &exists, &other);
+    int rc = lookup(s, txn, data, o->key, o->key_len, &old, &exists, &other);
     if (rc != KHO_OK) {
         return rc;
     }
@@ -177,9 +178,9 @@ static int apply_put(struct store *s, MDB_txn *txn, uint64_t group,
         .writer = q->writer,
         .writer_len = q->writer_len,
     };
-    rc = store_kv_put(s, txn, group, &r);
+    rc = store_kv_put(s, txn, data, &r);
     if (rc == KHO_OK) {
-        rc = store_hist_append(s, txn, group, &r, slot);
+        rc = store_hist_append(s, txn, data, &r, slot);
     }
     *version = r.version;
     return rc;
@@ -187,14 +188,14 @@ static int apply_put(struct store *s, MDB_txn *txn, uint64_t group,
 
 /* Deletes the op's key if it exists (*found), leaving a tombstone in its
  * history. */
-static int apply_delete(struct store *s, MDB_txn *txn, uint64_t group,
+static int apply_delete(struct store *s, MDB_txn *txn, uint64_t data,
                         uint64_t index, const struct store_request *q,
                         uint32_t slot, bool *found)
 {
     const struct store_op *o = &q->ops[slot];
     struct store_record old;
     bool other = false;
-    int rc = lookup(s, txn, group, o->key, o->key_len, &old, found, &other);
+    int rc = lookup(s, txn, data, o->key, o->key_len, &old, found, &other);
     if (rc != KHO_OK || !*found) {
         return rc;
     }
@@ -208,22 +209,22 @@ static int apply_delete(struct store *s, MDB_txn *txn, uint64_t group,
         .writer_len = q->writer_len,
         .deleted = true,
     };
-    rc = store_kv_del(s, txn, group, o->key, o->key_len);
+    rc = store_kv_del(s, txn, data, o->key, o->key_len);
     if (rc == KHO_OK) {
-        rc = store_hist_append(s, txn, group, &t, slot);
+        rc = store_hist_append(s, txn, data, &t, slot);
     }
     return rc;
 }
 
-static int run_ops(struct store *s, MDB_txn *txn, uint64_t group,
-                   uint64_t index, const struct store_request *q,
+static int run_ops(struct store *s, MDB_txn *txn, uint64_t data, uint64_t index,
+                   const struct store_request *q,
                    struct store_apply_result *out)
 {
     for (uint32_t i = 0; i < q->n_ops; i++) {
         bool found = true;
         int rc = q->ops[i].op == STORE_OP_PUT
-                     ? apply_put(s, txn, group, index, q, i, &out->version)
-                     : apply_delete(s, txn, group, index, q, i, &found);
+                     ? apply_put(s, txn, data, index, q, i, &out->version)
+                     : apply_delete(s, txn, data, index, q, i, &found);
         if (rc != KHO_OK) {
             return rc;
         }
@@ -235,12 +236,12 @@ static int run_ops(struct store *s, MDB_txn *txn, uint64_t group,
 }
 
 /* The request as a transaction: compares, then every op or none. */
-static int run_request(struct store *s, MDB_txn *txn, uint64_t group,
+static int run_request(struct store *s, MDB_txn *txn, uint64_t data,
                        uint64_t index, const struct store_request *q,
                        struct store_apply_result *out)
 {
     bool collide = false;
-    int rc = run_compares(s, txn, group, q, &out->failed_cmp);
+    int rc = run_compares(s, txn, data, q, &out->failed_cmp);
     if (rc != KHO_OK) {
         return rc;
     }
@@ -248,7 +249,7 @@ static int run_request(struct store *s, MDB_txn *txn, uint64_t group,
         out->result = KHO_ECONFLICT;
         return KHO_OK;
     }
-    rc = check_slots(s, txn, group, q, &collide);
+    rc = check_slots(s, txn, data, q, &collide);
     if (rc != KHO_OK) {
         return rc;
     }
@@ -257,7 +258,7 @@ static int run_request(struct store *s, MDB_txn *txn, uint64_t group,
         out->result = KHO_ECONFLICT;
         return KHO_OK;
     }
-    return run_ops(s, txn, group, index, q, out);
+    return run_ops(s, txn, data, index, q, out);
 }
 
 /* --- Sessions around the request ----------------------------------------- */
@@ -265,7 +266,7 @@ static int run_request(struct store *s, MDB_txn *txn, uint64_t group,
 /* A request of a known session with an old seq is answered here (*done):
  * the recorded answer for a retry, KHO_ESTALE for anything older. A new
  * session (*fresh) is admitted only while the table has room. */
-static int session_gate(struct store *s, MDB_txn *txn, uint64_t group,
+static int session_gate(struct store *s, MDB_txn *txn, uint64_t data,
                         const struct store_request *q, bool *fresh,
                         uint64_t *old_time, struct store_apply_result *out,
                         bool *done)
@@ -273,10 +274,10 @@ static int session_gate(struct store *s, MDB_txn *txn, uint64_t group,
     struct store_apply_result prev;
     uint64_t last = 0;
     *done = false;
-    int rc = store_sess_get(s, txn, group, q->session, &last, old_time, &prev);
+    int rc = store_sess_get(s, txn, data, q->session, &last, old_time, &prev);
     *fresh = rc == KHO_ENOTFOUND;
     if (*fresh) {
-        rc = store_sess_room(s, txn, group);
+        rc = store_sess_room(s, txn, data);
         if (rc == KHO_EBUSY) {
             out->result = KHO_EBUSY;
             *done = true;
@@ -297,37 +298,37 @@ static int session_gate(struct store *s, MDB_txn *txn, uint64_t group,
     return KHO_OK;
 }
 
-static int apply_decoded(struct store *s, MDB_txn *txn, uint64_t group,
+static int apply_decoded(struct store *s, MDB_txn *txn, uint64_t data,
                          uint64_t index, const struct store_request *q,
                          struct store_apply_result *out)
 {
     bool fresh = false, done = false;
     uint64_t old_time = 0;
-    int rc = store_sess_evict(s, txn, group, q->time_ms);
+    int rc = store_sess_evict(s, txn, data, q->time_ms);
     if (rc == KHO_OK && q->session != 0) {
-        rc = session_gate(s, txn, group, q, &fresh, &old_time, out, &done);
+        rc = session_gate(s, txn, data, q, &fresh, &old_time, out, &done);
     }
     if (rc != KHO_OK || done) {
         return rc;
     }
-    rc = run_request(s, txn, group, index, q, out);
+    rc = run_request(s, txn, data, index, q, out);
     if (rc == KHO_OK && q->session != 0) {
-        rc = store_sess_put(s, txn, group, q->session, q->seq, q->time_ms,
-                            fresh, old_time, out);
+        rc = store_sess_put(s, txn, data, q->session, q->seq, q->time_ms, fresh,
+                            old_time, out);
     }
     return rc;
 }
 
 int store_apply_request(struct store *s, MDB_txn *txn, uint64_t group,
-                        uint64_t index, const uint8_t *data, size_t len,
-                        struct store_apply_result *out)
+                        uint64_t data, uint64_t index, const uint8_t *bytes,
+                        size_t len, struct store_apply_result *out)
 {
     struct store_request q;
     struct store_compare cmps[STORE_TXN_CMPS_MAX];
     struct store_op ops[STORE_TXN_OPS_MAX];
     memset(out, 0, sizeof(*out));
     out->revision = index;
-    int bad = store_request_decode(data, len, &q, cmps, ops);
+    int bad = store_request_decode(bytes, len, &q, cmps, ops);
     if (bad != KHO_OK) {
         /* Every replica holds the same bytes and decides the same: a
          * malformed request is a no-op with an error for its client,
@@ -336,7 +337,7 @@ int store_apply_request(struct store *s, MDB_txn *txn, uint64_t group,
         return KHO_OK;
     }
     if ((q.flags & STORE_REQ_CHECK) != 0) {
-        return store_check_apply(s, txn, group, index);
+        return store_check_apply(s, txn, group, data, index);
     }
-    return apply_decoded(s, txn, group, index, &q, out);
+    return apply_decoded(s, txn, data, index, &q, out);
 }

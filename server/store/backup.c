@@ -1,16 +1,16 @@
 /*
  * backup.c - backup files and restores (store.h, "Backups").
  *
- * A backup is every chosen group's snapshot payload (the format snapshot.c
- * writes and installs) taken from one read transaction, cut into frames of
+ * A backup is every chosen group's snapshot stream (stream.c), each made
+ * by a snapshot reader on ONE shared read transaction, cut into frames of
  * at most STORE_BACKUP_CHUNK_BYTES with a checksum each, and sealed by an
  * END frame holding the checksum of the whole file. Nothing is built in
- * memory on the way out: records stream from the map to the file through
- * one chunk buffer. A restore reads one group's payload at a time into
- * memory (a payload is at most STORE_SNAP_BYTES_MAX, as for any snapshot a
- * peer sends) and installs it with snapshot.c, which checks it again.
+ * memory either way: records stream from the map to the file through one
+ * chunk buffer, and back from the file through the stream parser (one
+ * chunk and one record) into the restore's write transaction, each record
+ * checked under the backup's data id and resealed under the restored one.
  */
-#include "check.h"
+#include "stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,9 +19,6 @@
 #include <unistd.h>
 
 static const uint8_t backup_magic[8] = {'K', 'H', 'O', 'B', 'A', 'C', 'K', 1};
-/* The snapshot payload's magic (snapshot.c); a payload that does not start
- * with it is refused here, and store_snap_check() checks it again. */
-static const uint8_t snap_magic[8] = {'K', 'H', 'O', 'S', 'N', 'A', 'P', 2};
 
 enum frame_type {
     FRAME_GROUP = 1,
@@ -60,9 +57,7 @@ struct bw {
     int fd;
     uint64_t bytes;    /* written to the file so far */
     uint32_t file_crc; /* running, over those bytes */
-    uint8_t *chunk;    /* DATA being filled */
-    size_t used;
-    uint32_t pay_crc; /* running, over the current payload */
+    uint8_t *chunk;    /* one DATA frame's body */
     store_backup_progress_cb cb;
     void *ctx;
 };
@@ -121,169 +116,50 @@ static int bw_frame(struct bw *w, enum frame_type type, const uint8_t *body,
     return rc;
 }
 
-static int bw_flush(struct bw *w)
+/* The stream's bytes as DATA frames, one chunk at a time. */
+static int bw_stream(struct bw *w, struct store_snap_reader *r, uint64_t total)
 {
-    if (w->used == 0) {
-        return KHO_OK;
-    }
-    int rc = bw_frame(w, FRAME_DATA, w->chunk, w->used);
-    w->used = 0;
-    return rc;
-}
-
-/* Payload bytes, through the chunk buffer. */
-static int bw_data(struct bw *w, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    w->pay_crc = crc_of(w->pay_crc, p, n);
-    while (n > 0) {
-        size_t take = STORE_BACKUP_CHUNK_BYTES - w->used;
-        take = take < n ? take : n;
-        memcpy(w->chunk + w->used, b, take);
-        w->used += take;
-        b += take;
-        n -= take;
-        if (w->used == STORE_BACKUP_CHUNK_BYTES) {
-            int rc = bw_flush(w);
-            if (rc != KHO_OK) {
-                return rc;
-            }
+    int rc = KHO_OK;
+    for (uint64_t off = 0; rc == KHO_OK && off < total;) {
+        size_t n = 0;
+        rc = store_snap_reader_read(r, off, w->chunk, STORE_BACKUP_CHUNK_BYTES,
+                                    &n);
+        if (rc == KHO_OK) {
+            STORE_ASSERT(n > 0);
+            rc = bw_frame(w, FRAME_DATA, w->chunk, n);
+            off += n;
         }
     }
-    return KHO_OK;
-}
-
-struct sizing {
-    struct store *s;
-    uint64_t group;
-    uint64_t bytes, count;
-};
-
-/* Checks a stored record fully before it may leave in a backup (as
- * snapshot.c does before it ships one). */
-static int verify_cb(void *ctx, enum snap_db db, const MDB_val *k,
-                     const MDB_val *v)
-{
-    struct sizing *z = ctx;
-    if (store_sm_record_check(z->s, z->group, db, k, v) != KHO_OK) {
-        return store_fail(z->s, KHO_ECORRUPT,
-                          "group %llu: a stored record (database %d) fails "
-                          "its checksum or is malformed; no backup is made",
-                          (unsigned long long)z->group, (int)db);
-    }
-    z->bytes +=
-        SNAP_RECORD_HEADER_BYTES + (k->mv_size - GROUP_KEY_BYTES) + v->mv_size;
-    z->count++;
-    if (z->bytes > STORE_SNAP_BYTES_MAX) {
-        return store_fail(z->s, KHO_ETOOLARGE,
-                          "group %llu: the state machine exceeds the %llu-"
-                          "byte snapshot limit",
-                          (unsigned long long)z->group,
-                          (unsigned long long)STORE_SNAP_BYTES_MAX);
-    }
-    return KHO_OK;
-}
-
-static int emit_cb(void *ctx, enum snap_db db, const MDB_val *k,
-                   const MDB_val *v)
-{
-    struct bw *w = ctx;
-    uint8_t h[SNAP_RECORD_HEADER_BYTES];
-    size_t klen = k->mv_size - GROUP_KEY_BYTES;
-    h[0] = (uint8_t)db;
-    put_le16(h + 1, (uint16_t)klen);
-    put_le32(h + 3, (uint32_t)v->mv_size);
-    int rc = bw_data(w, h, sizeof(h));
-    if (rc == KHO_OK) {
-        rc = bw_data(w, (const uint8_t *)k->mv_data + GROUP_KEY_BYTES, klen);
-    }
-    if (rc == KHO_OK) {
-        rc = bw_data(w, v->mv_data, v->mv_size);
-    }
-    return rc;
-}
-
-/* The group's applied index and the term of the entry there. */
-static int applied_term(struct store *s, MDB_txn *txn, uint64_t group,
-                        uint64_t *index, uint64_t *term)
-{
-    struct raft_snapshot_meta m;
-    struct raft_entry e;
-    int rc = store_rec_get_snap_meta(s, txn, group, &m);
-    if (rc == KHO_OK) {
-        rc = store_rec_get_applied(s, txn, group, index);
-    }
-    if (rc == KHO_ENOTFOUND) {
-        return store_fail(s, KHO_ENOTFOUND, "group %llu does not exist here",
-                          (unsigned long long)group);
-    }
-    if (rc != KHO_OK) {
-        return rc;
-    }
-    if (*index == 0) {
-        return store_fail(s, KHO_EINVAL,
-                          "group %llu has applied nothing yet; try again "
-                          "once it has a leader",
-                          (unsigned long long)group);
-    }
-    if (*index == m.index) {
-        *term = m.term;
-        return KHO_OK;
-    }
-    rc = store_rec_get_entry(s, txn, group, *index, &e);
-    if (rc == KHO_ENOTFOUND) {
-        return store_fail(
-            s, KHO_ECORRUPT, "group %llu: applied entry %llu is not in the log",
-            (unsigned long long)group, (unsigned long long)*index);
-    }
-    *term = e.term;
     return rc;
 }
 
 static int write_group(struct bw *w, MDB_txn *txn, uint64_t group,
                        struct store_backup_group *out)
 {
-    struct sizing z = {.s = w->s,
-                       .group = group,
-                       .bytes = SNAP_HEADER_BYTES + SNAP_TRAILER_BYTES};
-    uint64_t index = 0, term = 0;
-    int rc = applied_term(w->s, txn, group, &index, &term);
-    if (rc == KHO_OK) {
-        rc = store_sm_walk(w->s, txn, group, verify_cb, &z);
-    }
+    struct store_snap_reader *r = NULL;
+    struct raft_snapshot_meta m;
+    uint64_t total = 0;
+    uint32_t crc = 0;
+    int rc = stream_reader_open_txn(w->s, txn, group, &r, &m, &total, &crc);
     if (rc != KHO_OK) {
         return rc;
     }
     uint8_t g[GROUP_BODY_BYTES];
     put_le64(g, group);
-    put_le64(g + 8, index);
-    put_le64(g + 16, term);
-    put_le64(g + 24, z.bytes);
+    put_le64(g + 8, m.index);
+    put_le64(g + 16, m.term);
+    put_le64(g + 24, total);
     rc = bw_frame(w, FRAME_GROUP, g, sizeof(g));
     *out = (struct store_backup_group){.group_id = group,
-                                       .index = index,
-                                       .term = term,
-                                       .payload_bytes = z.bytes,
+                                       .index = m.index,
+                                       .term = m.term,
+                                       .payload_bytes = total,
                                        .offset = w->bytes};
-    uint8_t h[SNAP_HEADER_BYTES];
-    memcpy(h, snap_magic, sizeof(snap_magic));
-    put_le64(h + 8, group);
-    put_le64(h + 16, index);
-    put_le64(h + 24, z.count);
-    w->pay_crc = store_crc32c_init();
     if (rc == KHO_OK) {
-        rc = bw_data(w, h, sizeof(h));
+        rc = bw_stream(w, r, total);
     }
-    if (rc == KHO_OK) {
-        /* The same transaction: the walk sees what the sizing saw. */
-        rc = store_sm_walk(w->s, txn, group, emit_cb, w);
-    }
-    uint8_t t[SNAP_TRAILER_BYTES];
-    put_le32(t, store_crc32c_final(w->pay_crc));
-    if (rc == KHO_OK) {
-        rc = bw_data(w, t, sizeof(t));
-    }
-    return rc == KHO_OK ? bw_flush(w) : rc;
+    store_snap_reader_close(r);
+    return rc;
 }
 
 static int check_groups(struct store *s, const uint64_t *groups, size_t n)
@@ -516,29 +392,43 @@ static int br_header(struct br *r, struct store_backup_info *info)
     return KHO_OK;
 }
 
-/* A group's payload as its DATA frames bring it: the header and trailer
- * kept, the checksum computed over everything before the trailer. */
-struct pay {
-    uint64_t size, pos;
-    uint8_t head[SNAP_HEADER_BYTES];
-    uint8_t tail[SNAP_TRAILER_BYTES];
-    uint32_t crc;
-};
-
-static void pay_feed(struct pay *p, const uint8_t *b, size_t n)
+/* Feeds the DATA frames of a group of payload_bytes to a stream parser,
+ * then checks the stream ended right there. */
+static int br_stream(struct br *r, uint8_t *body,
+                     const struct store_backup_group *g,
+                     struct stream_parser *p)
 {
-    uint64_t body_end = p->size - SNAP_TRAILER_BYTES;
-    for (size_t i = 0; i < n && p->pos + i < SNAP_HEADER_BYTES; i++) {
-        p->head[p->pos + i] = b[i];
+    uint64_t pos = 0;
+    int rc = KHO_OK;
+    while (rc == KHO_OK && pos < g->payload_bytes) {
+        uint32_t type = 0;
+        size_t len = 0;
+        uint64_t at = r->off;
+        rc = br_frame(r, &type, body, &len);
+        if (rc == KHO_OK &&
+            (type != FRAME_DATA || len == 0 || len > g->payload_bytes - pos)) {
+            rc = br_fail(r, KHO_ECORRUPT,
+                         "offset %llu: group %llu's data does not add up",
+                         (unsigned long long)at,
+                         (unsigned long long)g->group_id);
+        }
+        if (rc == KHO_OK) {
+            rc = stream_parser_feed(p, body, len);
+            pos += len;
+        }
     }
-    size_t in_body = p->pos >= body_end      ? 0
-                     : body_end - p->pos < n ? (size_t)(body_end - p->pos)
-                                             : n;
-    p->crc = crc_of(p->crc, b, in_body);
-    for (size_t i = in_body; i < n; i++) {
-        p->tail[p->pos + i - body_end] = b[i];
+    if (rc == KHO_OK) {
+        rc = stream_parser_end(p);
     }
-    p->pos += n;
+    if (rc == KHO_ECORRUPT && p->why != NULL) {
+        rc = br_fail(r, KHO_ECORRUPT,
+                     "group %llu: its state machine is "
+                     "corrupt: %s",
+                     (unsigned long long)g->group_id, p->why);
+    } else if (rc == KHO_ENOMEM) {
+        rc = br_fail(r, KHO_ENOMEM, "out of memory");
+    }
+    return rc;
 }
 
 static int br_group(struct br *r, uint8_t *body, uint64_t prev, bool first,
@@ -563,8 +453,8 @@ static int br_group(struct br *r, uint8_t *body, uint64_t prev, bool first,
                                      .offset = r->off};
     if ((!first && g->group_id <= prev) || g->index == 0 ||
         g->index > RAFT_INDEX_MAX || g->term == 0 || g->term > RAFT_TERM_MAX ||
-        g->payload_bytes < SNAP_HEADER_BYTES + SNAP_TRAILER_BYTES ||
-        g->payload_bytes > STORE_SNAP_BYTES_MAX) {
+        g->payload_bytes < STREAM_HEADER_BYTES + STREAM_TRAILER_BYTES ||
+        g->payload_bytes > STORE_STREAM_BYTES_MAX) {
         return br_fail(r, KHO_ECORRUPT,
                        "offset %llu: a malformed group record (group %llu, "
                        "index %llu, %llu bytes)",
@@ -572,30 +462,10 @@ static int br_group(struct br *r, uint8_t *body, uint64_t prev, bool first,
                        (unsigned long long)g->index,
                        (unsigned long long)g->payload_bytes);
     }
-    struct pay p = {.size = g->payload_bytes, .crc = store_crc32c_init()};
-    while (rc == KHO_OK && p.pos < p.size) {
-        at = r->off;
-        rc = br_frame(r, &type, body, &len);
-        if (rc == KHO_OK &&
-            (type != FRAME_DATA || len == 0 || len > p.size - p.pos)) {
-            rc = br_fail(r, KHO_ECORRUPT,
-                         "offset %llu: group %llu's data does not add up",
-                         (unsigned long long)at,
-                         (unsigned long long)g->group_id);
-        }
-        if (rc == KHO_OK) {
-            pay_feed(&p, body, len);
-        }
-    }
-    if (rc == KHO_OK && (memcmp(p.head, snap_magic, sizeof(snap_magic)) != 0 ||
-                         get_le64(p.head + 8) != g->group_id ||
-                         get_le64(p.head + 16) != g->index ||
-                         get_le32(p.tail) != store_crc32c_final(p.crc))) {
-        rc = br_fail(r, KHO_ECORRUPT,
-                     "group %llu: its state machine fails its checksum or "
-                     "is not the group's",
-                     (unsigned long long)g->group_id);
-    }
+    struct stream_parser p;
+    stream_parser_init(&p, g->group_id, g->index, g->term, NULL, NULL);
+    rc = br_stream(r, body, g, &p);
+    stream_parser_free(&p);
     return rc;
 }
 
@@ -661,7 +531,7 @@ int store_backup_check(const char *path, struct store_backup_info *info,
     return rc;
 }
 
-/* --- Loading one group's payload -------------------------------------------
+/* --- Streaming one group back -------------------------------------------
  */
 
 static const struct store_backup_group *
@@ -675,10 +545,12 @@ find_group(const struct store_backup_info *info, uint64_t group)
     return NULL;
 }
 
-/* Reads group g's payload (re-checking its frames: the file may have
- * changed since it was checked) into a malloc'd buffer. */
-static int load_payload(struct store *s, const char *path,
-                        const struct store_backup_group *g, uint8_t **out)
+/* Feeds group g's stream (re-checking its frames: the file may have
+ * changed since it was checked) to a parser whose callback takes the
+ * records. A failure of the callback comes back as it was. */
+static int load_group(struct store *s, const char *path,
+                      const struct store_backup_group *g,
+                      struct stream_parser *p)
 {
     char err[STORE_ERRMSG_BYTES] = "";
     struct br r = {.fd = open(path, O_RDONLY | O_CLOEXEC),
@@ -686,10 +558,7 @@ static int load_payload(struct store *s, const char *path,
                    .err = err,
                    .err_len = sizeof(err)};
     uint8_t *body = malloc(STORE_BACKUP_CHUNK_BYTES);
-    uint8_t *buf = malloc((size_t)g->payload_bytes);
-    int rc = body != NULL && buf != NULL
-                 ? KHO_OK
-                 : br_fail(&r, KHO_ENOMEM, "out of memory");
+    int rc = body != NULL ? KHO_OK : br_fail(&r, KHO_ENOMEM, "out of memory");
     if (rc == KHO_OK && r.fd < 0) {
         rc = br_fail(&r, KHO_EIO, "cannot open: %s", strerror(errno));
     }
@@ -697,91 +566,60 @@ static int load_payload(struct store *s, const char *path,
         rc = br_fail(&r, KHO_EIO, "cannot seek: %s", strerror(errno));
     }
     r.off = g->offset;
-    uint64_t pos = 0;
-    while (rc == KHO_OK && pos < g->payload_bytes) {
-        uint32_t type = 0;
-        size_t len = 0;
-        rc = br_frame(&r, &type, body, &len);
-        if (rc == KHO_OK &&
-            (type != FRAME_DATA || len == 0 || len > g->payload_bytes - pos)) {
-            rc = br_fail(&r, KHO_ECORRUPT, "group %llu's data changed",
-                         (unsigned long long)g->group_id);
-        }
-        if (rc == KHO_OK) {
-            memcpy(buf + pos, body, len);
-            pos += len;
-        }
+    if (rc == KHO_OK) {
+        rc = br_stream(&r, body, g, p);
     }
     if (r.fd >= 0) {
         close(r.fd);
     }
     free(body);
-    if (rc != KHO_OK) {
-        free(buf);
+    if (rc != KHO_OK && err[0] != '\0') {
         return store_fail(s, rc, "backup %s: %s", path, err);
     }
-    *out = buf;
+    return rc; /* the callback's error, its message recorded */
+}
+
+/* A stream record as the LMDB key and value it was under at the sender
+ * (data id p->data), checked there. */
+static int rec_check(struct store *s, const struct stream_parser *p,
+                     const struct stream_rec *r, uint8_t *k, MDB_val *kv,
+                     MDB_val *vv)
+{
+    put_be64(k, p->data);
+    memcpy(k + GROUP_KEY_BYTES, r->key, r->key_len);
+    *kv = (MDB_val){.mv_size = GROUP_KEY_BYTES + r->key_len, .mv_data = k};
+    *vv = (MDB_val){.mv_size = r->value_len, .mv_data = (void *)r->value};
+    if (store_sm_record_check(s, p->data, r->db, kv, vv) != KHO_OK) {
+        return store_fail(s, KHO_ECORRUPT,
+                          "backup: group %llu holds a record that fails its "
+                          "checksum or is malformed",
+                          (unsigned long long)p->group);
+    }
     return KHO_OK;
 }
 
-/* --- Records of a payload --------------------------------------------------
- */
-
-struct prec {
-    uint8_t db;
-    const uint8_t *key; /* without the group */
-    size_t key_len;
-    const uint8_t *value;
-    size_t value_len;
-    const uint8_t *raw; /* the whole record in the payload */
-    size_t raw_len;
+struct kv_walk {
+    struct store *s;
+    struct stream_parser *p;
+    store_record_cb cb;
+    void *ctx;
 };
 
-/* The record at *off of a payload whose records end at `end` (the payload
- * was checked whole: this only guards the bounds). */
-static bool prec_next(const uint8_t *data, size_t end, size_t *off,
-                      struct prec *r)
+static int kv_walk_cb(void *ctx, const struct stream_rec *r)
 {
-    if (end - *off < SNAP_RECORD_HEADER_BYTES) {
-        return false;
+    struct kv_walk *w = ctx;
+    uint8_t k[STORE_LMDB_KEY_BYTES_MAX];
+    MDB_val kv, vv;
+    struct store_record rec;
+    if (r->db != SNAP_DB_KV) {
+        return KHO_OK;
     }
-    const uint8_t *p = data + *off;
-    r->db = p[0];
-    r->key_len = get_le16(p + 1);
-    r->value_len = get_le32(p + 3);
-    if (end - *off - SNAP_RECORD_HEADER_BYTES < r->key_len + r->value_len) {
-        return false;
+    int rc = rec_check(w->s, w->p, r, k, &kv, &vv);
+    if (rc == KHO_OK &&
+        store_kv_decode(w->s, w->p->data, &kv, &vv, &rec) != KHO_OK) {
+        rc = store_kv_corrupt(w->s, w->p->data);
     }
-    r->key = p + SNAP_RECORD_HEADER_BYTES;
-    r->value = r->key + r->key_len;
-    r->raw = p;
-    r->raw_len = SNAP_RECORD_HEADER_BYTES + r->key_len + r->value_len;
-    *off += r->raw_len;
-    return true;
-}
-
-/* The full user key of a kv or hist record (store.h top); false for other
- * databases or a malformed record. */
-static bool prec_user_key(const struct prec *r, const uint8_t **key,
-                          size_t *len)
-{
-    if (r->db == SNAP_DB_KV && r->value_len >= KV_HEADER_BYTES) {
-        size_t long_len = get_le16(r->value + 4);
-        if (long_len == 0) {
-            *key = r->key;
-            *len = r->key_len;
-            return true;
-        }
-        *key = r->value + KV_HEADER_BYTES;
-        *len = long_len;
-        return r->value_len - KV_HEADER_BYTES >= long_len;
-    }
-    if (r->db == SNAP_DB_HIST && r->value_len >= HIST_HEADER_BYTES) {
-        *key = r->value + HIST_HEADER_BYTES;
-        *len = get_le16(r->value + 4);
-        return r->value_len - HIST_HEADER_BYTES >= *len;
-    }
-    return false;
+    return rc == KHO_OK ? w->cb(w->ctx, &rec) : rc;
 }
 
 int store_backup_kv(struct store *s, const char *path,
@@ -789,89 +627,71 @@ int store_backup_kv(struct store *s, const char *path,
                     store_record_cb cb, void *ctx)
 {
     const struct store_backup_group *g = find_group(info, group_id);
-    uint8_t *data = NULL;
     if (g == NULL) {
         return store_fail(s, KHO_ENOTFOUND, "the backup has no group %llu",
                           (unsigned long long)group_id);
     }
-    int rc = load_payload(s, path, g, &data);
-    if (rc != KHO_OK) {
-        return rc;
-    }
-    size_t len = (size_t)g->payload_bytes, off = SNAP_HEADER_BYTES;
-    if (store_snap_check(data, len, group_id, g->index) != KHO_OK) {
-        rc = store_fail(s, KHO_ECORRUPT,
-                        "backup %s: group %llu's state machine is malformed",
-                        path, (unsigned long long)group_id);
-    }
-    struct prec p;
-    while (rc == KHO_OK &&
-           prec_next(data, len - SNAP_TRAILER_BYTES, &off, &p)) {
-        if (p.db != SNAP_DB_KV) {
-            continue;
-        }
-        uint8_t k[STORE_LMDB_KEY_BYTES_MAX];
-        put_be64(k, group_id);
-        memcpy(k + GROUP_KEY_BYTES, p.key, p.key_len);
-        MDB_val kv = {.mv_size = GROUP_KEY_BYTES + p.key_len, .mv_data = k};
-        MDB_val vv = {.mv_size = p.value_len, .mv_data = (void *)p.value};
-        struct store_record r;
-        if (store_kv_decode(s, group_id, &kv, &vv, &r) != KHO_OK) {
-            rc = store_kv_corrupt(s, group_id);
-            break;
-        }
-        rc = cb(ctx, &r);
-    }
-    free(data);
+    struct stream_parser p;
+    struct kv_walk w = {.s = s, .p = &p, .cb = cb, .ctx = ctx};
+    stream_parser_init(&p, g->group_id, g->index, g->term, kv_walk_cb, &w);
+    int rc = load_group(s, path, g, &p);
+    stream_parser_free(&p);
     return rc;
 }
 
 /* --- Restoring -------------------------------------------------------------
  */
 
-/* A copy of a checked payload without the records keep refuses; *out is
- * NULL when it keeps them all. */
-static int filter_payload(struct store *s, uint64_t group, const uint8_t *data,
-                          size_t len, store_restore_keep_cb keep, void *ctx,
-                          uint8_t **out, size_t *out_len)
+/* The full user key of a kv or hist record (store.h top); false for other
+ * databases (the record was checked: the lengths hold). */
+static bool user_key(const struct stream_rec *r, const uint8_t **key,
+                     size_t *len)
 {
-    size_t end = len - SNAP_TRAILER_BYTES, off = SNAP_HEADER_BYTES, o = 0;
-    uint64_t kept = 0, dropped = 0;
-    struct prec p;
-    uint8_t *buf = NULL;
-    *out = NULL;
-    /* Two passes: most payloads lose nothing and are not copied. */
-    for (int pass = 0; pass < 2; pass++) {
-        off = SNAP_HEADER_BYTES;
-        o = SNAP_HEADER_BYTES;
-        kept = 0;
-        while (prec_next(data, end, &off, &p)) {
-            const uint8_t *key = NULL;
-            size_t key_len = 0;
-            bool drop = prec_user_key(&p, &key, &key_len) &&
-                        !keep(ctx, group, key, key_len);
-            dropped += pass == 0 && drop;
-            if (pass == 1 && !drop) {
-                memcpy(buf + o, p.raw, p.raw_len);
-                o += p.raw_len;
-            }
-            kept += !drop;
-        }
-        if (pass == 0 && dropped == 0) {
-            return KHO_OK;
-        }
-        if (pass == 0) {
-            buf = malloc(len);
-            if (buf == NULL) {
-                return store_fail(s, KHO_ENOMEM, "out of memory");
-            }
-        }
+    if (r->db == SNAP_DB_KV) {
+        size_t long_len = get_le16(r->value + 4);
+        *key = long_len == 0 ? r->key : r->value + KV_HEADER_BYTES;
+        *len = long_len == 0 ? r->key_len : long_len;
+        return true;
     }
-    memcpy(buf, data, SNAP_HEADER_BYTES);
-    put_le64(buf + 24, kept);
-    put_le32(buf + o, crc_once(buf, o));
-    *out = buf;
-    *out_len = o + SNAP_TRAILER_BYTES;
+    if (r->db == SNAP_DB_HIST) {
+        *key = r->value + HIST_HEADER_BYTES;
+        *len = get_le16(r->value + 4);
+        return true;
+    }
+    return false;
+}
+
+struct restoring {
+    struct store *s;
+    MDB_txn *txn;
+    struct stream_parser *p;
+    uint64_t data; /* the restored group's */
+    uint64_t sessions;
+    store_restore_keep_cb keep;
+    void *ctx;
+};
+
+static int restore_cb(void *ctx, const struct stream_rec *r)
+{
+    struct restoring *x = ctx;
+    uint8_t k[STORE_LMDB_KEY_BYTES_MAX];
+    MDB_val kv, vv;
+    int rc = rec_check(x->s, x->p, r, k, &kv, &vv);
+    const uint8_t *key = NULL;
+    size_t key_len = 0;
+    if (rc != KHO_OK || (x->keep != NULL && user_key(r, &key, &key_len) &&
+                         !x->keep(x->ctx, x->p->group, key, key_len))) {
+        return rc;
+    }
+    put_be64(k, x->data);
+    rc = mdb_put(x->txn, store_sm_dbi(x->s, r->db), &kv, &vv, MDB_RESERVE);
+    if (rc != MDB_SUCCESS) {
+        return store_mdb_err(x->s, rc, "restoring a record");
+    }
+    memcpy(vv.mv_data, r->value, r->value_len);
+    store_sm_reseal(r->db, x->data, r->key, r->key_len, vv.mv_data,
+                    r->value_len);
+    x->sessions += r->db == SNAP_DB_SESS;
     return KHO_OK;
 }
 
@@ -883,43 +703,32 @@ static bool conf_ok(const struct raft_conf *c)
     return c->n > 0 && n > 0 && raft_conf_decode(buf, n, &back) == KHO_OK;
 }
 
-static int restore_group(struct store *s, MDB_txn *txn, const char *path,
-                         const struct store_backup_group *g,
-                         const struct store_restore_group *want,
-                         store_restore_keep_cb keep, void *ctx)
+/* The restored group's data id: its group id (store.h top, "Data ids"),
+ * cleared of whatever garbage an earlier life left under it; a fresh one
+ * for a group id that could meet the fresh ids. */
+static int restore_data_id(struct store *s, MDB_txn *txn, uint64_t group,
+                           uint64_t *data)
 {
-    uint8_t *data = NULL, *filtered = NULL;
-    size_t len = (size_t)g->payload_bytes;
-    if (!conf_ok(&want->conf)) {
-        return store_fail(s, KHO_EINVAL, "group %llu: invalid configuration",
-                          (unsigned long long)g->group_id);
+    if ((group & DATA_ID_FRESH) != 0) {
+        int rc = store_data_alloc(s, txn, data);
+        return rc == KHO_OK ? store_rec_put_data(s, txn, group, *data) : rc;
     }
-    int rc = load_payload(s, path, g, &data);
-    if (rc != KHO_OK) {
-        return rc;
-    }
-    /* Checked before filtering, which re-seals the payload. */
-    if (store_snap_check(data, len, g->group_id, g->index) != KHO_OK) {
-        rc = store_fail(s, KHO_ECORRUPT,
-                        "backup %s: group %llu's state machine is malformed",
-                        path, (unsigned long long)g->group_id);
-    }
-    if (rc == KHO_OK && keep != NULL) {
-        rc = filter_payload(s, g->group_id, data, len, keep, ctx, &filtered,
-                            &len);
-    }
-    if (rc == KHO_OK) {
-        rc = store_snap_install(s, txn, g->group_id, g->index,
-                                filtered != NULL ? filtered : data, len);
-    }
-    free(data);
-    free(filtered);
+    *data = group;
+    return store_gc_clear_now(s, txn, group);
+}
+
+/* The raft records of a group restored at g's index and term. */
+static int restore_meta(struct store *s, MDB_txn *txn,
+                        const struct store_backup_group *g,
+                        const struct raft_conf *conf)
+{
     struct raft_snapshot_meta m = {
-        .index = g->index, .term = g->term, .conf = want->conf};
+        .index = g->index, .term = g->term, .conf = *conf};
     struct raft_hard_state hs = {
         .term = g->term, .vote = 0, .commit = g->index};
+    int rc = store_rec_put_snap_meta(s, txn, g->group_id, &m);
     if (rc == KHO_OK) {
-        rc = store_rec_put_snap_meta(s, txn, g->group_id, &m);
+        rc = store_rec_put_conf(s, txn, g->group_id, g->index, conf);
     }
     if (rc == KHO_OK) {
         rc = store_rec_put_hs(s, txn, g->group_id, &hs);
@@ -928,6 +737,31 @@ static int restore_group(struct store *s, MDB_txn *txn, const char *path,
         rc = store_rec_put_applied(s, txn, g->group_id, g->index);
     }
     return rc;
+}
+
+static int restore_group(struct store *s, MDB_txn *txn, const char *path,
+                         const struct store_backup_group *g,
+                         const struct store_restore_group *want,
+                         store_restore_keep_cb keep, void *ctx)
+{
+    struct stream_parser p;
+    struct restoring x = {
+        .s = s, .txn = txn, .p = &p, .keep = keep, .ctx = ctx};
+    if (!conf_ok(&want->conf)) {
+        return store_fail(s, KHO_EINVAL, "group %llu: invalid configuration",
+                          (unsigned long long)g->group_id);
+    }
+    int rc = restore_data_id(s, txn, g->group_id, &x.data);
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    stream_parser_init(&p, g->group_id, g->index, g->term, restore_cb, &x);
+    rc = load_group(s, path, g, &p);
+    stream_parser_free(&p);
+    if (rc == KHO_OK) {
+        rc = store_rec_put_sessions(s, txn, x.data, x.sessions);
+    }
+    return rc == KHO_OK ? restore_meta(s, txn, g, &want->conf) : rc;
 }
 
 static const MDB_val restore_key = {.mv_size = 7, .mv_data = "restore"};
@@ -946,21 +780,40 @@ static int put_mark(struct store *s, MDB_txn *txn,
                          "recording the restore");
 }
 
-static int state_in(struct store *s, MDB_txn *txn, bool *empty, bool *marked,
-                    struct store_restore_mark *mark)
+/* Whether raft_meta holds a group: a snapshot meta record. Session counts
+ * of garbage or stages waiting for collection are no group. */
+static int holds_group(struct store *s, MDB_txn *txn, bool *any)
 {
     MDB_cursor *c = NULL;
     MDB_val k, v;
+    *any = false;
     int rc = mdb_cursor_open(txn, s->dbi_meta, &c);
     if (rc != MDB_SUCCESS) {
         return store_mdb_err(s, rc, "opening a cursor");
     }
     rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == MDB_SUCCESS && !*any) {
+        *any = k.mv_size == META_KEY_BYTES &&
+               ((const uint8_t *)k.mv_data)[8] == META_SNAP;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
     mdb_cursor_close(c);
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
         return store_mdb_err(s, rc, "reading raft_meta");
     }
-    *empty = rc == MDB_NOTFOUND;
+    return KHO_OK;
+}
+
+static int state_in(struct store *s, MDB_txn *txn, bool *empty, bool *marked,
+                    struct store_restore_mark *mark)
+{
+    MDB_val k, v;
+    bool any = false;
+    int rc = holds_group(s, txn, &any);
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    *empty = !any;
     k = restore_key;
     rc = mdb_get(txn, s->dbi_info, &k, &v);
     *marked = rc == MDB_SUCCESS;

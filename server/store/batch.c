@@ -2,13 +2,15 @@
  * batch.c - the write path: one LMDB write transaction per raft-thread
  * loop holding every group's snapshot installs, log writes, hard states and
  * applies (group commit), plus group creation, deletion and compaction.
+ * Installing (a swap of data ids) is in stage.c, garbage collection in
+ * data.c.
  *
  * A batch follows LMDB's rule that a failed transaction stays failed: the
  * first error aborts the transaction at once (freeing the writer lock, so
  * readers and the next batch are not held up) and every later call on the
  * batch returns that error.
  */
-#include "internal.h"
+#include "check.h"
 
 #include <string.h>
 
@@ -129,6 +131,34 @@ static int group_applied(struct store_batch *b, uint64_t group,
     return rc;
 }
 
+/* A fresh data id, never the group id: whatever an earlier group of the
+ * same id left as garbage stays apart from the new one's records. */
+static int create(struct store_batch *b, uint64_t group,
+                  const struct raft_conf *conf)
+{
+    struct store *s = b->s;
+    struct raft_hard_state hs = {0};
+    struct raft_snapshot_meta m = {.index = 0, .term = 0, .conf = *conf};
+    uint64_t data = 0;
+    int rc = store_data_alloc(s, b->txn, &data);
+    if (rc == KHO_OK) {
+        rc = store_rec_put_data(s, b->txn, group, data);
+    }
+    if (rc == KHO_OK) {
+        rc = store_rec_put_snap_meta(s, b->txn, group, &m);
+    }
+    if (rc == KHO_OK) {
+        rc = store_rec_put_conf(s, b->txn, group, 0, conf);
+    }
+    if (rc == KHO_OK) {
+        rc = store_rec_put_hs(s, b->txn, group, &hs);
+    }
+    if (rc == KHO_OK) {
+        rc = store_rec_put_applied(s, b->txn, group, 0);
+    }
+    return rc;
+}
+
 int store_batch_group_create(struct store_batch *b, uint64_t group_id,
                              const struct raft_conf *conf)
 {
@@ -146,73 +176,59 @@ int store_batch_group_create(struct store_batch *b, uint64_t group_id,
         rc = store_fail(b->s, KHO_ECONFLICT, "group %llu already exists",
                         (unsigned long long)group_id);
     } else if (rc == KHO_ENOTFOUND) {
-        struct raft_hard_state hs = {0};
-        m = (struct raft_snapshot_meta){.index = 0, .term = 0, .conf = *conf};
-        rc = store_rec_put_snap_meta(b->s, b->txn, group_id, &m);
-        if (rc == KHO_OK) {
-            rc = store_rec_put_hs(b->s, b->txn, group_id, &hs);
-        }
-        if (rc == KHO_OK) {
-            rc = store_rec_put_applied(b->s, b->txn, group_id, 0);
-        }
+        rc = create(b, group_id, conf);
     }
     return done(b, rc);
 }
 
-int store_batch_group_delete(struct store_batch *b, uint64_t group_id)
+/* Deletes the snap payload a store of an older format could have left. */
+static int del_payload(struct store *s, MDB_txn *txn, uint64_t group)
 {
+    uint8_t gk[GROUP_KEY_BYTES];
+    put_be64(gk, group);
+    MDB_val k = {.mv_size = sizeof(gk), .mv_data = gk};
+    int rc = mdb_del(txn, s->dbi_snap, &k, NULL);
+    return rc == MDB_NOTFOUND ? KHO_OK
+                              : store_mdb_err(s, rc, "deleting from snap");
+}
+
+/* The raft records go at once (the log is bounded by compaction); the
+ * state machine and every stage of the group become garbage. When the
+ * data id is the group id, raft_meta's session count under it goes with
+ * the raft records, which is fine: the collector finds it gone. */
+static int group_delete(struct store_batch *b, uint64_t group)
+{
+    struct store *s = b->s;
     struct raft_snapshot_meta m;
-    if (b->err != KHO_OK) {
-        return b->err;
-    }
-    struct store *s = b->s;
-    int rc = group_meta(b, group_id, &m);
-    MDB_dbi dbis[] = {s->dbi_log, s->dbi_meta, s->dbi_snap, s->dbi_kv,
-                      s->dbi_hist, s->dbi_sess, s->dbi_lru};
-    for (size_t i = 0; rc == KHO_OK && i < sizeof(dbis) / sizeof(dbis[0]);
-         i++) {
-        rc = store_rec_del_group(s, b->txn, dbis[i], group_id);
-    }
-    return done(b, rc);
-}
-
-/* --- Persisting a ready batch -------------------------------------------- */
-
-/* raft.h step 2a: the snapshot replaces the state machine and the log. */
-static int install_snapshot(struct store_batch *b, uint64_t group,
-                            const struct raft_snapshot *sn, uint64_t applied)
-{
-    struct store *s = b->s;
-    const struct raft_snapshot_meta *m = &sn->meta;
-    if (m->index == 0 || m->index > RAFT_INDEX_MAX || m->term > RAFT_TERM_MAX ||
-        !conf_ok(&m->conf)) {
-        return store_fail(s, KHO_EINVAL,
-                          "group %llu: malformed snapshot meta (index %llu, "
-                          "term %llu)",
-                          (unsigned long long)group,
-                          (unsigned long long)m->index,
-                          (unsigned long long)m->term);
-    }
-    if (m->index < applied) {
-        return store_fail(s, KHO_EINVAL,
-                          "group %llu: snapshot at %llu would undo applied "
-                          "index %llu",
-                          (unsigned long long)group,
-                          (unsigned long long)m->index,
-                          (unsigned long long)applied);
-    }
-    int rc = store_snap_install(s, b->txn, group, m->index, sn->data, sn->len);
+    uint64_t data = 0;
+    int rc = group_meta(b, group, &m);
     if (rc == KHO_OK) {
-        rc = store_rec_put_snap_meta(s, b->txn, group, m);
+        rc = store_rec_get_data(s, b->txn, group, &data);
+    }
+    if (rc == KHO_OK) {
+        rc = store_gc_add(s, b->txn, data);
+    }
+    if (rc == KHO_OK) {
+        rc = store_stage_markers_drop(s, b->txn, group, true, 0);
+    }
+    if (rc == KHO_OK) {
+        rc = store_rec_del_group(s, b->txn, s->dbi_meta, group);
     }
     if (rc == KHO_OK) {
         rc = store_rec_del_group(s, b->txn, s->dbi_log, group);
     }
-    if (rc == KHO_OK) {
-        rc = store_rec_put_applied(s, b->txn, group, m->index);
-    }
-    return rc;
+    return rc == KHO_OK ? del_payload(s, b->txn, group) : rc;
 }
+
+int store_batch_group_delete(struct store_batch *b, uint64_t group_id)
+{
+    if (b->err != KHO_OK) {
+        return b->err;
+    }
+    return done(b, group_delete(b, group_id));
+}
+
+/* --- Persisting a ready batch -------------------------------------------- */
 
 static int check_entry(struct store *s, uint64_t group,
                        const struct raft_entry *e, uint64_t want)
@@ -293,7 +309,8 @@ int store_batch_persist_ready(struct store_batch *b, uint64_t group_id,
         rc = group_applied(b, group_id, &applied);
     }
     if (rc == KHO_OK && rd->snapshot != NULL) {
-        rc = install_snapshot(b, group_id, rd->snapshot, applied);
+        /* raft.h step 2a: a swap of data ids, never a copy of the state. */
+        rc = store_stage_install(b, group_id, rd->snapshot, applied);
         m = rd->snapshot->meta;
         applied = m.index;
     }
@@ -314,13 +331,32 @@ int store_batch_persist_ready(struct store_batch *b, uint64_t group_id,
 
 /* --- Applying committed entries ------------------------------------------ */
 
+/* A CONF entry's configuration becomes the configuration at applied. */
+static int apply_conf(struct store_batch *b, uint64_t group,
+                      const struct raft_entry *e)
+{
+    struct raft_conf c;
+    if (e->len == 0 || e->data == NULL ||
+        raft_conf_decode(e->data, e->len, &c) != KHO_OK) {
+        return store_fail(b->s, KHO_ECORRUPT,
+                          "group %llu: configuration entry %llu does not "
+                          "decode",
+                          (unsigned long long)group,
+                          (unsigned long long)e->index);
+    }
+    return store_rec_put_conf(b->s, b->txn, group, e->index, &c);
+}
+
 static int apply_entry(struct store_batch *b, uint64_t group,
                        const struct raft_entry *e,
                        struct store_apply_result *out)
 {
-    uint64_t applied = 0;
+    uint64_t applied = 0, data = 0;
     out->revision = e->index;
     int rc = group_applied(b, group, &applied);
+    if (rc == KHO_OK) {
+        rc = store_rec_get_data(b->s, b->txn, group, &data);
+    }
     if (rc != KHO_OK) {
         return rc;
     }
@@ -337,11 +373,13 @@ static int apply_entry(struct store_batch *b, uint64_t group,
     }
     switch (e->type) {
     case RAFT_ENTRY_NORMAL:
-        rc = store_apply_request(b->s, b->txn, group, e->index, e->data,
+        rc = store_apply_request(b->s, b->txn, group, data, e->index, e->data,
                                  e->len, out);
         break;
-    case RAFT_ENTRY_NOOP:
     case RAFT_ENTRY_CONF:
+        rc = apply_conf(b, group, e);
+        break;
+    case RAFT_ENTRY_NOOP:
         break;
     default:
         return store_fail(
@@ -405,12 +443,15 @@ static int compact(struct store_batch *b, uint64_t group, uint64_t index,
                           (unsigned long long)group, (unsigned long long)index);
     }
     if (rc == KHO_OK) {
-        rc = store_snap_write(s, b->txn, group, index);
-    }
-    if (rc == KHO_OK) {
         m = (struct raft_snapshot_meta){
             .index = index, .term = e.term, .conf = *conf};
         rc = store_rec_put_snap_meta(s, b->txn, group, &m);
+    }
+    if (rc == KHO_OK) {
+        rc = store_rec_put_conf(s, b->txn, group, index, conf);
+    }
+    if (rc == KHO_OK) {
+        rc = del_payload(s, b->txn, group);
     }
     if (rc == KHO_OK) {
         uint8_t lo[LOG_KEY_BYTES], hi[LOG_KEY_BYTES];

@@ -6,7 +6,10 @@
  * The hash must be a function of the stored bytes alone - the same on
  * every replica that applied the same log - and must change when any byte
  * does, including the bytes of a record whose checksum was recomputed: it
- * runs over every record's key and whole value, checksum header included.
+ * runs over every record's key and value. Two things differ between
+ * replicas that hold the same records and are left out: the data id that
+ * prefixes every key, and the 4-byte crc that starts every value (it
+ * covers the data id, and adds nothing the other bytes do not say).
  */
 #include "check.h"
 
@@ -70,21 +73,23 @@ static int hash_cb(void *ctx, enum snap_db db, const MDB_val *k,
                    const MDB_val *v)
 {
     struct hasher *hs = ctx;
+    /* Every value of these databases starts with its crc (store.h top);
+     * a shorter one is hashed whole (it is corrupt, and must count). */
+    size_t skip = v->mv_size >= 4 ? 4 : 0;
     uint64_t r = hash_bytes(HASH_SEED ^ (uint64_t)db,
                             (const uint8_t *)k->mv_data + GROUP_KEY_BYTES,
                             k->mv_size - GROUP_KEY_BYTES);
-    r = hash_bytes(r, v->mv_data, v->mv_size);
+    r = hash_bytes(r, (const uint8_t *)v->mv_data + skip, v->mv_size - skip);
     /* Chained, so that order counts as well as content. */
     hs->h = fmix64((hs->h ^ r) * HASH_C1);
     hs->count++;
     return KHO_OK;
 }
 
-static int sm_hash(struct store *s, MDB_txn *txn, uint64_t group,
-                   uint64_t *hash)
+static int sm_hash(struct store *s, MDB_txn *txn, uint64_t data, uint64_t *hash)
 {
     struct hasher hs = {.h = HASH_SEED};
-    int rc = store_sm_walk(s, txn, group, hash_cb, &hs);
+    int rc = store_sm_walk(s, txn, data, hash_cb, &hs);
     *hash = fmix64(hs.h ^ hs.count);
     return rc;
 }
@@ -212,12 +217,12 @@ static int marks_put(struct store *s, MDB_txn *txn, uint64_t group,
 }
 
 int store_check_apply(struct store *s, MDB_txn *txn, uint64_t group,
-                      uint64_t index)
+                      uint64_t data, uint64_t index)
 {
     struct store_check_mark marks[STORE_CHECK_KEEP + 1];
     uint32_t n = 0;
     uint64_t hash = 0;
-    int rc = sm_hash(s, txn, group, &hash);
+    int rc = sm_hash(s, txn, data, &hash);
     if (rc == KHO_OK) {
         rc = marks_get(s, txn, group, marks, &n);
     }
@@ -275,13 +280,14 @@ int store_check_hash(struct store *s, uint64_t group_id, uint64_t *hash,
                      uint64_t *applied)
 {
     MDB_txn *txn = NULL;
+    uint64_t data = 0;
     int rc = store_rtxn_begin(s, &txn);
     if (rc != KHO_OK) {
         return rc;
     }
-    rc = need_group(s, txn, group_id, applied);
+    rc = store_rec_group_data(s, txn, group_id, applied, &data);
     if (rc == KHO_OK) {
-        rc = sm_hash(s, txn, group_id, hash);
+        rc = sm_hash(s, txn, data, hash);
     }
     mdb_txn_abort(txn);
     return rc;
@@ -361,10 +367,10 @@ static int rewrite(struct store *s, MDB_txn *txn, uint64_t group,
 {
     struct store_record r;
     bool other = false;
-    uint64_t applied = 0;
-    int rc = need_group(s, txn, group, &applied);
+    uint64_t applied = 0, data = 0;
+    int rc = store_rec_group_data(s, txn, group, &applied, &data);
     if (rc == KHO_OK) {
-        rc = store_kv_find(s, txn, group, key, key_len, &r, &other);
+        rc = store_kv_find(s, txn, data, key, key_len, &r, &other);
     }
     if (rc == KHO_ENOTFOUND && !other) {
         return store_fail(s, KHO_ENOTFOUND, "group %llu has no such key",
@@ -383,7 +389,7 @@ static int rewrite(struct store *s, MDB_txn *txn, uint64_t group,
     r.key = key;
     r.value = value;
     r.value_len = value_len;
-    return store_kv_put(s, txn, group, &r);
+    return store_kv_put(s, txn, data, &r);
 }
 
 int store_test_rewrite(struct store *s, uint64_t group_id, const void *key,

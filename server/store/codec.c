@@ -190,6 +190,35 @@ int store_meta_snap_decode(const uint8_t *v, size_t len, uint64_t group,
                : KHO_ECORRUPT;
 }
 
+size_t store_meta_conf_encode(uint8_t *v, uint64_t group, uint64_t index,
+                              const struct raft_conf *c)
+{
+    meta_header(v, META_CONF);
+    put_le64(v + 8, index);
+    size_t n = raft_conf_encode(c, v + 16, RAFT_CONF_ENCODED_MAX);
+    if (n == 0) {
+        return 0;
+    }
+    size_t len = META_HEADER_BYTES + 8u + n;
+    meta_seal(v, len, group, META_CONF);
+    return len;
+}
+
+int store_meta_conf_decode(const uint8_t *v, size_t len, uint64_t group,
+                           uint64_t *index, struct raft_conf *c)
+{
+    if (len < META_HEADER_BYTES + 8u || len > META_CONF_BYTES_MAX ||
+        meta_open(v, len, group, META_CONF) != KHO_OK) {
+        return KHO_ECORRUPT;
+    }
+    *index = get_le64(v + 8);
+    if (*index > RAFT_INDEX_MAX) {
+        return KHO_ECORRUPT;
+    }
+    return raft_conf_decode(v + 16, len - 16, c) == KHO_OK ? KHO_OK
+                                                           : KHO_ECORRUPT;
+}
+
 /* --- Record bodies ------------------------------------------------------- */
 
 size_t store_body_size(const struct store_record *r)

@@ -9,12 +9,12 @@
 
 #include <string.h>
 
-/* group | hash | mod_rev | slot; with rev 0 and slot 0 it is where the
+/* data id | hash | mod_rev | slot; with rev 0 and slot 0 it is where the
  * key's versions start. */
-static void hist_key(uint8_t k[HIST_KEY_BYTES], uint64_t group, uint64_t hash,
+static void hist_key(uint8_t k[HIST_KEY_BYTES], uint64_t data, uint64_t hash,
                      uint64_t rev, uint32_t slot)
 {
-    put_be64(k, group);
+    put_be64(k, data);
     put_be64(k + 8, hash);
     put_be64(k + 16, rev);
     k[24] = (uint8_t)(slot >> 8);
@@ -38,12 +38,12 @@ static uint32_t hist_crc(const MDB_val *k, const uint8_t *v, size_t len)
     return store_crc32c_final(c);
 }
 
-int store_hist_decode(uint64_t group, const MDB_val *k, const MDB_val *v,
+int store_hist_decode(uint64_t data, const MDB_val *k, const MDB_val *v,
                       struct store_record *r)
 {
     const uint8_t *p = v->mv_data;
     memset(r, 0, sizeof(*r));
-    if (k->mv_size != HIST_KEY_BYTES || !store_in_group(k, group) ||
+    if (k->mv_size != HIST_KEY_BYTES || !store_in_group(k, data) ||
         v->mv_size < HIST_HEADER_BYTES || v->mv_size > HIST_VALUE_BYTES_MAX ||
         (p[6] & ~HIST_DELETED) != 0 || p[7] != 0) {
         return KHO_ECORRUPT;
@@ -68,12 +68,12 @@ int store_hist_decode(uint64_t group, const MDB_val *k, const MDB_val *v,
     return KHO_OK;
 }
 
-static int hist_corrupt(struct store *s, uint64_t group)
+static int hist_corrupt(struct store *s, uint64_t data)
 {
     return store_fail(s, KHO_ECORRUPT,
-                      "hist group %llu: a version fails its checksum or is "
-                      "malformed; not served",
-                      (unsigned long long)group);
+                      "hist (data id %#llx): a version fails its checksum "
+                      "or is malformed; not served",
+                      (unsigned long long)data);
 }
 
 /* Whether a stored version belongs to `key`, from its header alone: the
@@ -94,7 +94,7 @@ static int version_of_key(const MDB_val *v, const uint8_t *key, size_t len,
 
 /* Drops the key's oldest version when it already has the most it may
  * keep, before one more is written. */
-static int prune(struct store *s, MDB_txn *txn, uint64_t group,
+static int prune(struct store *s, MDB_txn *txn, uint64_t data,
                  const struct store_record *r, const uint8_t *prefix)
 {
     MDB_cursor *c = NULL;
@@ -121,7 +121,7 @@ static int prune(struct store *s, MDB_txn *txn, uint64_t group,
     }
     mdb_cursor_close(c);
     if (err != KHO_OK) {
-        return hist_corrupt(s, group);
+        return hist_corrupt(s, data);
     }
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
         return store_mdb_err(s, rc, "walking hist");
@@ -134,13 +134,13 @@ static int prune(struct store *s, MDB_txn *txn, uint64_t group,
                          "dropping an old version from hist");
 }
 
-int store_hist_append(struct store *s, MDB_txn *txn, uint64_t group,
+int store_hist_append(struct store *s, MDB_txn *txn, uint64_t data,
                       const struct store_record *r, uint32_t slot)
 {
     uint8_t key[HIST_KEY_BYTES];
     uint64_t hash = store_hash(s, r->key, r->key_len);
-    hist_key(key, group, hash, r->mod_rev, slot);
-    int rc = prune(s, txn, group, r, key);
+    hist_key(key, data, hash, r->mod_rev, slot);
+    int rc = prune(s, txn, data, r, key);
     if (rc != KHO_OK) {
         return rc;
     }
@@ -163,14 +163,14 @@ int store_hist_append(struct store *s, MDB_txn *txn, uint64_t group,
 
 /* Serves one version to cb if it is the key's; counts it in *n. Sets *stop
  * when the limit was reached before it (and *more then). */
-static int visit(struct store *s, uint64_t group, const MDB_val *k,
+static int visit(struct store *s, uint64_t data, const MDB_val *k,
                  const MDB_val *v, const uint8_t *key, size_t key_len,
                  uint32_t limit, store_record_cb cb, void *ctx, uint32_t *n,
                  bool *stop)
 {
     struct store_record r;
-    if (store_hist_decode(group, k, v, &r) != KHO_OK) {
-        return hist_corrupt(s, group);
+    if (store_hist_decode(data, k, v, &r) != KHO_OK) {
+        return hist_corrupt(s, data);
     }
     if (r.key_len != key_len || memcmp(r.key, key, key_len) != 0) {
         return KHO_OK; /* another key with the same hash */
@@ -183,7 +183,7 @@ static int visit(struct store *s, uint64_t group, const MDB_val *k,
     return cb(ctx, &r);
 }
 
-int store_hist_walk(struct store *s, MDB_txn *txn, uint64_t group,
+int store_hist_walk(struct store *s, MDB_txn *txn, uint64_t data,
                     const uint8_t *key, size_t key_len, uint64_t after_rev,
                     uint32_t limit, store_record_cb cb, void *ctx, bool *more)
 {
@@ -195,7 +195,7 @@ int store_hist_walk(struct store *s, MDB_txn *txn, uint64_t group,
     if (after_rev == UINT64_MAX) {
         return KHO_OK; /* nothing comes after the last revision */
     }
-    hist_key(from, group, store_hash(s, key, key_len), after_rev + 1, 0);
+    hist_key(from, data, store_hash(s, key, key_len), after_rev + 1, 0);
     MDB_val k = {.mv_size = HIST_KEY_BYTES, .mv_data = from};
     MDB_val v;
     int rc = mdb_cursor_open(txn, s->dbi_hist, &c);
@@ -205,7 +205,7 @@ int store_hist_walk(struct store *s, MDB_txn *txn, uint64_t group,
     int err = KHO_OK;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     while (rc == MDB_SUCCESS && same_prefix(&k, from)) {
-        err = visit(s, group, &k, &v, key, key_len, limit, cb, ctx, &n, &stop);
+        err = visit(s, data, &k, &v, key, key_len, limit, cb, ctx, &n, &stop);
         if (err != KHO_OK || stop) {
             break;
         }

@@ -7,6 +7,7 @@
 
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/types.h>
@@ -35,8 +36,19 @@ struct store {
     ino_t ino;
     int lock_fd;        /* flock()ed against other processes */
     unsigned fork_gen;  /* fork generation at open */
-    pthread_mutex_t mu; /* guards errmsg, n_groups and the writer */
+    pthread_mutex_t mu; /* guards errmsg, the handle counts, abandoned
+                           and the writer */
     uint32_t n_groups;  /* open group handles */
+    uint32_t n_readers; /* open snapshot readers */
+    uint32_t n_stages;  /* open stage handles */
+    /* Data ids of stages closed unfinished, for the next store_batch_gc()
+     * to turn into garbage (a write the closing thread cannot make: it
+     * may be any thread). */
+    uint64_t abandoned[STORE_STAGES_MAX];
+    uint32_t n_abandoned;
+    /* Set whenever garbage may exist (store_gc_pending()); cleared by a
+     * store_batch_gc() that finds none. */
+    atomic_bool gc_pending;
     bool writing;       /* a write transaction is open ... */
     pthread_t writer;   /* ... in this thread */
     /* The raft thread's read transaction, reset between callbacks: it
@@ -182,6 +194,10 @@ static inline uint64_t store_hash(const struct store *s, const uint8_t *key,
 #define META_HS_BYTES (META_HEADER_BYTES + 24u)
 #define META_U64_BYTES (META_HEADER_BYTES + 8u)
 #define META_SNAP_BYTES_MAX (META_HEADER_BYTES + 16u + RAFT_CONF_ENCODED_MAX)
+#define META_CONF_BYTES_MAX (META_HEADER_BYTES + 8u + RAFT_CONF_ENCODED_MAX)
+/* Fresh data ids have the top bit set; group ids (raft indexes, at most
+ * RAFT_INDEX_MAX) never do. */
+#define DATA_ID_FRESH (UINT64_C(1) << 63)
 
 /* The record fields after a kv or hist value's header (store.h top):
  * version, create_rev, mod_rev, time_ms, writer_len. */
@@ -204,9 +220,16 @@ static inline uint64_t store_hash(const struct store *s, const uint8_t *key,
 #define LRU_KEY_BYTES 24u
 #define LRU_VALUE_BYTES 4u
 
-#define SNAP_HEADER_BYTES 32u
-#define SNAP_RECORD_HEADER_BYTES 7u
-#define SNAP_TRAILER_BYTES 4u
+/* The snapshot stream (store.h, "Snapshot stream"). */
+#define STREAM_HEADER_BYTES 40u
+#define STREAM_RECORD_HEADER_BYTES 7u
+#define STREAM_TRAILER_BYTES 13u /* u8 0, u64 count, u32 crc */
+#define STREAM_KEY_BYTES_MAX (KV_LMDB_KEY_BYTES_MAX - GROUP_KEY_BYTES)
+#define STREAM_VALUE_BYTES_MAX                                                 \
+    (KV_VALUE_BYTES_MAX > HIST_VALUE_BYTES_MAX ? KV_VALUE_BYTES_MAX            \
+                                               : HIST_VALUE_BYTES_MAX)
+#define STREAM_RECORD_BYTES_MAX                                                \
+    (STREAM_RECORD_HEADER_BYTES + STREAM_KEY_BYTES_MAX + STREAM_VALUE_BYTES_MAX)
 
 _Static_assert(KV_LMDB_KEY_BYTES_MAX <= STORE_LMDB_KEY_BYTES_MAX,
                "a kv key must fit LMDB's key limit");
@@ -227,19 +250,26 @@ _Static_assert(STORE_REQ_HEADER_BYTES +
                            (STORE_OP_HEADER_BYTES + STORE_KEY_BYTES_MAX) <
                    STORE_ENTRY_BYTES_MAX,
                "a request of many small ops must fit one raft entry");
-_Static_assert(STORE_SNAP_BYTES_MAX <= UINT32_MAX,
-               "LMDB keeps a value's size in 32 bits");
-_Static_assert(KV_VALUE_BYTES_MAX < STORE_SNAP_BYTES_MAX,
-               "one record must fit a snapshot");
+_Static_assert(STREAM_RECORD_BYTES_MAX <= STORE_STAGE_TXN_BYTES,
+               "one record must fit a stage's transaction");
+_Static_assert(STREAM_RECORD_BYTES_MAX <= STORE_BACKUP_CHUNK_BYTES * 2u,
+               "a record spans at most a few backup chunks");
+_Static_assert(STORE_STAGE_DESC_BYTES >= 40u,
+               "a stage descriptor holds magic, crc, data id, group, index "
+               "and term");
 
+/* raft_meta tags (store.h top). META_SESSIONS is keyed by the data id,
+ * the others by the group id. */
 enum meta_tag {
     META_HS = 1,
     META_SNAP = 2,
     META_APPLIED = 3,
     META_SESSIONS = 4,
+    META_DATA = 5,
+    META_CONF = 6,
 };
 
-/* The databases a snapshot carries, by their tag in the payload. */
+/* The databases a snapshot carries, by their tag in the stream. */
 enum snap_db {
     SNAP_DB_KV = 1,
     SNAP_DB_HIST = 2,
@@ -272,6 +302,11 @@ size_t store_meta_snap_encode(uint8_t *v, uint64_t group,
                               const struct raft_snapshot_meta *m);
 int store_meta_snap_decode(const uint8_t *v, size_t len, uint64_t group,
                            struct raft_snapshot_meta *m);
+/* The CONF record (tag 6): index and configuration. */
+size_t store_meta_conf_encode(uint8_t *v, uint64_t group, uint64_t index,
+                              const struct raft_conf *c);
+int store_meta_conf_decode(const uint8_t *v, size_t len, uint64_t group,
+                           uint64_t *index, struct raft_conf *c);
 
 /* The record fields of a kv or hist value (store.h top): BODY_FIXED_BYTES
  * + writer + value bytes. Decoding fills every field of r but key and
@@ -289,15 +324,34 @@ int store_rec_get_applied(struct store *s, MDB_txn *txn, uint64_t group,
                           uint64_t *applied);
 int store_rec_get_snap_meta(struct store *s, MDB_txn *txn, uint64_t group,
                             struct raft_snapshot_meta *m);
-/* The session count; KHO_OK with 0 when none is stored. */
-int store_rec_get_sessions(struct store *s, MDB_txn *txn, uint64_t group,
+/* The session count of a data id; KHO_OK with 0 when none is stored. */
+int store_rec_get_sessions(struct store *s, MDB_txn *txn, uint64_t data,
                            uint64_t *n);
+/* The group's data id (tag 5; the group id itself when absent). Does not
+ * check that the group exists. */
+int store_rec_get_data(struct store *s, MDB_txn *txn, uint64_t group,
+                       uint64_t *data);
+/* The CONF record (tag 6); KHO_ENOTFOUND when absent. */
+int store_rec_get_conf(struct store *s, MDB_txn *txn, uint64_t group,
+                       uint64_t *index, struct raft_conf *c);
 /* The stored entry at index (data points into the map). */
 int store_rec_get_entry(struct store *s, MDB_txn *txn, uint64_t group,
                         uint64_t index, struct raft_entry *e);
 /* Last stored log index of the group; *found false when it has none. */
 int store_rec_last_index(struct store *s, MDB_txn *txn, uint64_t group,
                          uint64_t *last, bool *found);
+/*
+ * What a snapshot of the group taken now is: {applied index A, term of
+ * entry A (the snapshot meta's when A is its index), configuration at A
+ * (CONF, else the snapshot meta's)}, and the group's data id. KHO_ENOTFOUND
+ * (with a message) when the group does not exist; A may be 0.
+ */
+int store_rec_applied_meta(struct store *s, MDB_txn *txn, uint64_t group,
+                           struct raft_snapshot_meta *m, uint64_t *data);
+/* The group's applied index and data id, KHO_ENOTFOUND with a message when
+ * it does not exist: what every read of the state machine starts with. */
+int store_rec_group_data(struct store *s, MDB_txn *txn, uint64_t group,
+                         uint64_t *applied, uint64_t *data);
 
 int store_rec_put_hs(struct store *s, MDB_txn *txn, uint64_t group,
                      const struct raft_hard_state *hs);
@@ -305,19 +359,28 @@ int store_rec_put_applied(struct store *s, MDB_txn *txn, uint64_t group,
                           uint64_t applied);
 int store_rec_put_snap_meta(struct store *s, MDB_txn *txn, uint64_t group,
                             const struct raft_snapshot_meta *m);
-int store_rec_put_sessions(struct store *s, MDB_txn *txn, uint64_t group,
+int store_rec_put_sessions(struct store *s, MDB_txn *txn, uint64_t data,
                            uint64_t n);
+int store_rec_put_data(struct store *s, MDB_txn *txn, uint64_t group,
+                       uint64_t data);
+int store_rec_put_conf(struct store *s, MDB_txn *txn, uint64_t group,
+                       uint64_t index, const struct raft_conf *c);
 int store_rec_put_entry(struct store *s, MDB_txn *txn, uint64_t group,
                         const struct raft_entry *e);
+/* Deletes one raft_meta record if present. */
+int store_rec_del_meta(struct store *s, MDB_txn *txn, uint64_t key,
+                       enum meta_tag tag);
 
 /* Deletes keys k with lo <= k < hi (hi NULL: to the end of the database). */
 int store_rec_del_range(struct store *s, MDB_txn *txn, MDB_dbi dbi,
                         const uint8_t *lo, size_t lo_len, const uint8_t *hi,
                         size_t hi_len);
-/* Deletes every key of a group in `dbi` (keys starting with the group). */
+/* Deletes every key of a group (or data id) in `dbi`: keys starting with
+ * it. */
 int store_rec_del_group(struct store *s, MDB_txn *txn, MDB_dbi dbi,
                         uint64_t group);
-/* True when an LMDB key belongs to `group` (starts with its id). */
+/* True when an LMDB key belongs to `group` (starts with its id; for the
+ * state-machine databases, the data id). */
 static inline bool store_in_group(const MDB_val *k, uint64_t group)
 {
     return k->mv_size >= GROUP_KEY_BYTES && get_be64(k->mv_data) == group;
@@ -325,62 +388,68 @@ static inline bool store_in_group(const MDB_val *k, uint64_t group)
 
 /* --- The kv database (kv.c) ---------------------------------------------- */
 
+/* Every function here takes the data id (store.h top) of the group. */
+
 /* The LMDB key of a user key; returns its length. */
 size_t store_kv_key(const struct store *s, uint8_t k[KV_LMDB_KEY_BYTES_MAX],
-                    uint64_t group, const uint8_t *key, size_t len);
-/* Decodes and verifies one stored kv record of `group` (checksum, and
+                    uint64_t data, const uint8_t *key, size_t len);
+/* Decodes and verifies one stored kv record under `data` (checksum, and
  * that the LMDB key is the one its full key maps to). KHO_ECORRUPT
  * without a message. */
-int store_kv_decode(const struct store *s, uint64_t group, const MDB_val *k,
+int store_kv_decode(const struct store *s, uint64_t data, const MDB_val *k,
                     const MDB_val *v, struct store_record *r);
 /* The message for a corrupt kv record; returns KHO_ECORRUPT. */
-int store_kv_corrupt(struct store *s, uint64_t group);
+int store_kv_corrupt(struct store *s, uint64_t data);
 /* Finds a user key: KHO_OK with r set (pointers into the map, valid until
  * the next write in txn), or KHO_ENOTFOUND (no message); *other is set
  * when a different long key holds its LMDB key. */
-int store_kv_find(struct store *s, MDB_txn *txn, uint64_t group,
+int store_kv_find(struct store *s, MDB_txn *txn, uint64_t data,
                   const uint8_t *key, size_t key_len, struct store_record *r,
                   bool *other);
 /* Writes r (key, value and every field) under its LMDB key. */
-int store_kv_put(struct store *s, MDB_txn *txn, uint64_t group,
+int store_kv_put(struct store *s, MDB_txn *txn, uint64_t data,
                  const struct store_record *r);
-int store_kv_del(struct store *s, MDB_txn *txn, uint64_t group,
+int store_kv_del(struct store *s, MDB_txn *txn, uint64_t data,
                  const uint8_t *key, size_t key_len);
+/* Recomputes the checksum of a well-formed kv value (key: the LMDB key
+ * without its data id) for data id `data`. */
+void store_kv_reseal(uint64_t data, const uint8_t *key, size_t key_len,
+                     uint8_t *v, size_t len);
 
 /* --- The history database (hist.c) --------------------------------------- */
 
 /* Appends r (a put's new record, or a tombstone with r->deleted) as a
  * version of its key, `slot` being the op's index in its request, and
  * drops the key's oldest version beyond STORE_HISTORY_VERSIONS. */
-int store_hist_append(struct store *s, MDB_txn *txn, uint64_t group,
+int store_hist_append(struct store *s, MDB_txn *txn, uint64_t data,
                       const struct store_record *r, uint32_t slot);
 /* Decodes and verifies one stored version. KHO_ECORRUPT without a
  * message. */
-int store_hist_decode(uint64_t group, const MDB_val *k, const MDB_val *v,
+int store_hist_decode(uint64_t data, const MDB_val *k, const MDB_val *v,
                       struct store_record *r);
 /* store_kv_history() inside a transaction. */
-int store_hist_walk(struct store *s, MDB_txn *txn, uint64_t group,
+int store_hist_walk(struct store *s, MDB_txn *txn, uint64_t data,
                     const uint8_t *key, size_t key_len, uint64_t after_rev,
                     uint32_t limit, store_record_cb cb, void *ctx, bool *more);
 
 /* --- Sessions (session.c) ------------------------------------------------ */
 
-/* Forgets up to STORE_SESSION_EVICT_PER_APPLY sessions of the group idle
- * for STORE_SESSION_IDLE_MS at now_ms. */
-int store_sess_evict(struct store *s, MDB_txn *txn, uint64_t group,
+/* Forgets up to STORE_SESSION_EVICT_PER_APPLY sessions idle for
+ * STORE_SESSION_IDLE_MS at now_ms. */
+int store_sess_evict(struct store *s, MDB_txn *txn, uint64_t data,
                      uint64_t now_ms);
 /* Looks a session up: KHO_OK with *seq, *time_ms and *res (the recorded
  * answer), or KHO_ENOTFOUND (no message). */
-int store_sess_get(struct store *s, MDB_txn *txn, uint64_t group,
+int store_sess_get(struct store *s, MDB_txn *txn, uint64_t data,
                    uint64_t session, uint64_t *seq, uint64_t *time_ms,
                    struct store_apply_result *res);
-/* KHO_OK when the group has room for one more session, else KHO_EBUSY
- * (no message: it is the client's answer, not a store failure). */
-int store_sess_room(struct store *s, MDB_txn *txn, uint64_t group);
+/* KHO_OK when there is room for one more session, else KHO_EBUSY (no
+ * message: it is the client's answer, not a store failure). */
+int store_sess_room(struct store *s, MDB_txn *txn, uint64_t data);
 /* Records `res` as the answer to (session, seq) at time now_ms, creating
  * the session when `fresh` (counted), else moving it in the idle index
  * from its old time. */
-int store_sess_put(struct store *s, MDB_txn *txn, uint64_t group,
+int store_sess_put(struct store *s, MDB_txn *txn, uint64_t data,
                    uint64_t session, uint64_t seq, uint64_t now_ms,
                    bool fresh, uint64_t old_time_ms,
                    const struct store_apply_result *res);
@@ -390,21 +459,49 @@ int store_lru_check(const MDB_val *k, const MDB_val *v);
 
 /* --- Applying requests (apply.c) ----------------------------------------- */
 
-/* Applies the request in a NORMAL entry's data at raft index `index`; *out
- * is the client's answer (a malformed request is a no-op answered
- * KHO_EINVAL / KHO_ETOOLARGE). Errors are the store's own. */
+/* Applies the request in a NORMAL entry's data at raft index `index` to
+ * the group's state machine (under its data id `data`); *out is the
+ * client's answer (a malformed request is a no-op answered KHO_EINVAL /
+ * KHO_ETOOLARGE). Errors are the store's own. */
 int store_apply_request(struct store *s, MDB_txn *txn, uint64_t group,
-                        uint64_t index, const uint8_t *data, size_t len,
-                        struct store_apply_result *out);
+                        uint64_t data, uint64_t index, const uint8_t *bytes,
+                        size_t len, struct store_apply_result *out);
 
-/* --- Snapshots (snapshot.c) ---------------------------------------------- */
+/* --- Data ids, garbage and stages (data.c, stage.c) ---------------------- */
 
-/* Writes the group's state machine as a snapshot payload at `index` into
- * the snap database. */
-int store_snap_write(struct store *s, MDB_txn *txn, uint64_t group,
-                     uint64_t index);
-/* Replaces the group's state machine with a payload (checked here). */
-int store_snap_install(struct store *s, MDB_txn *txn, uint64_t group,
-                       uint64_t index, const uint8_t *data, size_t len);
+/* A fresh data id ((1 << 63) | counter, the counter in `info`). */
+int store_data_alloc(struct store *s, MDB_txn *txn, uint64_t *data);
+/* Records `data` as garbage for store_batch_gc() (idempotent). */
+int store_gc_add(struct store *s, MDB_txn *txn, uint64_t data);
+/* Deletes a data id's records at once and forgets it as garbage: for a
+ * restore, which may reuse an id that an earlier life left as garbage. */
+int store_gc_clear_now(struct store *s, MDB_txn *txn, uint64_t data);
+/* At store_open: every stage marker left over becomes garbage; sets
+ * gc_pending when garbage is waiting. */
+int store_gc_open(struct store *s, MDB_txn *txn);
+/* Every stage marker of the group that is finished (all_states: any)
+ * becomes garbage, but `keep` (0: none). */
+int store_stage_markers_drop(struct store *s, MDB_txn *txn, uint64_t group,
+                             bool all_states, uint64_t keep);
+
+/* A stage marker (store.h top, `info` "stage"). */
+enum stage_state {
+    STAGE_RECEIVING = 1,
+    STAGE_FINISHED = 2,
+};
+struct stage_marker {
+    uint32_t state; /* enum stage_state */
+    uint64_t group, index, term;
+};
+int store_stage_marker_get(struct store *s, MDB_txn *txn, uint64_t data,
+                           struct stage_marker *m);
+int store_stage_marker_put(struct store *s, MDB_txn *txn, uint64_t data,
+                           const struct stage_marker *m);
+int store_stage_marker_del(struct store *s, MDB_txn *txn, uint64_t data);
+
+/* raft.h step 2a with a stage descriptor (stage.c): swaps the group's data
+ * id for the staged one, in the batch. */
+int store_stage_install(struct store_batch *b, uint64_t group,
+                        const struct raft_snapshot *sn, uint64_t applied);
 
 #endif /* KHO_STORE_INTERNAL_H */

@@ -5,10 +5,11 @@
  * a transaction left open between callbacks would pin old pages (the map
  * grows while an idle group holds its reader) and use one reader slot per
  * group. The raft thread reuses one reserved transaction (reset between
- * callbacks, so it pins nothing) and never competes for reader slots. What the
- * core gets back (entry data, snapshot payload) is copied into the group's
- * scratch buffer, which the next callback on the group reuses - exactly the
- * lifetime raft.h promises the core.
+ * callbacks, so it pins nothing) and never competes for reader slots. The
+ * entry data the core gets back is copied into the group's scratch buffer,
+ * which the next callback on the group reuses - exactly the lifetime raft.h
+ * promises the core. Snapshots carry no payload here: only their meta (a
+ * store_snap_reader streams the bytes, store.h).
  */
 #include "internal.h"
 
@@ -293,44 +294,21 @@ static int cb_entries(void *ctx, uint64_t lo, uint64_t hi, size_t max_bytes,
     return rc;
 }
 
+/* {applied index A, term of entry A, conf at A}: a snapshot taken now, as
+ * a reader opened now would stream it (or at a later applied index). */
 static int snapshot_in(struct store_group *g, MDB_txn *txn,
                        struct raft_snapshot *out)
 {
-    struct raft_snapshot_meta m;
-    int rc = meta(g, txn, &m);
-    if (rc != KHO_OK) {
-        return rc;
-    }
+    uint64_t data = 0;
     memset(out, 0, sizeof(*out));
-    out->meta = m;
-    if (m.index == 0) {
-        return KHO_OK; /* no snapshot yet: the log starts at 1 */
-    }
-    uint8_t gk[GROUP_KEY_BYTES];
-    put_be64(gk, g->id);
-    MDB_val k = {.mv_size = sizeof(gk), .mv_data = gk};
-    MDB_val v;
-    rc = mdb_get(txn, g->s->dbi_snap, &k, &v);
-    if (rc == MDB_NOTFOUND ||
-        (rc == MDB_SUCCESS &&
-         store_snap_check(v.mv_data, v.mv_size, g->id, m.index) != KHO_OK)) {
+    int rc = store_rec_applied_meta(g->s, txn, g->id, &out->meta, &data);
+    if (rc == KHO_ENOTFOUND) {
         return store_fail(g->s, KHO_ECORRUPT,
-                          "snap group %llu at index %llu: payload missing, "
-                          "corrupt or not matching its meta; not served",
-                          (unsigned long long)g->id,
-                          (unsigned long long)m.index);
+                          "group %llu lost its snapshot meta (deleted while "
+                          "open?)",
+                          (unsigned long long)g->id);
     }
-    if (rc != MDB_SUCCESS) {
-        return store_mdb_err(g->s, rc, "reading snap");
-    }
-    rc = scratch_reserve(g, v.mv_size);
-    if (rc != KHO_OK) {
-        return rc;
-    }
-    memcpy(g->scratch, v.mv_data, v.mv_size);
-    out->data = g->scratch;
-    out->len = v.mv_size;
-    return KHO_OK;
+    return rc;
 }
 
 static int cb_snapshot(void *ctx, struct raft_snapshot *out)

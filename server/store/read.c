@@ -3,6 +3,8 @@
  * keys, a key's history, and the space the map holds. Each call runs on its
  * own read transaction and reports the group's applied index from that same
  * transaction, so a linearizable read can check it against its read index.
+ * It maps the group to its data id in that transaction too, so a read
+ * during an install sees the old state machine or the new one, whole.
  * Every record is checksummed before cb sees it.
  */
 #include "internal.h"
@@ -35,20 +37,16 @@ static int check_limit(struct store *s, uint32_t limit)
     return KHO_OK;
 }
 
-/* Begins the read and fetches the group's applied index in it. On failure
- * no transaction is left open. */
+/* Begins the read and fetches the group's applied index and data id in
+ * it. On failure no transaction is left open. */
 static int read_begin(struct store *s, uint64_t group, MDB_txn **txn,
-                      uint64_t *applied)
+                      uint64_t *applied, uint64_t *data)
 {
     int rc = store_rtxn_begin(s, txn);
     if (rc != KHO_OK) {
         return rc;
     }
-    rc = store_rec_get_applied(s, *txn, group, applied);
-    if (rc == KHO_ENOTFOUND) {
-        rc = store_fail(s, KHO_ENOTFOUND, "group %llu does not exist",
-                        (unsigned long long)group);
-    }
+    rc = store_rec_group_data(s, *txn, group, applied, data);
     if (rc != KHO_OK) {
         mdb_txn_abort(*txn);
         *txn = NULL;
@@ -74,16 +72,16 @@ int store_kv_read(struct store *s, uint64_t group_id, const void *key,
     MDB_txn *txn = NULL;
     struct store_record r;
     bool other = false;
-    uint64_t ap = 0;
+    uint64_t ap = 0, data = 0;
     STORE_ASSERT(cb != NULL);
     int rc = check_key(s, key, key_len);
     if (rc == KHO_OK) {
-        rc = read_begin(s, group_id, &txn, &ap);
+        rc = read_begin(s, group_id, &txn, &ap, &data);
     }
     if (rc != KHO_OK) {
         return rc;
     }
-    rc = store_kv_find(s, txn, group_id, key, key_len, &r, &other);
+    rc = store_kv_find(s, txn, data, key, key_len, &r, &other);
     if (rc == KHO_ENOTFOUND) {
         rc = store_fail(s, KHO_ENOTFOUND, "key not found");
     }
@@ -165,19 +163,19 @@ static int seek_after(MDB_txn *txn, MDB_dbi dbi, MDB_cursor *c,
 /* Puts the cursor on the first record at or after start's cut key and,
  * for a continuation, strictly after `after`'s LMDB key. */
 static int scan_seek(struct store *s, MDB_txn *txn, MDB_cursor *c,
-                     uint64_t group, const struct store_scan *q, MDB_val *k,
+                     uint64_t data, const struct store_scan *q, MDB_val *k,
                      MDB_val *v)
 {
     uint8_t from[KV_LMDB_KEY_BYTES_MAX], after[KV_LMDB_KEY_BYTES_MAX];
     size_t cut = inline_len(q->start_len);
-    put_be64(from, group);
+    put_be64(from, data);
     if (cut > 0) {
         memcpy(from + GROUP_KEY_BYTES, q->start, cut);
     }
     MDB_val lo = {.mv_size = GROUP_KEY_BYTES + cut, .mv_data = from};
     if (q->after_len > 0) {
         MDB_val a = {.mv_size =
-                         store_kv_key(s, after, group, q->after, q->after_len),
+                         store_kv_key(s, after, data, q->after, q->after_len),
                      .mv_data = after};
         if (mdb_cmp(txn, s->dbi_kv, &a, &lo) >= 0) {
             return seek_after(txn, s->dbi_kv, c, &a, k, v);
@@ -221,7 +219,7 @@ static int scan_visit(struct scan *sc, const struct store_record *r)
     return sc->cb(sc->ctx, r);
 }
 
-static int scan_in(struct store *s, MDB_txn *txn, uint64_t group,
+static int scan_in(struct store *s, MDB_txn *txn, uint64_t data,
                    struct scan *sc)
 {
     MDB_cursor *c = NULL;
@@ -231,11 +229,11 @@ static int scan_in(struct store *s, MDB_txn *txn, uint64_t group,
         return store_mdb_err(s, rc, "opening a kv cursor");
     }
     int err = KHO_OK;
-    rc = scan_seek(s, txn, c, group, sc->q, &k, &v);
-    while (rc == MDB_SUCCESS && store_in_group(&k, group)) {
+    rc = scan_seek(s, txn, c, data, sc->q, &k, &v);
+    while (rc == MDB_SUCCESS && store_in_group(&k, data)) {
         struct store_record r;
-        if (store_kv_decode(s, group, &k, &v, &r) != KHO_OK) {
-            err = store_kv_corrupt(s, group);
+        if (store_kv_decode(s, data, &k, &v, &r) != KHO_OK) {
+            err = store_kv_corrupt(s, data);
             break;
         }
         err = scan_visit(sc, &r);
@@ -259,18 +257,18 @@ int store_kv_scan(struct store *s, uint64_t group_id,
                   bool *more, uint64_t *applied)
 {
     MDB_txn *txn = NULL;
-    uint64_t ap = 0;
+    uint64_t ap = 0, data = 0;
     struct scan sc = {.q = q, .cb = cb, .ctx = ctx};
     STORE_ASSERT(cb != NULL && q != NULL);
     *more = false;
     int rc = check_scan(s, q);
     if (rc == KHO_OK) {
-        rc = read_begin(s, group_id, &txn, &ap);
+        rc = read_begin(s, group_id, &txn, &ap, &data);
     }
     if (rc != KHO_OK) {
         return rc;
     }
-    rc = scan_in(s, txn, group_id, &sc);
+    rc = scan_in(s, txn, data, &sc);
     *more = sc.more;
     return read_end(txn, rc, ap, applied);
 }
@@ -283,7 +281,7 @@ int store_kv_history(struct store *s, uint64_t group_id, const void *key,
                      uint64_t *applied)
 {
     MDB_txn *txn = NULL;
-    uint64_t ap = 0;
+    uint64_t ap = 0, data = 0;
     STORE_ASSERT(cb != NULL);
     *more = false;
     int rc = check_key(s, key, key_len);
@@ -291,13 +289,13 @@ int store_kv_history(struct store *s, uint64_t group_id, const void *key,
         rc = check_limit(s, limit);
     }
     if (rc == KHO_OK) {
-        rc = read_begin(s, group_id, &txn, &ap);
+        rc = read_begin(s, group_id, &txn, &ap, &data);
     }
     if (rc != KHO_OK) {
         return rc;
     }
-    rc = store_hist_walk(s, txn, group_id, key, key_len, after_rev, limit, cb,
-                         ctx, more);
+    rc = store_hist_walk(s, txn, data, key, key_len, after_rev, limit, cb, ctx,
+                         more);
     return read_end(txn, rc, ap, applied);
 }
 

@@ -1,7 +1,8 @@
 /*
- * records.c - reading and writing the raft records (log entries, hard
- * state, snapshot meta, applied index) inside a caller's transaction, with
- * their checksums checked on every read.
+ * records.c - reading and writing the raft_log and raft_meta records (log
+ * entries, hard state, snapshot meta, applied index, data id, CONF, the
+ * session count) inside a caller's transaction, with their checksums
+ * checked on every read.
  */
 #include "internal.h"
 
@@ -58,21 +59,55 @@ int store_rec_get_applied(struct store *s, MDB_txn *txn, uint64_t group,
     return KHO_OK;
 }
 
-int store_rec_get_sessions(struct store *s, MDB_txn *txn, uint64_t group,
+int store_rec_get_sessions(struct store *s, MDB_txn *txn, uint64_t data,
                            uint64_t *n)
 {
     MDB_val v;
     *n = 0;
-    int rc = get_meta(s, txn, group, META_SESSIONS, &v);
+    int rc = get_meta(s, txn, data, META_SESSIONS, &v);
     if (rc == KHO_ENOTFOUND) {
         return KHO_OK;
     }
     if (rc != KHO_OK) {
         return rc;
     }
-    if (store_meta_u64_decode(v.mv_data, v.mv_size, group, META_SESSIONS,
-                              n) != KHO_OK) {
-        return corrupt_meta(s, group, "the session count");
+    if (store_meta_u64_decode(v.mv_data, v.mv_size, data, META_SESSIONS, n) !=
+        KHO_OK) {
+        return corrupt_meta(s, data, "the session count");
+    }
+    return KHO_OK;
+}
+
+int store_rec_get_data(struct store *s, MDB_txn *txn, uint64_t group,
+                       uint64_t *data)
+{
+    MDB_val v;
+    int rc = get_meta(s, txn, group, META_DATA, &v);
+    if (rc == KHO_ENOTFOUND) {
+        *data = group; /* restored groups, and stores made before tag 5 */
+        return KHO_OK;
+    }
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    if (store_meta_u64_decode(v.mv_data, v.mv_size, group, META_DATA, data) !=
+        KHO_OK) {
+        return corrupt_meta(s, group, "the data id");
+    }
+    return KHO_OK;
+}
+
+int store_rec_get_conf(struct store *s, MDB_txn *txn, uint64_t group,
+                       uint64_t *index, struct raft_conf *c)
+{
+    MDB_val v;
+    int rc = get_meta(s, txn, group, META_CONF, &v);
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    if (store_meta_conf_decode(v.mv_data, v.mv_size, group, index, c) !=
+        KHO_OK) {
+        return corrupt_meta(s, group, "the configuration at applied");
     }
     return KHO_OK;
 }
@@ -113,6 +148,80 @@ int store_rec_get_entry(struct store *s, MDB_txn *txn, uint64_t group,
                           v.mv_size);
     }
     return KHO_OK;
+}
+
+/* The term of the applied entry, and the configuration in force there. */
+static int applied_term_conf(struct store *s, MDB_txn *txn, uint64_t group,
+                             struct raft_snapshot_meta *m)
+{
+    struct raft_entry e;
+    uint64_t conf_index = 0;
+    struct raft_conf c;
+    int rc = KHO_OK;
+    if (m->index != 0) {
+        rc = store_rec_get_entry(s, txn, group, m->index, &e);
+    }
+    if (rc == KHO_ENOTFOUND) {
+        return store_fail(
+            s, KHO_ECORRUPT, "group %llu: applied entry %llu is not in the log",
+            (unsigned long long)group, (unsigned long long)m->index);
+    }
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    m->term = m->index != 0 ? e.term : 0;
+    rc = store_rec_get_conf(s, txn, group, &conf_index, &c);
+    if (rc == KHO_ENOTFOUND) {
+        return KHO_OK; /* the snapshot meta's conf, already in *m */
+    }
+    if (rc == KHO_OK && conf_index > m->index) {
+        return corrupt_meta(s, group, "the configuration at applied");
+    }
+    if (rc == KHO_OK) {
+        m->conf = c;
+    }
+    return rc;
+}
+
+int store_rec_applied_meta(struct store *s, MDB_txn *txn, uint64_t group,
+                           struct raft_snapshot_meta *m, uint64_t *data)
+{
+    uint64_t applied = 0;
+    int rc = store_rec_get_snap_meta(s, txn, group, m);
+    if (rc == KHO_OK) {
+        rc = store_rec_get_applied(s, txn, group, &applied);
+    }
+    if (rc == KHO_ENOTFOUND) {
+        return store_fail(s, KHO_ENOTFOUND, "group %llu does not exist",
+                          (unsigned long long)group);
+    }
+    if (rc == KHO_OK) {
+        rc = store_rec_get_data(s, txn, group, data);
+    }
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    if (applied < m->index) {
+        return corrupt_meta(s, group, "the applied index");
+    }
+    if (applied == m->index) {
+        /* Term and configuration are the snapshot meta's; a CONF record
+         * at the same index says the same. */
+        return KHO_OK;
+    }
+    m->index = applied;
+    return applied_term_conf(s, txn, group, m);
+}
+
+int store_rec_group_data(struct store *s, MDB_txn *txn, uint64_t group,
+                         uint64_t *applied, uint64_t *data)
+{
+    int rc = store_rec_get_applied(s, txn, group, applied);
+    if (rc == KHO_ENOTFOUND) {
+        return store_fail(s, KHO_ENOTFOUND, "group %llu does not exist",
+                          (unsigned long long)group);
+    }
+    return rc == KHO_OK ? store_rec_get_data(s, txn, group, data) : rc;
 }
 
 int store_rec_last_index(struct store *s, MDB_txn *txn, uint64_t group,
@@ -186,12 +295,45 @@ int store_rec_put_applied(struct store *s, MDB_txn *txn, uint64_t group,
     return put_meta(s, txn, group, META_APPLIED, v, n);
 }
 
-int store_rec_put_sessions(struct store *s, MDB_txn *txn, uint64_t group,
+int store_rec_put_sessions(struct store *s, MDB_txn *txn, uint64_t data,
                            uint64_t n)
 {
     uint8_t v[META_U64_BYTES];
-    size_t len = store_meta_u64_encode(v, group, META_SESSIONS, n);
-    return put_meta(s, txn, group, META_SESSIONS, v, len);
+    size_t len = store_meta_u64_encode(v, data, META_SESSIONS, n);
+    return put_meta(s, txn, data, META_SESSIONS, v, len);
+}
+
+int store_rec_put_data(struct store *s, MDB_txn *txn, uint64_t group,
+                       uint64_t data)
+{
+    uint8_t v[META_U64_BYTES];
+    size_t len = store_meta_u64_encode(v, group, META_DATA, data);
+    return put_meta(s, txn, group, META_DATA, v, len);
+}
+
+int store_rec_put_conf(struct store *s, MDB_txn *txn, uint64_t group,
+                       uint64_t index, const struct raft_conf *c)
+{
+    uint8_t v[META_CONF_BYTES_MAX];
+    size_t n = store_meta_conf_encode(v, group, index, c);
+    if (n == 0) {
+        return store_fail(s, KHO_EINVAL,
+                          "group %llu: configuration of %u members cannot "
+                          "be stored",
+                          (unsigned long long)group, c->n);
+    }
+    return put_meta(s, txn, group, META_CONF, v, n);
+}
+
+int store_rec_del_meta(struct store *s, MDB_txn *txn, uint64_t key,
+                       enum meta_tag tag)
+{
+    uint8_t k[META_KEY_BYTES];
+    store_meta_key(k, key, tag);
+    MDB_val kv = {.mv_size = sizeof(k), .mv_data = k};
+    int rc = mdb_del(txn, s->dbi_meta, &kv, NULL);
+    return rc == MDB_NOTFOUND ? KHO_OK
+                              : store_mdb_err(s, rc, "deleting from raft_meta");
 }
 
 int store_rec_put_snap_meta(struct store *s, MDB_txn *txn, uint64_t group,

@@ -1,10 +1,10 @@
 /*
  * session.c - client sessions for exactly-once requests (store.h, "State-
  * machine requests"): the `sess` record of each session, the `sess_lru`
- * index that finds idle sessions oldest first, and the per-group session
- * count that caps the table. Every decision here depends only on the
- * replicated requests (their time_ms included), never on a local clock, so
- * every replica keeps and forgets the same sessions.
+ * index that finds idle sessions oldest first, and the session count that
+ * caps the table, all under the group's data id. Every decision here depends
+ * only on the replicated requests (their time_ms included), never on a local
+ * clock, so every replica keeps and forgets the same sessions.
  */
 #include "internal.h"
 
@@ -12,17 +12,16 @@
 
 /* --- Records ------------------------------------------------------------- */
 
-static void sess_key(uint8_t k[SESS_KEY_BYTES], uint64_t group,
-                     uint64_t session)
+static void sess_key(uint8_t k[SESS_KEY_BYTES], uint64_t data, uint64_t session)
 {
-    put_be64(k, group);
+    put_be64(k, data);
     put_be64(k + 8, session);
 }
 
-static void lru_key(uint8_t k[LRU_KEY_BYTES], uint64_t group, uint64_t time_ms,
+static void lru_key(uint8_t k[LRU_KEY_BYTES], uint64_t data, uint64_t time_ms,
                     uint64_t session)
 {
-    put_be64(k, group);
+    put_be64(k, data);
     put_be64(k + 8, time_ms);
     put_be64(k + 16, session);
 }
@@ -60,20 +59,20 @@ int store_lru_check(const MDB_val *k, const MDB_val *v)
     return KHO_OK;
 }
 
-static int sess_corrupt(struct store *s, uint64_t group, const char *what)
+static int sess_corrupt(struct store *s, uint64_t data, const char *what)
 {
-    return store_fail(s, KHO_ECORRUPT, "sessions of group %llu: %s; not used",
-                      (unsigned long long)group, what);
+    return store_fail(s, KHO_ECORRUPT, "sessions (data id %#llx): %s; not used",
+                      (unsigned long long)data, what);
 }
 
 /* --- Lookups ------------------------------------------------------------- */
 
-int store_sess_get(struct store *s, MDB_txn *txn, uint64_t group,
+int store_sess_get(struct store *s, MDB_txn *txn, uint64_t data,
                    uint64_t session, uint64_t *seq, uint64_t *time_ms,
                    struct store_apply_result *res)
 {
     uint8_t k[SESS_KEY_BYTES];
-    sess_key(k, group, session);
+    sess_key(k, data, session);
     MDB_val kv = {.mv_size = sizeof(k), .mv_data = k}, v;
     int rc = mdb_get(txn, s->dbi_sess, &kv, &v);
     if (rc == MDB_NOTFOUND) {
@@ -83,7 +82,7 @@ int store_sess_get(struct store *s, MDB_txn *txn, uint64_t group,
         return store_mdb_err(s, rc, "reading a session");
     }
     if (store_sess_check(&kv, &v) != KHO_OK) {
-        return sess_corrupt(s, group, "a session record is corrupt");
+        return sess_corrupt(s, data, "a session record is corrupt");
     }
     const uint8_t *p = v.mv_data;
     memset(res, 0, sizeof(*res));
@@ -96,10 +95,10 @@ int store_sess_get(struct store *s, MDB_txn *txn, uint64_t group,
     return KHO_OK;
 }
 
-int store_sess_room(struct store *s, MDB_txn *txn, uint64_t group)
+int store_sess_room(struct store *s, MDB_txn *txn, uint64_t data)
 {
     uint64_t n = 0;
-    int rc = store_rec_get_sessions(s, txn, group, &n);
+    int rc = store_rec_get_sessions(s, txn, data, &n);
     if (rc != KHO_OK) {
         return rc;
     }
@@ -108,11 +107,11 @@ int store_sess_room(struct store *s, MDB_txn *txn, uint64_t group)
 
 /* --- Writes -------------------------------------------------------------- */
 
-static int lru_put(struct store *s, MDB_txn *txn, uint64_t group,
+static int lru_put(struct store *s, MDB_txn *txn, uint64_t data,
                    uint64_t time_ms, uint64_t session)
 {
     uint8_t k[LRU_KEY_BYTES], v[LRU_VALUE_BYTES];
-    lru_key(k, group, time_ms, session);
+    lru_key(k, data, time_ms, session);
     put_le32(v, lru_crc(k));
     MDB_val kv = {.mv_size = sizeof(k), .mv_data = k};
     MDB_val vv = {.mv_size = sizeof(v), .mv_data = v};
@@ -120,25 +119,25 @@ static int lru_put(struct store *s, MDB_txn *txn, uint64_t group,
                          "writing sess_lru");
 }
 
-static int lru_del(struct store *s, MDB_txn *txn, uint64_t group,
+static int lru_del(struct store *s, MDB_txn *txn, uint64_t data,
                    uint64_t time_ms, uint64_t session)
 {
     uint8_t k[LRU_KEY_BYTES];
-    lru_key(k, group, time_ms, session);
+    lru_key(k, data, time_ms, session);
     MDB_val kv = {.mv_size = sizeof(k), .mv_data = k};
     int rc = mdb_del(txn, s->dbi_lru, &kv, NULL);
     if (rc == MDB_NOTFOUND) {
-        return sess_corrupt(s, group, "a session is missing from sess_lru");
+        return sess_corrupt(s, data, "a session is missing from sess_lru");
     }
     return store_mdb_err(s, rc, "deleting from sess_lru");
 }
 
-static int sess_write(struct store *s, MDB_txn *txn, uint64_t group,
+static int sess_write(struct store *s, MDB_txn *txn, uint64_t data,
                       uint64_t session, uint64_t seq, uint64_t time_ms,
                       const struct store_apply_result *r)
 {
     uint8_t k[SESS_KEY_BYTES], p[SESS_VALUE_BYTES];
-    sess_key(k, group, session);
+    sess_key(k, data, session);
     put_le32(p + 4, (uint32_t)r->result);
     put_le64(p + 8, seq);
     put_le64(p + 16, r->version);
@@ -153,21 +152,21 @@ static int sess_write(struct store *s, MDB_txn *txn, uint64_t group,
                          "writing a session");
 }
 
-static int count_add(struct store *s, MDB_txn *txn, uint64_t group,
-                     uint64_t add, uint64_t sub)
+static int count_add(struct store *s, MDB_txn *txn, uint64_t data, uint64_t add,
+                     uint64_t sub)
 {
     uint64_t n = 0;
-    int rc = store_rec_get_sessions(s, txn, group, &n);
+    int rc = store_rec_get_sessions(s, txn, data, &n);
     if (rc != KHO_OK) {
         return rc;
     }
     if (n < sub) {
-        return sess_corrupt(s, group, "the session count is too low");
+        return sess_corrupt(s, data, "the session count is too low");
     }
-    return store_rec_put_sessions(s, txn, group, n - sub + add);
+    return store_rec_put_sessions(s, txn, data, n - sub + add);
 }
 
-int store_sess_put(struct store *s, MDB_txn *txn, uint64_t group,
+int store_sess_put(struct store *s, MDB_txn *txn, uint64_t data,
                    uint64_t session, uint64_t seq, uint64_t now_ms, bool fresh,
                    uint64_t old_time_ms, const struct store_apply_result *res)
 {
@@ -176,16 +175,16 @@ int store_sess_put(struct store *s, MDB_txn *txn, uint64_t group,
     uint64_t t = fresh || now_ms > old_time_ms ? now_ms : old_time_ms;
     int rc = KHO_OK;
     if (!fresh && t != old_time_ms) {
-        rc = lru_del(s, txn, group, old_time_ms, session);
+        rc = lru_del(s, txn, data, old_time_ms, session);
     }
     if (rc == KHO_OK && (fresh || t != old_time_ms)) {
-        rc = lru_put(s, txn, group, t, session);
+        rc = lru_put(s, txn, data, t, session);
     }
     if (rc == KHO_OK) {
-        rc = sess_write(s, txn, group, session, seq, t, res);
+        rc = sess_write(s, txn, data, session, seq, t, res);
     }
     if (rc == KHO_OK && fresh) {
-        rc = count_add(s, txn, group, 1, 0);
+        rc = count_add(s, txn, data, 1, 0);
     }
     return rc;
 }
@@ -193,30 +192,30 @@ int store_sess_put(struct store *s, MDB_txn *txn, uint64_t group,
 /* --- Eviction ------------------------------------------------------------ */
 
 /* Forgets the session an lru entry names. */
-static int forget(struct store *s, MDB_txn *txn, uint64_t group,
+static int forget(struct store *s, MDB_txn *txn, uint64_t data,
                   const MDB_val *k, const MDB_val *v)
 {
     if (store_lru_check(k, v) != KHO_OK) {
-        return sess_corrupt(s, group, "a sess_lru entry is corrupt");
+        return sess_corrupt(s, data, "a sess_lru entry is corrupt");
     }
     uint8_t sk[SESS_KEY_BYTES];
-    sess_key(sk, group, get_be64((const uint8_t *)k->mv_data + 16));
+    sess_key(sk, data, get_be64((const uint8_t *)k->mv_data + 16));
     MDB_val kv = {.mv_size = sizeof(sk), .mv_data = sk};
     int rc = mdb_del(txn, s->dbi_sess, &kv, NULL);
     if (rc == MDB_NOTFOUND) {
-        return sess_corrupt(s, group, "sess_lru names a missing session");
+        return sess_corrupt(s, data, "sess_lru names a missing session");
     }
     return store_mdb_err(s, rc, "deleting a session");
 }
 
-/* Whether an lru key of the group is at or before the cutoff time. */
-static bool idle(const MDB_val *k, uint64_t group, uint64_t cutoff_ms)
+/* Whether an lru key of the data id is at or before the cutoff time. */
+static bool idle(const MDB_val *k, uint64_t data, uint64_t cutoff_ms)
 {
-    return k->mv_size == LRU_KEY_BYTES && store_in_group(k, group) &&
+    return k->mv_size == LRU_KEY_BYTES && store_in_group(k, data) &&
            get_be64((const uint8_t *)k->mv_data + 8) <= cutoff_ms;
 }
 
-int store_sess_evict(struct store *s, MDB_txn *txn, uint64_t group,
+int store_sess_evict(struct store *s, MDB_txn *txn, uint64_t data,
                      uint64_t now_ms)
 {
     MDB_cursor *c = NULL;
@@ -226,7 +225,7 @@ int store_sess_evict(struct store *s, MDB_txn *txn, uint64_t group,
         return KHO_OK; /* nothing can have been idle that long */
     }
     uint64_t cutoff = now_ms - STORE_SESSION_IDLE_MS;
-    put_be64(lo, group);
+    put_be64(lo, data);
     MDB_val k = {.mv_size = sizeof(lo), .mv_data = lo}, v;
     int rc = mdb_cursor_open(txn, s->dbi_lru, &c);
     if (rc != MDB_SUCCESS) {
@@ -235,8 +234,8 @@ int store_sess_evict(struct store *s, MDB_txn *txn, uint64_t group,
     int err = KHO_OK;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     while (rc == MDB_SUCCESS && n < STORE_SESSION_EVICT_PER_APPLY &&
-           idle(&k, group, cutoff)) {
-        err = forget(s, txn, group, &k, &v);
+           idle(&k, data, cutoff)) {
+        err = forget(s, txn, data, &k, &v);
         if (err != KHO_OK) {
             break;
         }
@@ -254,5 +253,5 @@ int store_sess_evict(struct store *s, MDB_txn *txn, uint64_t group,
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
         return store_mdb_err(s, rc, "walking sess_lru");
     }
-    return n > 0 ? count_add(s, txn, group, 0, n) : KHO_OK;
+    return n > 0 ? count_add(s, txn, data, 0, n) : KHO_OK;
 }

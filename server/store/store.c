@@ -415,11 +415,19 @@ static int check_format(struct store *s, MDB_txn *txn)
     if (rc != MDB_SUCCESS) {
         return store_mdb_err(s, rc, "reading the format version");
     }
-    if (v.mv_size != 4 || get_le32(v.mv_data) != STORE_FORMAT_VERSION) {
+    if (v.mv_size != 4) {
         return store_fail(s, KHO_EINVAL,
                           "%s holds an unknown store format (this build "
                           "reads version %u)",
                           s->path, STORE_FORMAT_VERSION);
+    }
+    if (get_le32(v.mv_data) != STORE_FORMAT_VERSION) {
+        return store_fail(s, KHO_EINVAL,
+                          "%s holds store format %u; this build reads only "
+                          "format %u and does not convert: restore it from a "
+                          "backup, or start the node on an empty directory "
+                          "and let it catch up from its peers",
+                          s->path, get_le32(v.mv_data), STORE_FORMAT_VERSION);
     }
     return KHO_OK;
 }
@@ -447,6 +455,9 @@ static int open_dbis(struct store *s)
         }
     }
     rc = check_format(s, txn);
+    if (rc == KHO_OK) {
+        rc = store_gc_open(s, txn);
+    }
     if (rc != KHO_OK) {
         mdb_txn_abort(txn);
         return rc;
@@ -520,6 +531,7 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out)
         return store_fail(NULL, KHO_ENOMEM, "out of memory");
     }
     s->lock_fd = -1;
+    atomic_init(&s->gc_pending, false);
     s->opts = opts;
     s->hash_mask = opts.test_key_hash_bits == 0
                        ? UINT64_MAX
@@ -576,6 +588,8 @@ void store_close(struct store *s)
         return;
     }
     STORE_ASSERT(s->n_groups == 0);
+    STORE_ASSERT(s->n_readers == 0);
+    STORE_ASSERT(s->n_stages == 0);
     STORE_ASSERT(!s->writing);
     free_store(s, true);
 }
@@ -621,6 +635,19 @@ int store_group_load(struct store *s, uint64_t group_id,
         return rc;
     }
     rc = load(s, txn, group_id, hs, applied);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int store_group_data_id(struct store *s, uint64_t group_id, uint64_t *data_id)
+{
+    MDB_txn *txn = NULL;
+    uint64_t applied = 0;
+    int rc = store_rtxn_begin(s, &txn);
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    rc = store_rec_group_data(s, txn, group_id, &applied, data_id);
     mdb_txn_abort(txn);
     return rc;
 }

@@ -1,7 +1,7 @@
 /*
  * store.h - kho's durable storage: one LMDB environment per node holding
- * every local Raft group's log, hard state and snapshot, and the registry
- * state machine those logs drive.
+ * every local Raft group's log, hard state and snapshot meta, and the
+ * registry state machine those logs drive.
  *
  * Why one environment: the raft thread writes the new entries, hard states
  * and applies of *all* groups in one LMDB write transaction (group commit:
@@ -9,42 +9,74 @@
  * same transaction as the state-machine changes it covers, so a restart
  * never re-applies or skips an entry (ARCHITECTURE.md, "A node").
  *
- * Threads. The write path (store_write_begin .. store_write_commit,
- * store_compact) belongs to one thread, the raft thread; LMDB serialises
- * writers anyway. A `struct store_group` and the `struct raft_storage` made
- * from it are used by that thread only. Reads (store_kv_read, store_kv_scan,
- * store_kv_history, store_space, store_group_load) may come from any thread
- * at any time: each runs on its own short LMDB read transaction
- * (MDB_NOTLS), which never blocks the writer and is never blocked by it.
+ * LMDB is the snapshot. A group's state machine lives under its *data id*
+ * (raft_meta tag 5), not under its group id. Compaction records meta and
+ * drops log entries, nothing else. A snapshot is streamed on demand from
+ * one LMDB read transaction (store_snap_reader_*, any thread); a receiver
+ * stages the stream under a fresh data id in small write transactions of
+ * its own (store_stage_*, off the raft thread), and installing it on the
+ * raft thread is an atomic swap of the group's data id, O(log length). The
+ * data id it replaced becomes *garbage*, deleted a bounded number of keys
+ * at a time by store_batch_gc().
  *
- * On disk, format 2 (named LMDB databases; all integers inside keys are
+ * Threads. The write path (store_write_begin .. store_write_commit,
+ * store_compact, store_batch_gc) belongs to one thread, the raft thread;
+ * LMDB serialises writers anyway. A `struct store_group` and the `struct
+ * raft_storage` made from it are used by that thread only. Reads
+ * (store_kv_read, store_kv_scan, store_kv_history, store_space,
+ * store_group_load, store_check_*) may come from any thread at any time:
+ * each runs on its own short LMDB read transaction (MDB_NOTLS), which
+ * never blocks the writer and is never blocked by it, and maps the group
+ * to its data id inside that transaction, so a read running during an
+ * install sees either the old or the new state machine, whole. A snapshot
+ * reader or a stage is used by one thread at a time, never the raft
+ * thread for a stage (its transactions wait for the raft thread's batch).
+ *
+ * On disk, format 3 (named LMDB databases; all integers inside keys are
  * big-endian so that LMDB's byte order is numeric order; integers inside
- * values are little-endian like raft_conf_encode(); every value carries a
- * CRC-32C over its key and its bytes, so a flipped bit or a value moved
- * under another key reads as KHO_ECORRUPT and is never served):
+ * values are little-endian like raft_conf_encode(); every value but
+ * info's "format" carries a CRC-32C over its key and its bytes, so a
+ * flipped bit or a value moved under another key reads as KHO_ECORRUPT and
+ * is never served). G is a group id, D a data id:
  *
  *   info      "format"                   -> u32 STORE_FORMAT_VERSION
- *   raft_log  group u64 | index u64      -> u8 version, u8 type, u16 0,
+ *             "restore"                  -> the backup restored from
+ *                                           (backup.c)
+ *             "data_next"                -> u32 crc, u32 0, u64 counter:
+ *                                           the next fresh data id is
+ *                                           (1 << 63) | counter (absent: 1)
+ *             "gc" | D u64               -> u32 crc: D is garbage
+ *             "stage" | D u64            -> u32 crc, u8 state (1 receiving,
+ *                                           2 finished), u8 0, u16 0,
+ *                                           u64 group, u64 index, u64 term:
+ *                                           a stage under D
+ *   raft_log  G u64 | index u64          -> u8 version, u8 type, u16 0,
  *                                           u32 crc, u64 term, data
- *   raft_meta group u64 | u8 tag         -> u8 version, u8 tag, u16 0,
+ *   raft_meta G u64 | u8 tag             -> u8 version, u8 tag, u16 0,
  *                                           u32 crc, body:
  *             tag 1 hard state           -> u64 term, u64 vote, u64 commit
  *             tag 2 snapshot meta        -> u64 index, u64 term,
  *                                           raft_conf_encode() bytes
  *             tag 3 applied index        -> u64 applied
- *             tag 4 session count        -> u64 sessions in `sess`
- *                                           (absent: 0)
- *   snap      group u64                  -> snapshot payload (below)
- *   kv        group u64 | user key       -> u32 crc, u16 long_key_len, u16 0,
+ *             tag 5 data id              -> u64 D (absent: D = G)
+ *             tag 6 conf at applied      -> u64 index, raft_conf_encode()
+ *                                           bytes: the configuration of
+ *                                           the latest applied CONF entry
+ *                                           (or of creation, compaction,
+ *                                           install or restore at index)
+ *   raft_meta D u64 | u8 4               -> (same header) u64 sessions in
+ *                                           `sess` under D (absent: 0)
+ *   snap      (unused since format 3; kept so that old keys can go)
+ *   kv        D u64 | user key           -> u32 crc, u16 long_key_len, u16 0,
  *                                           [full user key], record
- *   hist      group u64 | key hash u64 | -> u32 crc, u16 key_len, u8 flags
+ *   hist      D u64 | key hash u64 |     -> u32 crc, u16 key_len, u8 flags
  *             mod_rev u64 | u16 slot        (bit 0: a delete), u8 0,
  *                                           full user key, record
- *   sess      group u64 | session u64    -> u32 crc, u32 result, u64 seq,
+ *   sess      D u64 | session u64        -> u32 crc, u32 result, u64 seq,
  *                                           u64 version, u64 revision,
  *                                           u64 time_ms, u32 failed_cmp,
  *                                           u32 0
- *   sess_lru  group u64 | time_ms u64 |  -> u32 crc
+ *   sess_lru  D u64 | time_ms u64 |      -> u32 crc
  *             session u64
  *
  * where a record is (struct store_record):
@@ -53,13 +85,35 @@
  *
  * The entry crc covers the 16-byte key, the version/type/reserved bytes, the
  * term and the data; the meta crc covers its key, header and body; the kv
- * crc covers the group id, the full user key and everything after the crc;
- * the hist, sess and sess_lru crcs cover the whole LMDB key and everything
- * after the crc.
+ * crc covers the data id, the full user key and everything after the crc;
+ * the hist, sess and sess_lru crcs cover the whole LMDB key (data id
+ * included) and everything after the crc; info's crcs cover the info key
+ * and everything after the crc. A record moved under another data id
+ * therefore fails its crc: a stream carries the sender's data id so the
+ * receiver can check every record before it rewrites the crc for its own.
+ *
+ * Data ids. A group created by store_batch_group_create() gets a fresh
+ * data id; a restored group keeps D = G (tag 5 absent) unless G has the
+ * top bit set. Fresh ids have the top bit set and kho's group ids (raft
+ * indexes, at most RAFT_INDEX_MAX) never do, and the counter only grows,
+ * so no two groups, stages or garbage ever share a data id: a group
+ * deleted while its data is still being collected and created again gets
+ * a fresh id, and its new records never mix with the old ones (a restore,
+ * which keeps D = G, first deletes whatever garbage an earlier life left
+ * under G). (The store takes any u64 group id, but one with the top bit
+ * set shares raft_meta's key space with fresh data ids' session counts:
+ * keep group ids below 2^63.) Raft-level records (the log and raft_meta
+ * tags 1, 2, 3, 5, 6, 16, 17) stay under G.
+ *
+ * Garbage. A data id becomes garbage when an install replaces it, when its
+ * group is deleted, when its stage is dropped, closed unfinished, or left
+ * over at store_open, or when another stage of its group is installed.
+ * store_batch_gc() deletes its kv, hist, sess and sess_lru keys and its
+ * session count, then forgets it.
  *
  * LMDB keys are at most 511 bytes (mdb_env_get_maxkeysize), less than the
  * 1 KiB user-key limit. A user key longer than STORE_KV_INLINE_KEY_BYTES is
- * stored under group | its first STORE_KV_INLINE_KEY_BYTES bytes | a 64-bit
+ * stored under D | its first STORE_KV_INLINE_KEY_BYTES bytes | a 64-bit
  * hash of the whole key, with the full key in the value (long_key_len != 0).
  * Order is exact except among long keys sharing those first bytes, which
  * sort by hash. Two long keys with the same prefix and hash cannot both
@@ -82,22 +136,31 @@
  * sessions by the time_ms of their last request, so that applying a
  * request first forgets, oldest first, up to STORE_SESSION_EVICT_PER_APPLY
  * sessions idle for STORE_SESSION_IDLE_MS by that request's time_ms. The
- * session count (raft_meta tag 4) caps a group at store_opts.sessions_max.
+ * session count (raft_meta D | tag 4) caps a group at
+ * store_opts.sessions_max.
  *
- * Snapshot payload (what store_compact() writes, raft_storage.snapshot
- * serves and store_batch_persist_ready() installs): the group's whole state
- * machine, i.e. its key ranges of kv, hist, sess and sess_lru, dumped raw:
- *   "KHOSNAP" 0x02, u64 group, u64 index, u64 count,
- *   count x (u8 db, u16 key_len, u32 value_len, key, value),
- *   u32 crc of all before,
- * where db is 1 kv, 2 hist, 3 sess, 4 sess_lru and key is the LMDB key
- * without its leading group id. Records come database by database in that
- * order, keys strictly increasing (LMDB's order) within one, and every
- * session has exactly one sess_lru entry; a payload breaking any of this,
- * or a size limit of its database, is corrupt. Each record keeps its own
- * crc, checked when the snapshot is made and again when it is read after
- * install. The session count is not shipped: installing recounts the
- * sessions.
+ * Snapshot stream ("KHOSNAP" version 3; what store_snap_reader_read()
+ * produces, store_stage_write() takes and a backup holds per group): the
+ * group's whole state machine, i.e. its data id's key ranges of kv, hist,
+ * sess and sess_lru, as stored:
+ *   header   "KHOSNAP" 0x03, u64 group, u64 index, u64 term,
+ *            u64 data id (the sender's)                        (40 bytes)
+ *   records  u8 db, u16 key_len, u32 value_len, key, value
+ *   trailer  u8 0, u64 record count, u32 crc of every byte before it
+ *                                                              (13 bytes)
+ * where db is 1 kv, 2 hist, 3 sess, 4 sess_lru, key is the LMDB key
+ * without its data id and value is the stored value, its crc covering the
+ * sender's data id. Records come database by database in that order, keys
+ * strictly increasing (LMDB's order) within one, and every session has
+ * exactly one sess_lru entry; a stream breaking any of this, or a size
+ * limit of its database, is corrupt. Every record is checked (crc and
+ * layout) when the stream is made - a damaged one is refused, never sent -
+ * and again by the receiver, under the sender's data id, before its crc is
+ * rewritten for the receiver's own. The session count is not shipped: the
+ * receiver counts the sessions. index is the applied index the stream was
+ * taken at, term the term of that entry. The CRC-32C of the whole stream,
+ * trailer included, travels beside it (store_snap_reader_open(),
+ * store_stage_begin()).
  */
 #ifndef KHO_STORE_H
 #define KHO_STORE_H
@@ -116,10 +179,19 @@
 #define STORE_VALUE_BYTES_MAX (1u << 20)
 /* One stored log entry's payload. */
 #define STORE_ENTRY_BYTES_MAX RAFT_ENTRY_BYTES_MAX
-/* One snapshot payload: the whole of one group's state machine in one LMDB
- * value (LMDB keeps a value's size in 32 bits). Streaming snapshots in
- * chunks will lift this. */
-#define STORE_SNAP_BYTES_MAX (UINT64_C(1) << 30)
+/* One snapshot stream (a group's whole state machine): no bigger than
+ * the largest map. */
+#define STORE_STREAM_BYTES_MAX STORE_MAP_BYTES_MAX
+/* A stage commits a write transaction of its own whenever this many
+ * stream bytes have been checked and converted (bounding both the memory
+ * a stage holds and how long its transaction keeps the raft thread's
+ * batch waiting). */
+#define STORE_STAGE_TXN_BYTES (UINT64_C(8) << 20)
+/* Stages open at once, or closed unfinished and not yet collected. */
+#define STORE_STAGES_MAX 64u
+/* A stage descriptor: what store_stage_finish() gives the host for its
+ * SNAPSHOT message (magic, crc, data id, group, index, term). */
+#define STORE_STAGE_DESC_BYTES 40u
 /* LMDB map size: the most the data file may grow to. */
 #define STORE_MAP_BYTES_DEFAULT (UINT64_C(1) << 30)
 #define STORE_MAP_BYTES_MIN (UINT64_C(64) << 10)
@@ -141,8 +213,9 @@
 #define STORE_KV_INLINE_KEY_BYTES 495u
 #define STORE_LMDB_KEY_BYTES_MAX 511u
 /* Version of the on-disk layout above; a store with another refuses to
- * open. */
-#define STORE_FORMAT_VERSION 2u
+ * open (no in-place upgrade: restore it from a backup, or let the node
+ * catch up from its peers into an empty directory). */
+#define STORE_FORMAT_VERSION 3u
 
 /* --- State-machine requests ------------------------------------------------ */
 
@@ -314,11 +387,6 @@ typedef int (*store_record_cb)(void *ctx, const struct store_record *r);
  * that check payloads in transit. */
 uint32_t store_crc32c(const void *buf, size_t len);
 
-/* Checks that `data` is a well-formed snapshot payload for `group_id` at
- * `index` with an intact checksum, without installing it: for the host to
- * call before handing a peer's snapshot to the core. Errors: KHO_ECORRUPT. */
-int store_snap_check(const uint8_t *data, size_t len, uint64_t group_id,
-                     uint64_t index);
 
 /* --- Opening ------------------------------------------------------------- */
 
@@ -357,8 +425,8 @@ void store_opts_defaults(struct store_opts *o);
  * calling thread.
  */
 int store_open(const char *dir, const struct store_opts *o, struct store **out);
-/* Closes the store; every group handle must be closed first and no batch
- * may be open. NULL is allowed. */
+/* Closes the store; every group handle, snapshot reader and stage must be
+ * closed first and no batch may be open. NULL is allowed. */
 void store_close(struct store *s);
 
 /* The message of the last error on `s` (from any thread), or with s ==
@@ -381,17 +449,29 @@ int store_group_open(struct store *s, uint64_t group_id,
                      struct store_group **out);
 void store_group_close(struct store_group *g);
 
+/* The group's data id (store.h top), for tests and tools that look at
+ * the stored bytes. Errors: KHO_ENOTFOUND, KHO_ECORRUPT, KHO_EBUSY,
+ * KHO_EIO. */
+int store_group_data_id(struct store *s, uint64_t group_id, uint64_t *data_id);
+
 /*
  * The raft_storage view of a group (raft.h). Each callback runs on a read
  * transaction that ends before it returns (the raft thread reuses one
  * reserved transaction, so busy readers elsewhere can never exhaust the
- * reader table under it), and copies what it hands the core (entry data,
- * snapshot payload) into the group's scratch buffer; those pointers stay
- * valid until the next callback on the same group or store_group_close(). Every
- * entry and snapshot is checksummed as it is read: a mismatch is KHO_ECORRUPT
- * (with the group and index in store_errmsg) and the data is not served.
- * Out-of-range requests are KHO_EINVAL, as in the memstore; a hole inside the
- * stored range is KHO_ECORRUPT.
+ * reader table under it), and copies the entry data it hands the core into
+ * the group's scratch buffer; those pointers stay valid until the next
+ * callback on the same group or store_group_close(). Every entry is
+ * checksummed as it is read: a mismatch is KHO_ECORRUPT (with the group
+ * and index in store_errmsg) and the data is not served. Out-of-range
+ * requests are KHO_EINVAL, as in the memstore; a hole inside the stored
+ * range is KHO_ECORRUPT.
+ *
+ * The snapshot callback returns no payload (data NULL, len 0): only the
+ * meta of a snapshot taken now, {applied index A, term of entry A,
+ * configuration at A} (all from one read transaction). The bytes are
+ * streamed by a store_snap_reader opened on another thread; it reads the
+ * group at its applied index then, which may be past A: a stage installs
+ * at the index its stream says.
  *
  * The callbacks see committed LMDB state only: the host must not call into
  * the core while a batch holding this group's changes is uncommitted.
@@ -410,29 +490,43 @@ struct raft_storage store_raft_storage(struct store_group *g);
  */
 int store_write_begin(struct store *s, struct store_batch **b);
 
-/* Creates a group: snapshot meta (index 0, term 0, `conf`: the initial
- * configuration, or n == 0 for a node that will join an existing cluster),
- * zero hard state, applied 0. Errors: KHO_ECONFLICT (group exists),
- * KHO_EINVAL (bad configuration), KHO_ENOSPC, KHO_EIO. */
+/* Creates a group: a fresh data id, snapshot meta and CONF (index 0,
+ * term 0, `conf`: the initial configuration, or n == 0 for a node that
+ * will join an existing cluster), zero hard state, applied 0.
+ * Errors: KHO_ECONFLICT (group exists), KHO_EINVAL (bad configuration),
+ * KHO_ENOSPC, KHO_EIO. */
 int store_batch_group_create(struct store_batch *b, uint64_t group_id,
                              const struct raft_conf *conf);
 
-/* Deletes everything stored for a group (a replica moved away). Its group
- * handle must be closed. Errors: KHO_ENOTFOUND, KHO_ENOSPC, KHO_EIO. */
+/* Deletes a group (a replica moved away): its raft_meta records and log
+ * at once (the log is bounded by compaction), while its state machine and
+ * every stage of the group become garbage for store_batch_gc(), so that
+ * removing a big replica is cheap. A stage of the group still receiving
+ * fails from its next transaction on. The group id may be created again
+ * at once (with a fresh data id). Its group handle must be closed.
+ * Errors: KHO_ENOTFOUND, KHO_ECORRUPT, KHO_ENOSPC, KHO_EIO. */
 int store_batch_group_delete(struct store_batch *b, uint64_t group_id);
 
 /*
- * Step 2a-b of raft.h for one group: installs rd->snapshot if set (checks
- * the payload, replaces the group's state machine - kv, hist and sessions -
- * with it, sets the applied index to its index, records its meta and
- * payload, drops the whole stored log), deletes stored entries >=
- * rd->entries[0].index, appends rd->entries, and stores rd->hs when
- * rd->hs_changed.
+ * Step 2a-b of raft.h for one group: installs rd->snapshot if set, deletes
+ * stored entries >= rd->entries[0].index, appends rd->entries, and stores
+ * rd->hs when rd->hs_changed.
+ *
+ * Installing: rd->snapshot->data/len must be a descriptor from
+ * store_stage_finish() naming a finished stage of this group at
+ * rd->snapshot->meta's index and term. The group's data id becomes the
+ * staged one (its state machine is replaced whole, atomically for every
+ * reader), applied := index, snapshot meta := rd->snapshot->meta, CONF :=
+ * (index, its conf), the whole stored log is dropped; the previous data id
+ * and every other finished stage of the group become garbage. Cost:
+ * O(stored log + stages), never O(state size).
+ *
  * Errors: KHO_ENOTFOUND (no such group), KHO_ECORRUPT (the entries do not
- * fit the stored log, or a corrupt snapshot or stored record), KHO_EINVAL
- * (a cut or snapshot that would undo applied entries, malformed entries),
- * KHO_ENOSPC (map full: the transaction is aborted, reads still work),
- * KHO_EIO.
+ * fit the stored log, a descriptor that names no finished stage of this
+ * group at that index and term, a corrupt stored record), KHO_EINVAL (a
+ * cut or snapshot that would undo applied entries, malformed entries or
+ * meta), KHO_ENOSPC (map full: the transaction is aborted, reads still
+ * work), KHO_EIO.
  */
 int store_batch_persist_ready(struct store_batch *b, uint64_t group_id,
                               const struct raft_ready *rd);
@@ -440,27 +534,30 @@ int store_batch_persist_ready(struct store_batch *b, uint64_t group_id,
 /*
  * Applies one committed entry (step 2d) and records its index as applied,
  * in the batch's transaction. NORMAL entries are store requests (above);
- * NOOP and CONF entries only advance the applied index. An entry at or
- * below the applied index is skipped (nothing is applied twice). The
- * request's own outcome - the answer for the client - goes to *out (may be
- * NULL; see struct store_apply_result).
+ * a CONF entry records its configuration as CONF (store.h top); NOOP
+ * entries only advance the applied index. An entry at or below the
+ * applied index is skipped (nothing is applied twice). The request's own
+ * outcome - the answer for the client - goes to *out (may be NULL; see
+ * struct store_apply_result).
  * Errors (the batch fails): KHO_ENOTFOUND (no group), KHO_EINVAL (index not
- * applied + 1, unknown entry type), KHO_ECORRUPT, KHO_ENOSPC, KHO_EIO.
+ * applied + 1, unknown entry type), KHO_ECORRUPT (a CONF entry that does
+ * not decode, a corrupt stored record), KHO_ENOSPC, KHO_EIO.
  */
 int store_batch_apply(struct store_batch *b, uint64_t group_id,
                       const struct raft_entry *e,
                       struct store_apply_result *out);
 
 /*
- * Log compaction in the batch: snapshots the group's state machine (kv,
- * hist and sessions) into `snap` as of `index` with configuration `conf`
- * (raft_applied_conf()), and drops stored entries <= index. The state
- * machine cannot be rewound to an older revision, so `index` must be
- * the applied index exactly (raft.h only allows compaction up to it);
- * an index at or below the current snapshot is a no-op.
- * Errors: KHO_EINVAL (index != applied, bad conf), KHO_ETOOLARGE (payload
- * over STORE_SNAP_BYTES_MAX), KHO_ENOTFOUND, KHO_ECORRUPT, KHO_ENOSPC,
- * KHO_EIO.
+ * Log compaction in the batch: records the snapshot meta {index, term of
+ * entry index, conf} and CONF (index, conf), with `conf` from
+ * raft_applied_conf(), and drops stored entries <= index. No state is
+ * copied (the state machine in LMDB is the snapshot; a reader streams it
+ * on demand), so the cost is O(entries dropped) and no size limit applies.
+ * The state machine cannot be rewound to an older revision, so `index`
+ * must be the applied index exactly (raft.h only allows compaction up to
+ * it); an index at or below the current snapshot is a no-op.
+ * Errors: KHO_EINVAL (index != applied, bad conf), KHO_ENOTFOUND,
+ * KHO_ECORRUPT, KHO_ENOSPC, KHO_EIO.
  */
 int store_batch_compact(struct store_batch *b, uint64_t group_id,
                         uint64_t index, const struct raft_conf *conf);
@@ -475,6 +572,126 @@ void store_write_abort(struct store_batch *b);
 /* store_batch_compact() in a transaction of its own. */
 int store_compact(struct store *s, uint64_t group_id, uint64_t index,
                   const struct raft_conf *conf);
+
+/* --- Snapshot streams (stream.c, stage.c, data.c) ------------------------- */
+
+/*
+ * A snapshot reader: one group's snapshot stream (store.h top) produced
+ * from one LMDB read transaction, which it keeps until closed (MDB_NOTLS:
+ * the reader may be used from any ONE thread at a time, not necessarily
+ * the one that opened it). Keeping it pins the pages it reads: the map
+ * grows by what is rewritten meanwhile, so close it when the transfer
+ * ends or stalls.
+ */
+struct store_snap_reader;
+
+/*
+ * Opens a reader on group_id and computes, with a first pass over its
+ * records (each checked: crc and layout), the stream's exact size *total
+ * and CRC-32C *crc. *meta = {applied index, term of that entry, conf at
+ * it}. Cost: O(state size) on the calling thread.
+ * Errors: KHO_ENOTFOUND (no such group), KHO_EINVAL (nothing applied yet),
+ * KHO_ECORRUPT (a damaged record: refused, never sent), KHO_EBUSY (reader
+ * table full), KHO_ENOMEM, KHO_EIO; a message in store_errmsg(s).
+ */
+int store_snap_reader_open(struct store *s, uint64_t group_id,
+                           struct store_snap_reader **out,
+                           struct raft_snapshot_meta *meta, uint64_t *total,
+                           uint32_t *crc);
+
+/*
+ * Copies stream bytes [offset, offset + cap) (clipped at total) into buf;
+ * *n is how many (0 at or past the end). Sequential reads continue where
+ * the last stopped in O(bytes); an offset before the current position
+ * re-walks from the start (rare: a resumed transfer). Memory is bounded:
+ * the reader holds a cursor and a few dozen bytes, never a record.
+ * Errors: KHO_EIO (with a message).
+ */
+int store_snap_reader_read(struct store_snap_reader *r, uint64_t offset,
+                           uint8_t *buf, size_t cap, size_t *n);
+
+/* Ends the reader's transaction and frees it. NULL is allowed. */
+void store_snap_reader_close(struct store_snap_reader *r);
+
+/*
+ * A stage: a snapshot stream received for one group, written under a
+ * fresh data id of its own while the group keeps serving from its current
+ * one. Not for the raft thread (or any thread holding a batch): every
+ * stage call that writes takes a write transaction of its own, which
+ * waits for the raft thread's batch.
+ */
+struct store_stage;
+
+/*
+ * Starts receiving a stream for group_id at (index, term), `total` bytes
+ * with CRC-32C `crc`: allocates a fresh data id and records a stage marker
+ * (group, index, term, data id, receiving) in a write transaction of its
+ * own. The group must exist.
+ * Errors: KHO_ENOTFOUND (no such group), KHO_EINVAL (index or term 0 or
+ * out of range, total outside [header + trailer, STORE_STREAM_BYTES_MAX]),
+ * KHO_EBUSY (STORE_STAGES_MAX stages open or awaiting collection),
+ * KHO_ENOSPC, KHO_EIO, KHO_ENOMEM.
+ */
+int store_stage_begin(struct store *s, uint64_t group_id, uint64_t index,
+                      uint64_t term, uint64_t total, uint32_t crc,
+                      struct store_stage **out);
+
+/*
+ * Feeds the next len bytes of the stream (any split; records may straddle
+ * calls). Every record is checked (layout, order, its crc under the
+ * sender's data id), its crc rewritten for the staged data id, and written
+ * in a write transaction of its own whenever STORE_STAGE_TXN_BYTES have
+ * accumulated (so the stage holds at most that much plus a record or two
+ * in memory, and never the writer lock between calls). A failed stage stays
+ * failed: every later call returns the first error.
+ * Errors: KHO_ECORRUPT (a malformed stream or record, or more than total
+ * bytes), KHO_ENOTFOUND (the group was deleted meanwhile), KHO_ENOSPC,
+ * KHO_EIO, KHO_ENOMEM.
+ */
+int store_stage_write(struct store_stage *st, const uint8_t *buf, size_t len);
+
+/*
+ * After exactly total bytes: checks the trailer (record count, crc) and
+ * the whole stream's crc, writes what remains with the session count, and
+ * marks the stage finished, in one write transaction. desc is then the
+ * payload the host puts in the SNAPSHOT message it steps into the core
+ * (the core copies it; store_batch_persist_ready() installs it).
+ * Errors: KHO_ECORRUPT (short stream, bad trailer or crc), KHO_ENOTFOUND
+ * (the group was deleted meanwhile), KHO_EINVAL (already finished),
+ * KHO_ENOSPC, KHO_EIO, or the stage's earlier error.
+ */
+int store_stage_finish(struct store_stage *st,
+                       uint8_t desc[STORE_STAGE_DESC_BYTES]);
+
+/* Frees the handle (any thread, cheap: it writes nothing). A stage not
+ * finished becomes garbage at the next store_batch_gc() (or the next
+ * store_open()); a finished one waits for its install or drop. NULL is
+ * allowed. */
+void store_stage_close(struct store_stage *st);
+
+/* A finished stage the core did not install (it already had that index,
+ * or it was replaced by a newer one): its data becomes garbage, in the
+ * batch. Descriptors naming no finished stage are ignored (KHO_OK).
+ * Errors: KHO_ENOSPC, KHO_EIO, KHO_ECORRUPT. */
+int store_batch_stage_drop(struct store_batch *b, const uint8_t *desc,
+                           size_t len);
+
+/*
+ * Deletes up to max_keys (>= 1) keys of garbage data (kv, hist, sess,
+ * sess_lru and its session count) in the batch, one garbage data id after
+ * another in id order, and forgets a garbage data id once it is empty
+ * (which counts as a key); first turns the stages closed unfinished since
+ * the last call into garbage (if the batch then fails, the next
+ * store_open() does). *more: garbage remains.
+ * Cost: O(max_keys) LMDB deletes. The raft thread calls it in its loop
+ * while store_gc_pending(). Errors: KHO_EINVAL (max_keys 0), KHO_ECORRUPT,
+ * KHO_ENOSPC, KHO_EIO.
+ */
+int store_batch_gc(struct store_batch *b, uint32_t max_keys, bool *more);
+
+/* Whether garbage may be waiting for store_batch_gc() (an atomic flag:
+ * any thread, no transaction). */
+bool store_gc_pending(struct store *s);
 
 /* --- Reading the state machine ------------------------------------------- */
 
@@ -556,17 +773,20 @@ int store_space(struct store *s, uint64_t *used_bytes, uint64_t *map_bytes);
  *
  * The hash (64 bits) covers the group's key ranges of kv, hist, sess and
  * sess_lru, in that order and in LMDB key order inside each: for every
- * record its database, its key without the group and its stored value
- * (checksum header included), with their lengths. It is a function of the
- * stored bytes alone. Cost: O(size of the group's state), on the raft
- * thread, in the apply transaction: a check of a large group stalls the
- * node's other groups for as long.
+ * record its database, its key without the data id and its stored value
+ * without the 4-byte crc at its start, with their lengths. It is a
+ * function of the stored bytes alone but for the data id, which differs
+ * between replicas (and so do the crcs covering it, which the hash
+ * leaves out: they add nothing the other bytes do not say). Cost: O(size
+ * of the group's state), on the raft thread, in the apply transaction: a
+ * check of a large group stalls the node's other groups for as long.
  *
  * raft_meta tags (store.h top) added here:
  *   tag 16 check marks  -> u32 count, u32 0, count x (u64 index, u64 hash),
  *                          oldest first, the last STORE_CHECK_KEEP kept
  *   tag 17 check alarm  -> u64 index, u64 hash, u64 expected, u64 time_ms
- * Both are this replica's own (never replicated) and go with the group.
+ * Both are keyed by the group id, are this replica's own (never
+ * replicated, not in snapshots) and go with the group.
  */
 #define STORE_REQ_CHECK 0x02u /* flags: a check marker */
 /* Check marks a group keeps: checks running at once each find theirs. */
@@ -637,8 +857,9 @@ int store_test_rewrite(struct store *s, uint64_t group_id, const void *key,
  *           body:
  *     1 GROUP  u64 group, u64 index, u64 term (of the entry at index),
  *              u64 payload bytes; then DATA frames carrying exactly that
- *              many bytes of the group's snapshot payload (store.h top,
- *              "Snapshot payload": its own magic, count and crc)
+ *              many bytes of the group's snapshot stream (store.h top,
+ *              "Snapshot stream": its own header, count and crc), made by
+ *              a snapshot reader, so no group is ever held in memory
  *     2 DATA   1..STORE_BACKUP_CHUNK_BYTES bytes
  *     3 END    u64 bytes before this frame, u32 n_groups, u32 crc of every
  *              byte before this frame
@@ -648,6 +869,10 @@ int store_test_rewrite(struct store *s, uint64_t group_id, const void *key,
  * flipped bit, a truncation or a spliced file is refused before anything
  * is restored.
  */
+/* The file's framing; libkho checks it too. Since store format 3 the
+ * per-group payload is the "KHOSNAP" 3 stream: a backup made by an older
+ * kho (payload version 2) passes the framing checks and is then refused
+ * as "a snapshot stream of another version". */
 #define STORE_BACKUP_VERSION 1u
 #define STORE_BACKUP_HEADER_BYTES 48u
 #define STORE_BACKUP_FRAME_HEADER_BYTES 12u
@@ -681,9 +906,9 @@ typedef bool (*store_backup_progress_cb)(void *ctx, uint64_t bytes);
  * it runs. cb (may be NULL) sees every chunk written. *info (may be NULL)
  * describes the file. Errors: KHO_EINVAL (n 0 or over
  * STORE_BACKUP_GROUPS_MAX, ids not increasing, a group with nothing
- * applied), KHO_ENOTFOUND (no such group), KHO_ECORRUPT, KHO_ETOOLARGE (a
- * group over STORE_SNAP_BYTES_MAX), KHO_EUNAVAILABLE (cancelled), KHO_EBUSY,
- * KHO_ENOSPC, KHO_EIO, KHO_ENOMEM; a message in store_errmsg(s).
+ * applied), KHO_ENOTFOUND (no such group), KHO_ECORRUPT, KHO_EUNAVAILABLE
+ * (cancelled), KHO_EBUSY, KHO_ENOSPC, KHO_EIO, KHO_ENOMEM; a message in
+ * store_errmsg(s).
  */
 int store_backup_write(struct store *s, const uint64_t *groups, size_t n,
                        uint64_t backup_id, uint64_t node_id,
@@ -700,8 +925,10 @@ uint32_t store_backup_crc(const void *p, size_t len);
 
 /*
  * Reads a whole backup file and checks it: header, every frame's checksum,
- * the structure above, each group's payload header and checksum, the
- * END frame and the file's checksum. Needs no store. Errors (a message in
+ * the structure above, each group's stream (header, records' layout and
+ * order, count and checksum), the END frame and the file's checksum. Needs
+ * no store (records' own crcs are checked by store_backup_kv() and
+ * store_restore()). Memory: a chunk and one record. Errors (a message in
  * err): KHO_ECORRUPT (damaged, truncated, or not a backup), KHO_EINVAL
  * (another format version), KHO_ETOOLARGE (a limit), KHO_EIO, KHO_ENOMEM.
  */
@@ -730,13 +957,16 @@ typedef bool (*store_restore_keep_cb)(void *ctx, uint64_t group_id,
 /*
  * Restores groups[0..n) from the backup at path (described by info) into
  * an empty store, in one write transaction: each group is created with its
- * backed-up state machine installed as a snapshot at the backup's index
- * and term (so its log continues after it), the configuration given, hard
- * state (term, no vote, commit = index) and applied = index. Records that
- * keep (may be NULL: keep all) refuses are left out. The store then
+ * backed-up state machine under data id = its group id (store.h top,
+ * "Data ids"), as a snapshot at the backup's index and term (so its log
+ * continues after it), the configuration given (snapshot meta and CONF),
+ * hard state (term, no vote, commit = index) and applied = index. Records
+ * that keep (may be NULL: keep all) refuses are left out. Every record's
+ * crc is checked under the backup's data id and rewritten. The store then
  * records the backup as its origin (store_restore_state()). Nothing is
- * written unless everything is. Errors: KHO_ECONFLICT (the store is not
- * empty), KHO_ENOTFOUND (a group not in the backup), KHO_EINVAL (a bad
+ * written unless everything is. Memory: a chunk and one record per group,
+ * streamed from the file. Errors: KHO_ECONFLICT (the store is not empty),
+ * KHO_ENOTFOUND (a group not in the backup), KHO_EINVAL (a bad
  * configuration), KHO_ECORRUPT, KHO_ETOOLARGE, KHO_ENOSPC, KHO_EIO,
  * KHO_ENOMEM; a message in store_errmsg(s).
  */

@@ -18,6 +18,11 @@
  *                                       100, then reads them back in pages
  *                                       of 37 (scan) and checks order,
  *                                       count, values and metadata
+ *   khocheck scanned REG FILE           scans the whole registry in pages of
+ *                                       37 (merged across its shards) and
+ *                                       checks that keys come in strictly
+ *                                       increasing order and that every key
+ *                                       in FILE is there with its value
  *   khocheck fill REG                   puts 64 KiB values until the cluster
  *                                       answers KHO_ENOSPC, then checks
  *                                       that deletes and reads still work
@@ -408,6 +413,121 @@ static int do_scan(const char *reg, const char *prefix, long n)
     return 0;
 }
 
+/* --- scanned: a whole registry against a list of keys ------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Reads FILE's keys, sorted. */
+static char **read_keys(const char *file, size_t *n)
+{
+    FILE *f = fopen(file, "r");
+    char **keys = NULL, k[128];
+    size_t cap = 0;
+    *n = 0;
+    while (f != NULL && fgets(k, sizeof(k), f) != NULL) {
+        k[strcspn(k, "\n")] = '\0';
+        if (*n == cap) {
+            cap = cap == 0 ? 1024 : cap * 2;
+            keys = realloc(keys, cap * sizeof(*keys));
+        }
+        keys[(*n)++] = strdup(k);
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    qsort(keys, *n, sizeof(*keys), cmp_str);
+    return keys;
+}
+
+static int do_scanned(const char *reg, const char *file)
+{
+    struct kho_client *c = NULL;
+    if (kho_client_open(eps, 10000, &c) != KHO_OK) {
+        return 2;
+    }
+    size_t n_keys = 0, at = 0;
+    char **keys = read_keys(file, &n_keys);
+    long seen = 0, pages = 0, bad = 0;
+    char last[1100] = "";
+    size_t last_len = 0;
+    void *token = NULL;
+    size_t token_len = 0;
+    do {
+        struct kho_scan_opts o = {
+            .limit = 37, .token = token, .token_len = token_len};
+        struct kho_record *recs = NULL;
+        size_t got = 0;
+        void *next = NULL;
+        size_t next_len = 0;
+        int rc = kho_scan(c, reg, &o, &recs, &got, &next, &next_len);
+        free(token);
+        token = next;
+        token_len = next_len;
+        if (rc != KHO_OK) {
+            fprintf(stderr, "scanned: page %ld: %s\n", pages,
+                    kho_strerror(rc));
+            return 1;
+        }
+        for (size_t i = 0; i < got; i++) {
+            const struct kho_record *r = &recs[i];
+            size_t m = r->key_len < last_len ? r->key_len : last_len;
+            int order = memcmp(r->key, last, m);
+            if (seen > 0 && (order < 0 || (order == 0 && r->key_len <= last_len))) {
+                fprintf(stderr, "scanned: key %.*s after %.*s\n",
+                        (int)r->key_len, (const char *)r->key, (int)last_len,
+                        last);
+                bad++;
+            }
+            last_len = r->key_len < sizeof(last) ? r->key_len : sizeof(last);
+            memcpy(last, r->key, last_len);
+            seen++;
+            /* Keys of FILE, in the same (byte) order, must all appear. */
+            while (at < n_keys && (strlen(keys[at]) != r->key_len ||
+                                   memcmp(keys[at], r->key, r->key_len) != 0)) {
+                size_t kl = strlen(keys[at]);
+                size_t mm = kl < r->key_len ? kl : r->key_len;
+                int cmp = memcmp(keys[at], r->key, mm);
+                if (cmp > 0 || (cmp == 0 && kl > r->key_len)) {
+                    break; /* a key not in FILE: fine */
+                }
+                fprintf(stderr, "scanned: %s is missing\n", keys[at]);
+                bad++;
+                at++;
+            }
+            if (at < n_keys && strlen(keys[at]) == r->key_len &&
+                memcmp(keys[at], r->key, r->key_len) == 0) {
+                char want[160];
+                snprintf(want, sizeof(want), "val-%s", keys[at]);
+                if (r->value_len != strlen(want) ||
+                    memcmp(r->value, want, r->value_len) != 0) {
+                    fprintf(stderr, "scanned: %s has a wrong value\n",
+                            keys[at]);
+                    bad++;
+                }
+                at++;
+            }
+        }
+        kho_records_free(recs, got);
+        pages++;
+    } while (token != NULL);
+    for (; at < n_keys; at++) {
+        fprintf(stderr, "scanned: %s is missing\n", keys[at]);
+        bad++;
+    }
+    for (size_t i = 0; i < n_keys; i++) {
+        free(keys[i]);
+    }
+    free(keys);
+    kho_client_close(c);
+    printf("scanned: %ld records in %ld pages, in key order; %zu expected "
+           "keys, %ld problems\n",
+           seen, pages, n_keys, bad);
+    return bad == 0 ? 0 : 1;
+}
+
 /* --- fill: until the space quota answers ------------------------------- */
 
 static int do_fill(const char *reg)
@@ -621,6 +741,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "scan") == 0 && argc == 5) {
         return do_scan(argv[2], argv[3], atol(argv[4]));
+    }
+    if (strcmp(argv[1], "scanned") == 0 && argc == 4) {
+        return do_scanned(argv[2], argv[3]);
     }
     if (strcmp(argv[1], "fill") == 0 && argc == 3) {
         return do_fill(argv[2]);

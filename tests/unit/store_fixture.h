@@ -1,8 +1,10 @@
 /*
  * store_fixture.h - what the state-machine unit tests (test_txn,
- * test_session) share: a store in a fresh directory with one group, a
- * request builder, "apply this request as the next log entry", and reads
- * that copy records out of their callbacks. Include after cmocka.h.
+ * test_session, test_check, test_backup, test_stream) share: a store in a
+ * fresh directory with one group, a request builder, "apply this request
+ * as the next log entry", reads that copy records out of their callbacks,
+ * and a snapshot streamed from one store into a stage on another and
+ * installed. Include after cmocka.h.
  */
 #ifndef KHO_TEST_STORE_FIXTURE_H
 #define KHO_TEST_STORE_FIXTURE_H
@@ -390,6 +392,108 @@ static inline void fx_expect_at(struct store *s, uint64_t group,
 static inline void fx_expect(struct fx *f, const char *key, const char *want)
 {
     fx_expect_at(f->s, FX_GROUP, key, want);
+}
+
+/* --- Snapshot streams ---------------------------------------------------- */
+
+/* Streams group's snapshot from src into a stage on dst, reading and
+ * feeding pieces of at most `piece` bytes; returns the finish's result
+ * (the stage is closed either way). *meta and desc are for the install. */
+static inline int fx_stage_from(struct store *src, struct store *dst,
+                                uint64_t group, size_t piece,
+                                struct raft_snapshot_meta *meta,
+                                uint8_t desc[STORE_STAGE_DESC_BYTES])
+{
+    struct store_snap_reader *r = NULL;
+    struct store_stage *st = NULL;
+    uint64_t total = 0;
+    uint32_t crc = 0;
+    int rc = store_snap_reader_open(src, group, &r, meta, &total, &crc);
+    if (rc != KHO_OK) {
+        fail_msg("reader: %s: %s", kho_errname(rc), store_errmsg(src));
+    }
+    rc =
+        store_stage_begin(dst, group, meta->index, meta->term, total, crc, &st);
+    if (rc != KHO_OK) {
+        fail_msg("stage: %s: %s", kho_errname(rc), store_errmsg(dst));
+    }
+    uint8_t *buf = malloc(piece);
+    assert_non_null(buf);
+    for (uint64_t off = 0; rc == KHO_OK && off < total;) {
+        size_t n = 0;
+        assert_int_equal(store_snap_reader_read(r, off, buf, piece, &n),
+                         KHO_OK);
+        assert_true(n > 0 && n <= piece);
+        rc = store_stage_write(st, buf, n);
+        off += n;
+    }
+    if (rc == KHO_OK) {
+        rc = store_stage_finish(st, desc);
+    }
+    free(buf);
+    store_stage_close(st);
+    store_snap_reader_close(r);
+    return rc;
+}
+
+/* Installs a finished stage on s through store_batch_persist_ready(). */
+static inline int fx_install(struct store *s, uint64_t group,
+                             const struct raft_snapshot_meta *m,
+                             const uint8_t *desc)
+{
+    struct raft_snapshot sn = {
+        .meta = *m, .data = (uint8_t *)desc, .len = STORE_STAGE_DESC_BYTES};
+    struct raft_ready rd = {.snapshot = &sn};
+    struct store_batch *b = NULL;
+    assert_int_equal(store_write_begin(s, &b), KHO_OK);
+    store_batch_persist_ready(b, group, &rd);
+    return store_write_commit(b);
+}
+
+/* Streams and installs group's snapshot from src on dst; returns its
+ * meta. */
+static inline struct raft_snapshot_meta
+fx_transfer(struct store *src, struct store *dst, uint64_t group, size_t piece)
+{
+    struct raft_snapshot_meta m;
+    uint8_t desc[STORE_STAGE_DESC_BYTES];
+    int rc = fx_stage_from(src, dst, group, piece, &m, desc);
+    if (rc != KHO_OK) {
+        fail_msg("stage: %s: %s", kho_errname(rc), store_errmsg(dst));
+    }
+    rc = fx_install(dst, group, &m, desc);
+    if (rc != KHO_OK) {
+        fail_msg("install: %s: %s", kho_errname(rc), store_errmsg(dst));
+    }
+    return m;
+}
+
+/* One store_batch_gc() call of max_keys in a batch of its own; returns
+ * *more. */
+static inline bool fx_gc(struct store *s, uint32_t max_keys)
+{
+    struct store_batch *b = NULL;
+    bool more = true;
+    assert_int_equal(store_write_begin(s, &b), KHO_OK);
+    int rc = store_batch_gc(b, max_keys, &more);
+    if (rc != KHO_OK) {
+        fail_msg("gc: %s: %s", kho_errname(rc), store_errmsg(s));
+    }
+    assert_int_equal(store_write_commit(b), KHO_OK);
+    return more;
+}
+
+/* Collects every garbage key; returns how many calls of max_keys it
+ * took. */
+static inline unsigned fx_gc_all(struct store *s, uint32_t max_keys)
+{
+    unsigned calls = 1;
+    while (fx_gc(s, max_keys)) {
+        calls++;
+        assert_true(calls < 1000000u);
+    }
+    assert_false(store_gc_pending(s));
+    return calls;
 }
 
 #endif /* KHO_TEST_STORE_FIXTURE_H */

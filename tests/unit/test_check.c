@@ -6,7 +6,9 @@
  *     one with an op, a compare, a session or another flag is refused by
  *     the encoder and is a no-op answered KHO_EINVAL when applied;
  *   - two stores that applied the same requests record the same hash at
- *     the same marker, and a marker changes no record;
+ *     the same marker, though the group has another data id on each (the
+ *     hash leaves data ids and the crcs covering them out), and a marker
+ *     changes no record;
  *   - a value rewritten with a valid checksum (store_test_rewrite, what a
  *     disk or a bug could do unseen) changes the hash, and so does a
  *     difference in history or sessions alone;
@@ -88,10 +90,13 @@ static void write_some(struct store *s, uint64_t *index)
     }
 }
 
+/* The second store creates another group first, so that FX_GROUP gets
+ * another data id there than on the first. */
 static void open_second(struct fx *f)
 {
     assert_true(fx_tmp(f->dir2));
     f->s2 = fx_open(f->dir2, &f->opts);
+    fx_create_group(f->s2, FX_GROUP + 3);
     fx_create_group(f->s2, FX_GROUP);
 }
 
@@ -162,6 +167,10 @@ static void test_equal_stores_equal_hash(void **state)
     write_some(f->s2, &i2);
     uint64_t m1 = mark_at(f->s, FX_GROUP, &f->index[0]);
     uint64_t m2 = mark_at(f->s2, FX_GROUP, &i2);
+    uint64_t d1 = 0, d2 = 0;
+    assert_int_equal(store_group_data_id(f->s, FX_GROUP, &d1), KHO_OK);
+    assert_int_equal(store_group_data_id(f->s2, FX_GROUP, &d2), KHO_OK);
+    assert_true(d1 != d2);
     assert_int_equal(m1, m2);
     assert_true(recorded(f->s, FX_GROUP, m1) == recorded(f->s2, FX_GROUP, m2));
     /* The marker recorded what the state was, and changed no record. */

@@ -11,9 +11,19 @@
  *   - answers that break the protocol (a record without a key or outside
  *     the range asked for, too many records, a field over its limit, a
  *     compare index out of range, another registry) are KHO_ECORRUPT;
- *   - a node that never answers gives KHO_ETIMEOUT (outcome unknown).
+ *   - a node that never answers gives KHO_ETIMEOUT (outcome unknown);
+ *   - sharded registries, against three fake nodes that each host some of
+ *     a registry's four shards and redirect the others: once the shard map
+ *     is cached every request reaches its shard's leader directly, a
+ *     NOT_LEADER hint moves the cached leader, an unreachable leader sends
+ *     the request to another replica and the map is fetched again, a scan
+ *     merges the four shards into one key order over pages with one token,
+ *     a transaction across shards is refused before anything is sent, and
+ *     against a node that does not know shard maps everything goes the old
+ *     way with one map request per KHO_SHARD_MAP_RETRY_MS.
  *
- * No test depends on timing: the one timeout test only checks the code.
+ * No test depends on timing: the timeouts only check codes, and the waits
+ * (for an unreachable node, for KHO_SHARD_MAP_REFRESH_MS) are lower bounds.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,9 +36,11 @@
 #include <cmocka.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/util/platform.h>
 #include <pthread.h>
 
 #include "client/kho.h"
+#include "client/kho_shard.h"
 #include "proto/api.pb-c.h"
 
 #define FAKE_LOG_MAX 64u
@@ -47,12 +59,25 @@ struct fake {
     char url[64];
     fake_answer_fn answer;
     int mode; /* a test's variant of the answer */
+    /* OP_SHARD_MAP goes to answer() too; else it is "unknown operation",
+     * as from a server that predates sharding. Either way it is counted
+     * in n_maps and not logged below. */
+    bool serves_maps;
+    size_t n_maps;
+    size_t n_redirects; /* NOT_LEADER answers */
     size_t n_reqs;
     Kho__Api__Op ops[FAKE_LOG_MAX];
     uint64_t sessions[FAKE_LOG_MAX], seqs[FAKE_LOG_MAX];
     char names[FAKE_LOG_MAX][KHO_NAME_BYTES_MAX + 1];
     uint32_t limits[FAKE_LOG_MAX];
+    uint32_t shards_asked[FAKE_LOG_MAX]; /* Request.shard */
+    bool serializable[FAKE_LOG_MAX];
     size_t n_compares, n_ops; /* of the last request */
+    /* Of the last request: registry create and shard move fields. */
+    uint32_t req_shards, req_replicas;
+    bool req_dry_run;
+    char req_home[KHO_NAME_BYTES_MAX + 1], req_node[KHO_NAME_BYTES_MAX + 1];
+    char req_target[KHO_NAME_BYTES_MAX + 1];
 };
 
 static void fake_log(struct fake *f, const Kho__Api__Request *q)
@@ -62,12 +87,20 @@ static void fake_log(struct fake *f, const Kho__Api__Request *q)
         f->sessions[f->n_reqs] = q->session;
         f->seqs[f->n_reqs] = q->seq;
         f->limits[f->n_reqs] = q->limit;
+        f->shards_asked[f->n_reqs] = q->shard;
+        f->serializable[f->n_reqs] = q->serializable;
         snprintf(f->names[f->n_reqs], sizeof(f->names[0]), "%s",
                  q->client_name);
     }
     f->n_reqs++;
     f->n_compares = q->n_compares;
     f->n_ops = q->n_ops;
+    f->req_shards = q->shards;
+    f->req_replicas = q->replicas;
+    f->req_dry_run = q->dry_run;
+    snprintf(f->req_home, sizeof(f->req_home), "%s", q->home);
+    snprintf(f->req_node, sizeof(f->req_node), "%s", q->node_name);
+    snprintf(f->req_target, sizeof(f->req_target), "%s", q->target_name);
 }
 
 static void *fake_main(void *arg)
@@ -84,9 +117,22 @@ static void *fake_main(void *arg)
         if (q == NULL) {
             continue;
         }
-        fake_log(f, q);
         Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
-        if (f->answer(f, q, &rs)) {
+        bool map = q->op == KHO__API__OP__OP_SHARD_MAP;
+        if (map) {
+            f->n_maps++;
+        } else {
+            fake_log(f, q);
+        }
+        bool answer = true;
+        if (map && !f->serves_maps) {
+            rs.err = KHO_EINVAL;
+            rs.message = "unknown operation 30";
+        } else {
+            answer = f->answer(f, q, &rs);
+        }
+        f->n_redirects += answer && rs.err == KHO_ENOTLEADER;
+        if (answer) {
             size_t len = kho__api__response__get_packed_size(&rs);
             uint8_t *buf = malloc(len + 1);
             assert_non_null(buf);
@@ -771,6 +817,8 @@ static bool answer_registry(struct fake *f, const Kho__Api__Request *q,
         r.replicas = reps;
         r.created_ms = 1700000000000u;
         r.creator = "admin";
+        r.shards = q->shards;
+        r.home = q->home;
         infos[i] = r;
         ptrs[i] = &infos[i];
     }
@@ -809,7 +857,29 @@ static void test_registries(void **state)
     assert_int_equal(info.replicas[2], 3);
     assert_string_equal(info.creator, "admin");
     assert_int_equal(info.leader, 0);
+    assert_int_equal(info.shards, 1); /* a server that does not say */
+    assert_string_equal(info.home, "");
     assert_int_equal(f.n_reqs, 1);
+
+    /* With shards and a home: sent as given, read back. */
+    struct kho_registry_opts ro = {.replicas = 2, .shards = 4, .home = "hue"};
+    assert_int_equal(kho_registry_create_opts(c, "land", &ro, &info), KHO_OK);
+    assert_int_equal(f.req_shards, 4);
+    assert_int_equal(f.req_replicas, 2);
+    assert_string_equal(f.req_home, "hue");
+    assert_int_equal(info.shards, 4);
+    assert_string_equal(info.home, "hue");
+    ro.shards = KHO_SHARDS_MAX + 1;
+    assert_int_equal(kho_registry_create_opts(c, "land", &ro, &info),
+                     KHO_EINVAL);
+    ro.shards = 4;
+    ro.home = "bad\xff";
+    assert_int_equal(kho_registry_create_opts(c, "land", &ro, &info),
+                     KHO_EINVAL);
+    assert_int_equal(kho_registry_create_opts(c, "land", NULL, NULL), KHO_OK);
+    assert_int_equal(f.req_shards, 0);
+    assert_string_equal(f.req_home, "");
+    f.n_reqs = 1;
 
     f.mode = 1;
     assert_int_equal(kho_registry_create(c, "land", 0, &info), KHO_OK);
@@ -853,6 +923,7 @@ static bool answer_status(struct fake *f, const Kho__Api__Request *q,
     g0.registry = "demo";
     g0.role = "leader";
     g0.commit = 12;
+    g0.shard = 2;
     g = g0;
     gp[0] = &g;
     for (size_t i = 0; i < 2; i++) {
@@ -890,11 +961,789 @@ static void test_status(void **state)
     assert_int_equal(st.n_groups_total, 1);
     assert_string_equal(st.groups[0].role, "leader");
     assert_int_equal(st.groups[0].commit, 12);
+    assert_int_equal(st.groups[0].shard, 2);
     assert_int_equal(st.n_nodes, 2);
     assert_string_equal(st.nodes[1].name, "hue");
     assert_string_equal(st.nodes[1].client_url, "tcp://10.0.0.2:7101");
     f.mode = 1;
     assert_int_equal(kho_node_status(c, 0, &st), KHO_ECORRUPT);
+    kho_client_close(c);
+    fake_stop(&f);
+}
+
+/* --- Sharded registries ---------------------------------------------------
+ */
+
+/* Three fake nodes (ids 1..3) hosting registry "reg" of four shards, two
+ * replicas each; a fourth id is a node nobody listens at. */
+#define CL_NODES 3
+#define CL_SHARDS 4u
+#define CL_KEYS 50
+#define CL_GHOST_ID 4u
+#define CL_GHOST_URL "inproc://kho-test-nobody"
+
+struct cluster {
+    struct fake nodes[CL_NODES];
+    int replicas[CL_SHARDS][2]; /* node indexes */
+    int leader[CL_SHARDS];      /* node index */
+    bool ghost;           /* maps name the ghost as shard 0's first replica and
+                             leader */
+    bool short_pages;     /* a shard's page holds at most 2 records */
+    uint32_t data_shards; /* the count data answers give (0: CL_SHARDS) */
+    char keys[CL_KEYS][16];
+};
+
+static struct cluster cl;
+
+static int cl_index(const struct fake *f)
+{
+    return (int)(f - cl.nodes);
+}
+
+static bool cl_hosts(int node, uint32_t s)
+{
+    return cl.replicas[s][0] == node || cl.replicas[s][1] == node;
+}
+
+/* Node `node`'s map: every shard, the leaders of the shards it hosts. */
+static void cl_map(int node, Kho__Api__Response *rs)
+{
+    static _Thread_local Kho__Api__ShardMap sm;
+    static _Thread_local Kho__Api__ShardInfo si[CL_SHARDS], *sp[CL_SHARDS];
+    static _Thread_local uint64_t reps[CL_SHARDS][2];
+    static _Thread_local Kho__Api__NodeInfo ni[CL_NODES + 1], *np[CL_NODES + 1];
+    static const char *const names[] = {"hanoi", "hue", "danang", "ghost"};
+    Kho__Api__ShardMap m = KHO__API__SHARD_MAP__INIT;
+    m.registry = "reg";
+    m.shards = CL_SHARDS;
+    m.replicas = 2;
+    m.revision = 9;
+    for (uint32_t s = 0; s < CL_SHARDS; s++) {
+        Kho__Api__ShardInfo i = KHO__API__SHARD_INFO__INIT;
+        i.shard = s;
+        i.group_id = 10 + s;
+        reps[s][0] = (uint64_t)cl.replicas[s][0] + 1;
+        reps[s][1] = (uint64_t)cl.replicas[s][1] + 1;
+        i.n_replicas = 2;
+        i.replicas = reps[s];
+        if (cl_hosts(node, s)) {
+            i.leader = (uint64_t)cl.leader[s] + 1;
+            i.leader_url = cl.nodes[cl.leader[s]].url;
+            i.term = 3;
+            i.commit = i.applied = 100 + s;
+        }
+        if (s == 0 && cl.ghost) {
+            reps[s][0] = CL_GHOST_ID;
+            i.leader = CL_GHOST_ID;
+            i.leader_url = CL_GHOST_URL;
+        }
+        si[s] = i;
+        sp[s] = &si[s];
+    }
+    for (int k = 0; k <= CL_NODES; k++) {
+        Kho__Api__NodeInfo n = KHO__API__NODE_INFO__INIT;
+        n.id = (uint64_t)k + 1;
+        n.name = (char *)names[k];
+        n.client_url = k < CL_NODES ? cl.nodes[k].url : CL_GHOST_URL;
+        ni[k] = n;
+        np[k] = &ni[k];
+    }
+    m.n_shard_list = CL_SHARDS;
+    m.shard_list = sp;
+    m.n_nodes = cl.ghost ? CL_NODES + 1 : CL_NODES;
+    m.nodes = np;
+    sm = m;
+    rs->shard_map = &sm;
+}
+
+/* The shard a request is for: its key's, the one a scan names, or the one
+ * of a transaction's keys (CL_SHARDS when they differ, or a scan names
+ * none). */
+static uint32_t cl_shard_of(const Kho__Api__Request *q)
+{
+    if (q->op == KHO__API__OP__OP_SCAN) {
+        return q->shard > 0 && q->shard <= CL_SHARDS ? q->shard - 1 : CL_SHARDS;
+    }
+    if (q->op != KHO__API__OP__OP_TXN) {
+        return kho_shard_of(q->key.data, q->key.len, CL_SHARDS);
+    }
+    uint32_t s = CL_SHARDS;
+    for (size_t i = 0; i < q->n_compares + q->n_ops; i++) {
+        const ProtobufCBinaryData *k = i < q->n_compares
+                                           ? &q->compares[i]->key
+                                           : &q->ops[i - q->n_compares]->key;
+        uint32_t t = kho_shard_of(k->data, k->len, CL_SHARDS);
+        if (s != CL_SHARDS && t != s) {
+            return CL_SHARDS;
+        }
+        s = t;
+    }
+    return s;
+}
+
+/* memcmp, then length, like the server's key order. */
+static int key_cmp(const char *k, const ProtobufCBinaryData *b)
+{
+    size_t len = strlen(k), n = len < b->len ? len : b->len;
+    int d = memcmp(k, b->data, n);
+    return d != 0 ? d : len < b->len ? -1 : len > b->len;
+}
+
+/* Shard s's page of the keys after q->token (with q->prefix). */
+static void cl_scan(const Kho__Api__Request *q, uint32_t s,
+                    Kho__Api__Response *rs)
+{
+    static _Thread_local Kho__Api__Record recs[CL_KEYS], *ptrs[CL_KEYS];
+    uint32_t limit = q->limit > 0 ? q->limit : 1000;
+    limit = cl.short_pages && limit > 2 ? 2 : limit;
+    size_t n = 0;
+    bool more = false;
+    for (int i = 0; i < CL_KEYS; i++) {
+        const char *k = cl.keys[i];
+        size_t len = strlen(k);
+        if (kho_shard_of(k, len, CL_SHARDS) != s ||
+            (q->token.len > 0 && key_cmp(k, &q->token) <= 0) ||
+            (q->prefix.len > 0 &&
+             (len < q->prefix.len ||
+              memcmp(k, q->prefix.data, q->prefix.len) != 0))) {
+            continue;
+        }
+        if (n == limit) {
+            more = true;
+            break;
+        }
+        recs[n] = a_record(k, k);
+        ptrs[n] = &recs[n];
+        n++;
+    }
+    rs->n_records = n;
+    rs->records = ptrs;
+    if (more) {
+        rs->token = recs[n - 1].key;
+    }
+}
+
+/* A data request: the shard's leader serves it, any other node redirects
+ * to the leader; OP_SHARD_MAP: this node's map. */
+static bool answer_cluster(struct fake *f, const Kho__Api__Request *q,
+                           Kho__Api__Response *rs)
+{
+    static _Thread_local Kho__Api__Record rec;
+    int me = cl_index(f);
+    if (q->op == KHO__API__OP__OP_SHARD_MAP) {
+        cl_map(me, rs);
+        return true;
+    }
+    uint32_t s = cl_shard_of(q);
+    rs->shards = cl.data_shards != 0 ? cl.data_shards : CL_SHARDS;
+    if (s == CL_SHARDS) {
+        rs->err = KHO_EINVAL;
+        rs->message = "keys in several shards, or a scan naming none";
+        return true;
+    }
+    if (cl.leader[s] != me) {
+        rs->err = KHO_ENOTLEADER;
+        rs->leader_hint = cl.nodes[cl.leader[s]].url;
+        return true;
+    }
+    switch (q->op) {
+    case KHO__API__OP__OP_GET:
+        rec = a_record("k", "v");
+        rec.key = q->key;
+        rec.value = q->key;
+        rs->record = &rec;
+        break;
+    case KHO__API__OP__OP_SCAN:
+        cl_scan(q, s, rs);
+        break;
+    default:
+        rs->version = 1;
+        rs->revision = 5;
+    }
+    return true;
+}
+
+static void cl_start(void)
+{
+    static const int reps[CL_SHARDS][2] = {{0, 1}, {1, 2}, {2, 0}, {0, 1}};
+    static const int leaders[CL_SHARDS] = {0, 2, 2, 1};
+    memset(&cl, 0, sizeof(cl));
+    for (uint32_t s = 0; s < CL_SHARDS; s++) {
+        cl.replicas[s][0] = reps[s][0];
+        cl.replicas[s][1] = reps[s][1];
+        cl.leader[s] = leaders[s];
+    }
+    for (int i = 0; i < CL_KEYS; i++) {
+        snprintf(cl.keys[i], sizeof(cl.keys[i]), "key-%03d", i);
+    }
+    for (int i = 0; i < CL_NODES; i++) {
+        fake_start(&cl.nodes[i], answer_cluster);
+        cl.nodes[i].serves_maps = true;
+    }
+}
+
+static void cl_stop(void)
+{
+    for (int i = 0; i < CL_NODES; i++) {
+        fake_stop(&cl.nodes[i]);
+    }
+}
+
+static size_t cl_sum(size_t (*field)(const struct fake *f))
+{
+    size_t n = 0;
+    for (int i = 0; i < CL_NODES; i++) {
+        n += field(&cl.nodes[i]);
+    }
+    return n;
+}
+
+static size_t f_maps(const struct fake *f)
+{
+    return f->n_maps;
+}
+
+static size_t f_redirects(const struct fake *f)
+{
+    return f->n_redirects;
+}
+
+static size_t f_reqs(const struct fake *f)
+{
+    return f->n_reqs;
+}
+
+static void cl_reset_counts(void)
+{
+    for (int i = 0; i < CL_NODES; i++) {
+        cl.nodes[i].n_reqs = 0;
+        cl.nodes[i].n_redirects = 0;
+        cl.nodes[i].n_maps = 0;
+    }
+}
+
+/* A key of shard s. */
+static const char *key_in(uint32_t s, int nth)
+{
+    for (int i = 0; i < CL_KEYS; i++) {
+        if (kho_shard_of(cl.keys[i], strlen(cl.keys[i]), CL_SHARDS) == s &&
+            nth-- == 0) {
+            return cl.keys[i];
+        }
+    }
+    fail_msg("no key %d in shard %u", nth, s);
+    return NULL;
+}
+
+static void test_shard_routing(void **state)
+{
+    cl_start();
+    /* Given node 0 only: its map knows the leaders of shards 0, 2 and 3;
+     * shard 1 (on nodes 1 and 2) goes to a replica first. */
+    struct kho_client *c = open_on(cl.nodes[0].url, 5000);
+    for (int i = 0; i < CL_KEYS; i++) {
+        const char *k = cl.keys[i];
+        assert_int_equal(kho_put(c, "reg", k, strlen(k), "v", 1, 0, 0, NULL),
+                         KHO_OK);
+    }
+    assert_int_equal(cl_sum(f_maps), 1);
+    assert_int_equal(cl.nodes[0].n_maps, 1);
+    assert_int_equal(cl_sum(f_redirects), 1); /* node 1 -> node 2, once */
+    assert_int_equal(cl_sum(f_reqs), CL_KEYS + 1);
+
+    /* With the map cached every get goes to its shard's leader. */
+    cl_reset_counts();
+    size_t want[CL_NODES] = {0};
+    for (int i = 0; i < CL_KEYS; i++) {
+        const char *k = cl.keys[i];
+        want[cl.leader[kho_shard_of(k, strlen(k), CL_SHARDS)]]++;
+        struct kho_record r;
+        assert_int_equal(kho_get_record(c, "reg", k, strlen(k), 0, &r), KHO_OK);
+        assert_memory_equal(r.value, k, strlen(k));
+        kho_record_clear(&r);
+    }
+    assert_int_equal(cl_sum(f_redirects), 0);
+    assert_int_equal(cl_sum(f_maps), 0);
+    for (int i = 0; i < CL_NODES; i++) {
+        assert_int_equal(cl.nodes[i].n_reqs, want[i]);
+    }
+
+    /* Shard 1's leadership moves to node 1: one redirect, then direct. */
+    cl_reset_counts();
+    cl.leader[1] = 1;
+    const char *k1 = key_in(1, 0);
+    void *v = NULL;
+    size_t vlen = 0;
+    assert_int_equal(kho_get(c, "reg", k1, strlen(k1), 0, &v, &vlen, NULL),
+                     KHO_OK);
+    free(v);
+    assert_int_equal(cl.nodes[2].n_redirects, 1);
+    assert_int_equal(cl.nodes[1].n_reqs, 1);
+    assert_int_equal(kho_del(c, "reg", k1, strlen(k1), 0, 0), KHO_OK);
+    assert_int_equal(cl_sum(f_redirects), 1);
+    assert_int_equal(cl.nodes[1].n_reqs, 2);
+    assert_int_equal(cl.nodes[1].ops[1], KHO__API__OP__OP_DELETE);
+    assert_int_equal(cl_sum(f_maps), 0);
+
+    /* History goes by the key like a get. */
+    struct kho_record *recs = NULL;
+    size_t n = 0, tlen = 0;
+    void *tok = NULL;
+    const char *k3 = key_in(3, 0);
+    assert_int_equal(kho_history(c, "reg", k3, strlen(k3), 0, NULL, 0, &recs,
+                                 &n, &tok, &tlen),
+                     KHO_OK);
+    assert_int_equal(
+        cl.nodes[cl.leader[3]].ops[cl.nodes[cl.leader[3]].n_reqs - 1],
+        KHO__API__OP__OP_HISTORY);
+    assert_int_equal(cl_sum(f_redirects), 1);
+    kho_client_close(c);
+    cl_stop();
+}
+
+static void test_shard_txn(void **state)
+{
+    cl_start();
+    struct kho_client *c = open_on(cl.nodes[1].url, 5000);
+    const char *a = key_in(0, 0), *b = key_in(2, 0), *a2 = key_in(0, 1);
+    struct kho_op ops[2] = {
+        {.key = a, .key_len = strlen(a), .value = "1", .value_len = 1},
+        {.key = b, .key_len = strlen(b), .value = "2", .value_len = 1},
+    };
+    struct kho_compare cmp = {.key = b, .key_len = strlen(b)};
+    uint64_t rev = 7;
+    /* The map comes with the first request; the refusal sends nothing. */
+    assert_int_equal(kho_txn(c, "reg", NULL, 0, ops, 2, &rev, NULL),
+                     KHO_EINVAL);
+    assert_int_equal(rev, 0);
+    assert_non_null(strstr(kho_client_errmsg(c),
+                           "transaction spans shards 0 and 2 of registry "
+                           "'reg'"));
+    assert_int_equal(cl_sum(f_maps), 1);
+    assert_int_equal(cl_sum(f_reqs), 0);
+    /* A compare in another shard than the ops counts as well. */
+    assert_int_equal(kho_txn(c, "reg", &cmp, 1, ops, 1, NULL, NULL),
+                     KHO_EINVAL);
+    assert_int_equal(cl_sum(f_reqs), 0);
+
+    /* Keys of one shard: straight to its leader, node 0. */
+    ops[1].key = a2;
+    ops[1].key_len = strlen(a2);
+    assert_int_equal(kho_txn(c, "reg", NULL, 0, ops, 2, &rev, NULL), KHO_OK);
+    assert_int_equal(rev, 5);
+    assert_int_equal(cl.nodes[0].n_reqs, 1);
+    assert_int_equal(cl.nodes[0].ops[0], KHO__API__OP__OP_TXN);
+    assert_int_equal(cl_sum(f_redirects), 0);
+    assert_int_equal(cl_sum(f_maps), 1);
+    kho_client_close(c);
+    cl_stop();
+}
+
+/* Scans "reg" in pages of `limit` (opts o otherwise) and returns the keys,
+ * space-separated, in *got; the number of pages in *pages. */
+static void scan_all(struct kho_client *c, struct kho_scan_opts o,
+                     uint32_t limit, char *got, size_t cap, int *pages)
+{
+    void *tok = NULL;
+    size_t tlen = 0;
+    got[0] = '\0';
+    *pages = 0;
+    for (int page = 0; page < 100; page++) {
+        struct kho_record *recs = NULL;
+        size_t n = 0;
+        void *next = NULL;
+        o.token = tok;
+        o.token_len = tlen;
+        o.limit = limit;
+        assert_int_equal(kho_scan(c, "reg", &o, &recs, &n, &next, &tlen),
+                         KHO_OK);
+        (*pages)++;
+        assert_true(n <= limit);
+        free(tok);
+        tok = next;
+        for (size_t i = 0; i < n; i++) {
+            assert_true(strlen(got) + recs[i].key_len + 2 < cap);
+            strncat(got, recs[i].key, recs[i].key_len);
+            strcat(got, " ");
+        }
+        if (tok != NULL) {
+            /* The token is the page's last key. */
+            assert_true(n > 0);
+            assert_int_equal(tlen, recs[n - 1].key_len);
+            assert_memory_equal(tok, recs[n - 1].key, tlen);
+        }
+        kho_records_free(recs, n);
+        if (tok == NULL) {
+            assert_int_equal(tlen, 0);
+            return;
+        }
+    }
+    fail_msg("the scan did not end");
+}
+
+static void test_shard_scan(void **state)
+{
+    cl_start();
+    char want[CL_KEYS * 16] = "", got[CL_KEYS * 16];
+    for (int i = 0; i < CL_KEYS; i++) {
+        strcat(want, cl.keys[i]);
+        strcat(want, " ");
+    }
+    struct kho_client *c = open_on(cl.nodes[2].url, 5000);
+    struct kho_scan_opts o = {.serializable = 1};
+    int pages = 0;
+    scan_all(c, o, 7, got, sizeof(got), &pages);
+    assert_string_equal(got, want);
+    assert_int_equal(pages, (CL_KEYS + 6) / 7);
+    /* Each page asked every shard (Request.shard 1..4), serializable. */
+    bool asked[CL_SHARDS] = {false};
+    for (int i = 0; i < CL_NODES; i++) {
+        const struct fake *f = &cl.nodes[i];
+        for (size_t k = 0; k < f->n_reqs && k < FAKE_LOG_MAX; k++) {
+            assert_int_equal(f->ops[k], KHO__API__OP__OP_SCAN);
+            assert_true(f->shards_asked[k] >= 1 &&
+                        f->shards_asked[k] <= CL_SHARDS);
+            assert_true(f->serializable[k]);
+            assert_int_equal(f->limits[k], 7);
+            asked[f->shards_asked[k] - 1] = true;
+        }
+    }
+    for (uint32_t s = 0; s < CL_SHARDS; s++) {
+        assert_true(asked[s]);
+    }
+    assert_int_equal(cl_sum(f_reqs) - cl_sum(f_redirects),
+                     (size_t)pages * CL_SHARDS);
+
+    /* Shards that cut their pages short (as by the byte bound): still
+     * every key once, in order. */
+    cl.short_pages = true;
+    scan_all(c, o, 7, got, sizeof(got), &pages);
+    assert_string_equal(got, want);
+    scan_all(c, o, 1, got, sizeof(got), &pages);
+    assert_string_equal(got, want);
+    assert_int_equal(pages, CL_KEYS);
+    cl.short_pages = false;
+    scan_all(c, o, KHO_SCAN_LIMIT_MAX, got, sizeof(got), &pages);
+    assert_string_equal(got, want);
+    assert_int_equal(pages, 1);
+
+    /* A prefix, over all four shards. */
+    o = (struct kho_scan_opts){.prefix = "key-01", .prefix_len = 6};
+    scan_all(c, o, 3, got, sizeof(got), &pages);
+    assert_string_equal(got, "key-010 key-011 key-012 key-013 key-014 "
+                             "key-015 key-016 key-017 key-018 key-019 ");
+    assert_int_equal(cl_sum(f_maps), 1);
+    kho_client_close(c);
+    cl_stop();
+}
+
+/* A shard that answers a key of another shard, or its keys out of order,
+ * breaks the protocol. */
+static bool answer_bad_shard(struct fake *f, const Kho__Api__Request *q,
+                             Kho__Api__Response *rs)
+{
+    static _Thread_local Kho__Api__Record recs[2], *ptrs[2];
+    if (q->op == KHO__API__OP__OP_SHARD_MAP) {
+        cl_map(0, rs);
+        return true;
+    }
+    /* mode 0: shard 1 answers shard 0's keys; 1: two keys in the wrong
+     * order; 2: a token without records. */
+    const char *k0 = key_in(q->shard - 1, 0), *k1 = key_in(q->shard - 1, 1);
+    recs[0] = a_record(f->mode == 0   ? key_in(0, 0)
+                       : f->mode == 1 ? k1
+                                      : k0,
+                       "v");
+    recs[1] = a_record(f->mode == 1 ? k0 : k1, "v");
+    ptrs[0] = &recs[0];
+    ptrs[1] = &recs[1];
+    rs->records = ptrs;
+    rs->n_records = f->mode == 2 ? 0 : 2;
+    rs->token = f->mode == 2 ? bin("key-000") : rs->token;
+    rs->shards = CL_SHARDS;
+    return true;
+}
+
+static void test_shard_scan_corrupt(void **state)
+{
+    cl_start();
+    /* Every shard led by node 0, which answers badly. */
+    for (uint32_t s = 0; s < CL_SHARDS; s++) {
+        cl.leader[s] = 0;
+        cl.replicas[s][0] = 0;
+    }
+    cl.nodes[0].answer = answer_bad_shard;
+    struct kho_client *c = open_on(cl.nodes[0].url, 5000);
+    struct kho_scan_opts o = {.limit = 5};
+    struct kho_record *recs = NULL;
+    size_t n = 0, tlen = 0;
+    void *tok = NULL;
+    for (int mode = 0; mode < 3; mode++) {
+        cl.nodes[0].mode = mode;
+        assert_int_equal(kho_scan(c, "reg", &o, &recs, &n, &tok, &tlen),
+                         KHO_ECORRUPT);
+        assert_null(recs);
+        assert_null(tok);
+    }
+    kho_client_close(c);
+    cl_stop();
+}
+
+static void test_shard_map_refresh(void **state)
+{
+    cl_start();
+    struct kho_client *c = open_on(cl.nodes[0].url, 5000);
+    const char *k = key_in(1, 0);
+    void *v = NULL;
+    size_t vlen = 0;
+    /* Answers say 8 shards: the map of 4 is stale, fetched again once
+     * KHO_SHARD_MAP_REFRESH_MS passed since the last fetch. */
+    cl.data_shards = 8;
+    assert_int_equal(kho_get(c, "reg", k, strlen(k), 0, &v, &vlen, NULL),
+                     KHO_OK);
+    free(v);
+    assert_int_equal(cl_sum(f_maps), 1);
+    nng_msleep(KHO_SHARD_MAP_REFRESH_MS + 50);
+    assert_int_equal(kho_get(c, "reg", k, strlen(k), 0, &v, &vlen, NULL),
+                     KHO_OK);
+    free(v);
+    assert_int_equal(cl_sum(f_maps), 2);
+    assert_int_equal(kho_get(c, "reg", k, strlen(k), 0, &v, &vlen, NULL),
+                     KHO_OK);
+    free(v);
+    /* Rate-limited: not fetched again within KHO_SHARD_MAP_REFRESH_MS. */
+    assert_int_equal(cl_sum(f_maps), 2);
+
+    /* A scan whose shards keep disagreeing with the map: fetched again and
+     * read again a bounded number of times, then KHO_EUNAVAILABLE. */
+    struct kho_scan_opts o = {.limit = 5};
+    struct kho_record *recs = NULL;
+    size_t n = 0, tlen = 0;
+    void *tok = NULL;
+    size_t maps = cl_sum(f_maps);
+    assert_int_equal(kho_scan(c, "reg", &o, &recs, &n, &tok, &tlen),
+                     KHO_EUNAVAILABLE);
+    assert_non_null(strstr(kho_client_errmsg(c), "has 8 shards"));
+    /* Two restarts, each after a fetch (and one more fetch first when
+     * KHO_SHARD_MAP_REFRESH_MS passed since the last). */
+    assert_true(cl_sum(f_maps) - maps >= 2 && cl_sum(f_maps) - maps <= 3);
+    cl.data_shards = 0;
+    assert_int_equal(kho_scan(c, "reg", &o, &recs, &n, &tok, &tlen), KHO_OK);
+    assert_int_equal(n, 5);
+    kho_records_free(recs, n);
+    free(tok);
+
+    /* The map names an unreachable leader for shard 0: after one try's
+     * wait the request goes to the other replica, and the map is fetched
+     * again. */
+    kho_client_close(c);
+    cl_reset_counts();
+    cl.ghost = true;
+    c = open_on(cl.nodes[0].url, 5000);
+    const char *k0 = key_in(0, 0);
+    assert_int_equal(kho_get(c, "reg", k0, strlen(k0), 0, &v, &vlen, NULL),
+                     KHO_OK);
+    free(v);
+    assert_int_equal(cl.nodes[0].n_reqs, 1);
+    assert_true(cl_sum(f_maps) >= 2);
+    kho_client_close(c);
+    cl_stop();
+}
+
+/* A node whose copy of the meta group lags: it knows no "reg" yet and
+ * sends map requests to node 0, the meta leader. */
+static bool answer_lagging(struct fake *f, const Kho__Api__Request *q,
+                           Kho__Api__Response *rs)
+{
+    rs->err = KHO_ENOTLEADER;
+    rs->leader_hint = cl.nodes[0].url;
+    return true;
+}
+
+static void test_shard_map_api(void **state)
+{
+    cl_start();
+    struct kho_client *c = open_on(cl.nodes[0].url, 5000);
+    struct kho_shard_map *m = (struct kho_shard_map *)1;
+    assert_int_equal(kho_shard_map(c, "", &m), KHO_EINVAL);
+    assert_null(m);
+    assert_int_equal(kho_shard_map(c, "reg", NULL), KHO_EINVAL);
+    assert_int_equal(kho_shard_map(c, "reg", &m), KHO_OK);
+    assert_string_equal(m->registry, "reg");
+    assert_int_equal(m->shards, CL_SHARDS);
+    assert_int_equal(m->replicas, 2);
+    assert_int_equal(m->revision, 9);
+    assert_int_equal(m->n_nodes, CL_NODES);
+    assert_string_equal(m->nodes[1].name, "hue");
+    /* Node 0 knew three leaders; shard 1's came from a node hosting it. */
+    for (uint32_t s = 0; s < CL_SHARDS; s++) {
+        const struct kho_shard_info *si = &m->shard_list[s];
+        assert_int_equal(si->shard, s);
+        assert_int_equal(si->group_id, 10 + s);
+        assert_int_equal(si->n_replicas, 2);
+        assert_int_equal(si->leader, (uint64_t)cl.leader[s] + 1);
+        assert_string_equal(si->leader_url, cl.nodes[cl.leader[s]].url);
+        assert_int_equal(si->term, 3);
+    }
+    assert_int_equal(cl.nodes[0].n_maps, 1);
+    assert_int_equal(cl.nodes[1].n_maps + cl.nodes[2].n_maps, 1);
+    kho_shard_map_free(m);
+    kho_shard_map_free(NULL);
+
+    /* The map is cached: a get goes straight to shard 1's leader. */
+    const char *k = key_in(1, 0);
+    void *v = NULL;
+    size_t vlen = 0;
+    assert_int_equal(kho_get(c, "reg", k, strlen(k), 0, &v, &vlen, NULL),
+                     KHO_OK);
+    free(v);
+    assert_int_equal(cl_sum(f_redirects), 0);
+    assert_int_equal(cl_sum(f_maps), 2);
+    kho_client_close(c);
+
+    /* A node that does not know the registry yet names the meta leader;
+     * the map request follows it. */
+    struct fake lag;
+    fake_start(&lag, answer_lagging);
+    lag.serves_maps = true;
+    c = open_on(lag.url, 5000);
+    assert_int_equal(kho_shard_map(c, "reg", &m), KHO_OK);
+    assert_int_equal(m->shards, CL_SHARDS);
+    kho_shard_map_free(m);
+    assert_int_equal(lag.n_maps, 1);
+    assert_int_equal(cl.nodes[0].n_maps, 2);
+    kho_client_close(c);
+    fake_stop(&lag);
+    cl_stop();
+
+    /* A node before sharding. */
+    struct fake f;
+    fake_start(&f, answer_ok);
+    c = open_on(f.url, 1000);
+    assert_int_equal(kho_shard_map(c, "reg", &m), KHO_EINVAL);
+    assert_null(m);
+    assert_non_null(strstr(kho_client_errmsg(c), "does not know shard maps"));
+    kho_client_close(c);
+    fake_stop(&f);
+}
+
+/* Against nodes that predate sharding: one map request, then the old way,
+ * for every registry, until KHO_SHARD_MAP_RETRY_MS passed. */
+static void test_shard_fallback(void **state)
+{
+    struct fake f;
+    fake_start(&f, answer_scan);
+    struct kho_client *c = open_on(f.url, 1000);
+    struct kho_scan_opts o = {.limit = 2};
+    struct kho_record *recs = NULL;
+    size_t n = 0, tlen = 0;
+    void *tok = NULL;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(
+            kho_scan(c, i == 2 ? "other" : "r", &o, &recs, &n, &tok, &tlen),
+            KHO_OK);
+        assert_int_equal(n, 2);
+        kho_records_free(recs, n);
+        free(tok);
+        assert_int_equal(f.shards_asked[i], 0);
+    }
+    assert_int_equal(f.n_maps, 1);
+    assert_int_equal(f.n_reqs, 3);
+    kho_client_close(c);
+    fake_stop(&f);
+
+    /* One that answers a map request without a map counts as such. */
+    fake_start(&f, answer_get);
+    f.serves_maps = true;
+    c = open_on(f.url, 1000);
+    struct kho_record r;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(kho_get_record(c, "r", "k", 1, 0, &r), KHO_OK);
+        kho_record_clear(&r);
+    }
+    assert_int_equal(f.n_maps, 1);
+    assert_int_equal(f.n_reqs, 3);
+    /* A transaction goes unchecked: the server judges its shards. */
+    struct kho_op ops[2] = {{.key = "a", .key_len = 1},
+                            {.key = "b", .key_len = 1}};
+    assert_int_equal(kho_txn(c, "r", NULL, 0, ops, 2, NULL, NULL), KHO_OK);
+    assert_int_equal(f.n_reqs, 4);
+    kho_client_close(c);
+    fake_stop(&f);
+}
+
+/* mode 0: one move; 1: a move of a shard out of range. */
+static bool answer_moves(struct fake *f, const Kho__Api__Request *q,
+                         Kho__Api__Response *rs)
+{
+    static Kho__Api__ShardMove mv[2], *mp[2];
+    for (int i = 0; i < 2; i++) {
+        Kho__Api__ShardMove m = KHO__API__SHARD_MOVE__INIT;
+        m.registry = "land";
+        m.shard = f->mode == 1 ? KHO_SHARDS_MAX : (uint32_t)i + 2;
+        m.from = 1;
+        m.to = 3;
+        m.from_name = "hanoi";
+        m.to_name = "danang";
+        mv[i] = m;
+        mp[i] = &mv[i];
+    }
+    rs->moves = mp;
+    rs->n_moves = q->op == KHO__API__OP__OP_SHARD_MOVE ? 1 : 2;
+    return true;
+}
+
+static void test_shard_moves(void **state)
+{
+    struct fake f;
+    fake_start(&f, answer_moves);
+    struct kho_client *c = open_on(f.url, 1000);
+    struct kho_shard_move *mv = (struct kho_shard_move *)1;
+    size_t n = 9;
+    assert_int_equal(kho_shard_move(c, "land", 2, "hanoi", "hanoi", &mv, &n),
+                     KHO_EINVAL);
+    assert_null(mv);
+    assert_int_equal(n, 0);
+    assert_int_equal(
+        kho_shard_move(c, "land", KHO_SHARDS_MAX, "hanoi", "hue", &mv, &n),
+        KHO_EINVAL);
+    assert_int_equal(kho_shard_move(c, "land", 2, "", "hue", &mv, &n),
+                     KHO_EINVAL);
+    assert_int_equal(kho_shard_move(c, "land", 2, "hanoi", "hue", &mv, NULL),
+                     KHO_EINVAL);
+    assert_int_equal(f.n_reqs, 0);
+
+    assert_int_equal(kho_shard_move(c, "land", 2, "hanoi", "danang", &mv, &n),
+                     KHO_OK);
+    assert_int_equal(f.ops[0], KHO__API__OP__OP_SHARD_MOVE);
+    assert_int_equal(f.shards_asked[0], 3); /* 1-based on the wire */
+    assert_string_equal(f.req_node, "hanoi");
+    assert_string_equal(f.req_target, "danang");
+    assert_int_equal(f.seqs[0], 1);
+    assert_int_equal(n, 1);
+    assert_string_equal(mv[0].registry, "land");
+    assert_int_equal(mv[0].shard, 2);
+    assert_int_equal(mv[0].from, 1);
+    assert_string_equal(mv[0].to_name, "danang");
+    free(mv);
+    assert_int_equal(
+        kho_shard_move(c, "land", 2, "hanoi", "danang", NULL, NULL), KHO_OK);
+
+    assert_int_equal(kho_rebalance(c, 1, &mv, &n), KHO_OK);
+    assert_int_equal(f.ops[2], KHO__API__OP__OP_REBALANCE);
+    assert_true(f.req_dry_run);
+    assert_int_equal(f.seqs[2], 0); /* a plan writes nothing */
+    assert_int_equal(n, 2);
+    assert_int_equal(mv[1].shard, 3);
+    free(mv);
+    assert_int_equal(kho_rebalance(c, 0, &mv, &n), KHO_OK);
+    assert_false(f.req_dry_run);
+    assert_int_equal(f.seqs[3], 3);
+    free(mv);
+    f.mode = 1;
+    assert_int_equal(kho_rebalance(c, 0, &mv, &n), KHO_ECORRUPT);
+    assert_null(mv);
+    assert_int_equal(n, 0);
     kho_client_close(c);
     fake_stop(&f);
 }
@@ -915,6 +1764,14 @@ int main(void)
         cmocka_unit_test(test_history),
         cmocka_unit_test(test_registries),
         cmocka_unit_test(test_status),
+        cmocka_unit_test(test_shard_routing),
+        cmocka_unit_test(test_shard_txn),
+        cmocka_unit_test(test_shard_scan),
+        cmocka_unit_test(test_shard_scan_corrupt),
+        cmocka_unit_test(test_shard_map_refresh),
+        cmocka_unit_test(test_shard_map_api),
+        cmocka_unit_test(test_shard_fallback),
+        cmocka_unit_test(test_shard_moves),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
