@@ -27,7 +27,7 @@
 #define BENCH_DURATION_S_MAX (7.0 * 24 * 3600)
 #define BENCH_RATE_MAX 1e8
 #define BENCH_KEYSPACE_MAX (UINT64_C(1) << 40)
-#define BENCH_SHARDS_MAX 1024u
+#define BENCH_SHARDS_MAX 256u /* KHO_SHARDS_MAX */
 #define BENCH_TIMEOUT_MS_MAX (3600u * 1000u)
 #define BENCH_REGISTRY_WAIT_MS 10000u
 /* Preload transactions in flight at once, at most (one per thread). */

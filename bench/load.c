@@ -423,9 +423,11 @@ static int start_threads(struct run *run, struct worker *ws, uint32_t n,
 
 /* Creates the registry if missing, then waits (a bounded time) until its
  * group has a leader, so the first requests do not measure an election. */
-static int ensure_registry(struct kho_client *c, const char *name)
+static int ensure_registry(struct kho_client *c, const char *name,
+                           uint32_t shards)
 {
-    int rc = kho_registry_create(c, name, 0, NULL);
+    struct kho_registry_opts ro = {.shards = shards};
+    int rc = kho_registry_create_opts(c, name, &ro, NULL);
     if (rc != KHO_OK && rc != KHO_EEXIST) {
         fprintf(stderr, "khobench: registry create %s: %s (%s)\n", name,
                 kho_strerror(rc), kho_client_errmsg(c));
@@ -626,7 +628,7 @@ int bench_run(const struct bench_config *cfg, struct bench_result *res)
         rc = open_conn(cfg, i, &run.conns[i]);
     }
     if (rc == KHO_OK) {
-        rc = ensure_registry(run.conns[0], cfg->registry);
+        rc = ensure_registry(run.conns[0], cfg->registry, cfg->shards);
     }
     if (rc == KHO_OK && cfg->preload) {
         rc = preload(&run, res);

@@ -390,6 +390,40 @@ static int worse(int a, int b)
     return rank[b] > rank[a] ? b : a;
 }
 
+/* Checks every shard of a registry (each its own group, on its own
+ * replicas); returns the worst exit status. */
+static int check_registry(struct kho_client *c, const struct view *v,
+                          const struct kho_registry_info *reg,
+                          struct ctl_table *t, json_t *arr)
+{
+    if (reg->shards <= 1) {
+        return check_one(c, v, reg, reg->group_id, t, arr);
+    }
+    struct kho_shard_map *m = NULL;
+    int err = kho_shard_map(c, reg->name, &m);
+    if (err != KHO_OK) {
+        fprintf(stderr, "khoctl: check: the shards of '%s': %s\n", reg->name,
+                kho_client_errmsg(c));
+        int code = ctl_exit_code(err);
+        return code == EXIT_NOT_FOUND ? EXIT_OTHER : code;
+    }
+    int worst = 0;
+    static struct kho_registry_info sreg;
+    for (uint32_t s = 0; s < m->shards; s++) {
+        const struct kho_shard_info *sh = &m->shard_list[s];
+        sreg = *reg;
+        sreg.group_id = sh->group_id;
+        sreg.n_replicas = sh->n_replicas < KHO_REPLICAS_MAX
+                              ? sh->n_replicas
+                              : KHO_REPLICAS_MAX;
+        memcpy(sreg.replicas, sh->replicas,
+               sreg.n_replicas * sizeof(sreg.replicas[0]));
+        worst = worse(worst, check_one(c, v, &sreg, sh->group_id, t, arr));
+    }
+    kho_shard_map_free(m);
+    return worst;
+}
+
 int ctl_cmd_check(struct ctl *x, const struct command *cmd, int argc,
                   char **argv)
 {
@@ -427,12 +461,11 @@ int ctl_cmd_check(struct ctl *x, const struct command *cmd, int argc,
     }
     int worst = 0;
     if (only != NULL) {
-        worst = check_one(c, &v, only, only->group_id, t, arr);
+        worst = check_registry(c, &v, only, t, arr);
     } else {
         worst = check_one(c, &v, NULL, 0, t, arr);
         for (size_t i = 0; i < v.n_regs; i++) {
-            worst = worse(worst, check_one(c, &v, &v.regs[i],
-                                           v.regs[i].group_id, t, arr));
+            worst = worse(worst, check_registry(c, &v, &v.regs[i], t, arr));
         }
     }
     free(v.regs);

@@ -115,7 +115,8 @@ static void note_unreachable(struct health *h, struct kho_client *c,
     json_array_append_new(h->unreachable, u);
 }
 
-/* With a healthy meta group: registries whose group nobody reported. */
+/* With a healthy meta group: registry shards whose group nobody
+ * reported. */
 static void add_registries(struct health *h, struct kho_client *c)
 {
     struct kho_registry_info *regs = NULL;
@@ -132,6 +133,15 @@ static void add_registries(struct health *h, struct kho_client *c)
     }
     for (size_t i = 0; i < n; i++) {
         group_of(h, regs[i].group_id, regs[i].name);
+        struct kho_shard_map *m = NULL;
+        if (regs[i].shards <= 1 ||
+            kho_shard_map(c, regs[i].name, &m) != KHO_OK) {
+            continue; /* its other shards: as the nodes report them */
+        }
+        for (uint32_t s = 1; s < m->shards; s++) {
+            group_of(h, m->shard_list[s].group_id, regs[i].name);
+        }
+        kho_shard_map_free(m);
     }
     free(regs);
 }

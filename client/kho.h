@@ -643,14 +643,15 @@ KHO_EXPORT const char *kho_client_errmsg(struct kho_client *c);
  */
 
 /*
- * Proposes a check marker in the group of `registry` or, when registry is
- * NULL or "", in group `group_id` (0: the meta group). Every replica of the
+ * Proposes a check marker in a group of `registry` - the shard whose
+ * group is `group_id`, or shard 0 when group_id is 0 - or, when registry
+ * is NULL or "", in group `group_id` (0: the meta group). Every replica of the
  * group hashes its state machine when it applies the marker, so replicas
  * that hold the same data answer kho_check_hash() with the same hash.
  * *index receives the marker's index. Follows NOT_LEADER hints and retries
  * like a write (a retry may place a second marker: harmless).
  * Errors: KHO_EINVAL (bad registry name, index NULL), KHO_ENOTFOUND (no
- * such registry, or no such group where it was sent), KHO_ETIMEOUT,
+ * such registry or shard, or no such group where it was sent), KHO_ETIMEOUT,
  * KHO_EUNAVAILABLE, KHO_ECORRUPT (no index in the answer), KHO_ENOMEM,
  * KHO_EIO.
  */

@@ -2959,7 +2959,7 @@ int kho_check_mark(struct kho_client *c, const char *registry,
     Kho__Api__Request q = KHO__API__REQUEST__INIT;
     q.op = KHO__API__OP__OP_CHECK_MARK;
     q.registry = named ? (char *)registry : "";
-    q.group_id = named ? 0 : group_id;
+    q.group_id = group_id; /* with a name: which shard's group (0: shard 0) */
     pthread_mutex_lock(&c->mu);
     Kho__Api__Response *rs = NULL;
     int err = call_as(c, &q, false, &rs);

@@ -75,7 +75,21 @@ static bool mark_group(struct worker *w, uint64_t *gid)
         return true;
     }
     uint32_t shard = q->shard > 0 ? q->shard - 1 : 0;
-    if (node_shard(n, q->registry, shard, &reg) != KHO_OK) {
+    int rc = node_shard(n, q->registry, shard, &reg);
+    /* A shard may also be named by its group id. */
+    for (uint32_t s = 1; rc == KHO_OK && q->group_id != 0 &&
+                         reg.group_id != q->group_id && s < reg.n_shards;
+         s++) {
+        shard = s;
+        rc = node_shard(n, q->registry, s, &reg);
+    }
+    if (rc == KHO_OK && q->group_id != 0 && reg.group_id != q->group_id) {
+        api_reply_errf(w, KHO_ENOTFOUND, 0,
+                       "registry '%s' has no shard with group %llu",
+                       q->registry, (unsigned long long)q->group_id);
+        return false;
+    }
+    if (rc != KHO_OK) {
         uint64_t meta = node_leader_of(n, NODE_META_GROUP);
         if (meta != 0 && meta != node_id(n)) {
             api_reply_errf(w, KHO_ENOTLEADER, meta,

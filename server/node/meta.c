@@ -157,6 +157,23 @@ uint64_t meta_name_hash(const char *s)
     return h;
 }
 
+void meta_group_conf(const uint64_t *ids, size_t n, struct raft_conf *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < n && out->n < RAFT_MEMBERS_MAX; i++) {
+        /* Insertion by id: at most RAFT_MEMBERS_MAX members. */
+        uint32_t j = out->n++;
+        while (j > 0 && out->members[j - 1].id > ids[i]) {
+            out->members[j] = out->members[j - 1];
+            j--;
+        }
+        out->members[j].id = ids[i];
+    }
+    for (uint32_t i = 0; i < out->n; i++) {
+        out->members[i].role = i < META_VOTERS_MAX ? RAFT_VOTER : RAFT_LEARNER;
+    }
+}
+
 /* --- Node records ---------------------------------------------------------- */
 
 void meta_node_key(uint64_t id, uint8_t *key)

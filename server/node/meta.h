@@ -132,6 +132,17 @@ int meta_reg_decode(const uint8_t *v, size_t len, struct meta_reg *out);
  * placement and the cluster id on every peer frame need. */
 uint64_t meta_name_hash(const char *s);
 
+/* Voters of the meta group at most: the other nodes follow it as learners
+ * (they get its log, so every node knows the cluster map, but a meta write
+ * waits for a majority of META_VOTERS_MAX, not of every node). */
+#define META_VOTERS_MAX 5u
+
+/* The meta group's bootstrap configuration for nodes ids[0..n): the
+ * META_VOTERS_MAX lowest ids vote, the rest are learners (at most
+ * RAFT_MEMBERS_MAX in all). Every node computes the same from the same
+ * list. */
+void meta_group_conf(const uint64_t *ids, size_t n, struct raft_conf *out);
+
 /* --- Placement (placement.c) ---------------------------------------------- */
 
 /* A member node as placement sees it. */

@@ -667,9 +667,9 @@ const struct raft_conf *node_members(const struct node *n)
 int node_create(const struct node_config *c, struct store *st,
                 struct node **out, char *err, size_t err_len)
 {
-    if (!c->join && !raft_conf_is_voter(&c->initial, c->id)) {
+    if (!c->join && raft_conf_find(&c->initial, c->id) == NULL) {
         snprintf(err, err_len, "bad node configuration: node %llu is not "
-                               "among the initial voters",
+                               "among the initial nodes",
                  (unsigned long long)c->id);
         return KHO_EINVAL;
     }
@@ -681,7 +681,13 @@ int node_create(const struct node_config *c, struct store *st,
     n->id = c->id;
     snprintf(n->name, sizeof(n->name), "%s", c->name);
     n->st = st;
-    n->initial = c->initial;
+    /* The meta group: the META_VOTERS_MAX lowest ids vote, the others
+     * follow as learners (meta.h). */
+    uint64_t ids[RAFT_MEMBERS_MAX];
+    for (uint32_t i = 0; i < c->initial.n; i++) {
+        ids[i] = c->initial.members[i].id;
+    }
+    meta_group_conf(ids, c->initial.n, &n->initial);
     n->compact_entries =
         c->compact_entries != 0 ? c->compact_entries : NODE_COMPACT_ENTRIES;
     n->compact_bytes =
@@ -825,6 +831,9 @@ void node_member_conf(struct node *n, struct raft_conf *out)
     rcu_read_unlock();
     if (out->n == 0) {
         *out = n->initial;
+        for (uint32_t i = 0; i < out->n; i++) {
+            out->members[i].role = RAFT_VOTER; /* placement: every node */
+        }
     }
 }
 
@@ -1859,7 +1868,11 @@ static void reconcile_group(struct node *n, struct group *g)
             return;
         }
     }
-    for (uint32_t i = 0; i < rs.conf.n; i++) {
+    /* The meta group keeps META_VOTERS_MAX voters; its other members are
+     * learners. */
+    bool room = g->id != NODE_META_GROUP ||
+                raft_conf_voters(&rs.conf) < META_VOTERS_MAX;
+    for (uint32_t i = 0; room && i < rs.conf.n; i++) {
         const struct raft_member *m = &rs.conf.members[i];
         uint64_t match = 0;
         bool active = false;

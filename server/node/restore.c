@@ -157,10 +157,11 @@ static size_t plan_groups(const struct regs *rs, const struct node_config *c,
     for (size_t i = 0; i < c->n_peers && i < RAFT_MEMBERS_MAX; i++) {
         ids[i] = c->peers[i].id;
     }
-    plan[n++] = (struct store_restore_group){
-        .group_id = NODE_META_GROUP,
-        .conf = voters(ids, c->n_peers < RAFT_MEMBERS_MAX ? c->n_peers
-                                                          : RAFT_MEMBERS_MAX)};
+    plan[n] = (struct store_restore_group){.group_id = NODE_META_GROUP};
+    meta_group_conf(ids,
+                    c->n_peers < RAFT_MEMBERS_MAX ? c->n_peers : RAFT_MEMBERS_MAX,
+                    &plan[n].conf);
+    n++;
     for (size_t i = 0; i < rs->n; i++) {
         const struct reg *g = &rs->r[i];
         for (uint32_t s = 0; s < g->mr.n_shards && n < NODE_GROUPS_MAX; s++) {

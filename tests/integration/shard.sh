@@ -95,6 +95,11 @@ counts=$(replica_names | sort | uniq -c | awk '{ print $1 }' | sort -n)
 step "10,002 records written through every shard, read back, scanned"
 write_all k- 3334 || fail "writes"
 verify_all
+"$CTL" cluster health >/dev/null || fail "cluster health"
+"$CTL" check >"$dir/check" || fail "check: $(cat "$dir/check")"
+# One row per replica: 24 shards x 3, and the meta group's 5.
+[ "$(awk 'NR > 1' "$dir/check" | wc -l)" -ge 77 ] ||
+    fail "check did not cover every shard replica: $(cat "$dir/check")"
 
 step "kill -9 node 2: every shard still serves, nothing acknowledged lost"
 "$CL" kill 2 "$dir"
