@@ -40,6 +40,7 @@ struct run {
     atomic_uint_fast32_t finished; /* threads done */
     atomic_bool failed;            /* preload: one batch failed, stop */
     uint64_t batch;                /* preload: keys per transaction */
+    uint32_t shards;               /* the registry's (kho_registry_describe) */
 };
 
 struct worker {
@@ -424,7 +425,7 @@ static int start_threads(struct run *run, struct worker *ws, uint32_t n,
 /* Creates the registry if missing, then waits (a bounded time) until its
  * group has a leader, so the first requests do not measure an election. */
 static int ensure_registry(struct kho_client *c, const char *name,
-                           uint32_t shards)
+                           uint32_t shards, uint32_t *has_shards)
 {
     struct kho_registry_opts ro = {.shards = shards};
     int rc = kho_registry_create_opts(c, name, &ro, NULL);
@@ -436,9 +437,11 @@ static int ensure_registry(struct kho_client *c, const char *name,
     uint64_t deadline = now_ns() + BENCH_REGISTRY_WAIT_MS * UINT64_C(1000000);
     while (now_ns() < deadline) {
         struct kho_registry_info info;
-        if (kho_registry_describe(c, name, &info) == KHO_OK &&
-            info.leader != 0) {
-            return KHO_OK;
+        if (kho_registry_describe(c, name, &info) == KHO_OK) {
+            *has_shards = info.shards;
+            if (info.leader != 0) {
+                return KHO_OK;
+            }
         }
         sleep_ms(REGISTRY_POLL_MS);
     }
@@ -537,7 +540,9 @@ static int preload(struct run *run, struct bench_result *res)
     uint32_t n = cfg->clients < BENCH_PRELOAD_THREADS_MAX
                      ? cfg->clients
                      : BENCH_PRELOAD_THREADS_MAX;
-    run->batch = preload_batch(cfg);
+    /* A transaction stays within one shard: a registry of several shards
+     * is preloaded one put at a time. */
+    run->batch = run->shards > 1 ? 1 : preload_batch(cfg);
     struct worker *ws = calloc(n, sizeof(*ws));
     int rc =
         ws != NULL ? alloc_workers(cfg, run, ws, n, run->batch) : KHO_ENOMEM;
@@ -628,7 +633,8 @@ int bench_run(const struct bench_config *cfg, struct bench_result *res)
         rc = open_conn(cfg, i, &run.conns[i]);
     }
     if (rc == KHO_OK) {
-        rc = ensure_registry(run.conns[0], cfg->registry, cfg->shards);
+        rc = ensure_registry(run.conns[0], cfg->registry, cfg->shards,
+                             &run.shards);
     }
     if (rc == KHO_OK && cfg->preload) {
         rc = preload(&run, res);

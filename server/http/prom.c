@@ -6,13 +6,14 @@
  * Per group (labels group, registry):
  *   kho_raft_term, kho_raft_commit_index, kho_raft_applied_index,
  *   kho_raft_last_index, kho_raft_first_index, kho_raft_is_leader,
- *   kho_raft_leader_id (gauges); kho_raft_leader_changes_total,
+ *   kho_raft_leader_id, kho_raft_quiet (gauges);
+ *   kho_raft_leader_changes_total,
  *   kho_raft_elections_total (counters); kho_check_alarm (1 when
  *   `khoctl check` found this replica different); where this node leads, per
  *   replica (label replica): kho_raft_replica_match_index,
  *   kho_raft_replica_lag_entries, kho_raft_replica_active.
  * Per node:
- *   kho_node_info{node,name} 1, kho_groups;
+ *   kho_node_info{node,name} 1, kho_groups, kho_groups_quiet;
  *   kho_proposals_total, kho_proposals_refused_total, kho_read_index_total,
  *   kho_entries_applied_total; histograms kho_apply_duration_seconds and
  *   kho_store_commit_duration_seconds (one LMDB commit, the fsync);
@@ -80,6 +81,7 @@ enum gfield {
     G_LEADER,
     G_LEADER_CHANGES,
     G_ELECTIONS,
+    G_QUIET,
     G_COUNT
 };
 
@@ -104,6 +106,9 @@ static const struct {
                           "node."},
     [G_ELECTIONS] = {"kho_raft_elections_total", "counter",
                      "Elections this node started for the group."},
+    [G_QUIET] = {"kho_raft_quiet", "gauge",
+                 "1 while the group is quiet: idle, no ticks, no "
+                 "heartbeats."},
 };
 
 static uint64_t gvalue(const struct scrape *s,
@@ -129,6 +134,8 @@ static uint64_t gvalue(const struct scrape *s,
         return m != NULL ? m->leader_changes : 0;
     case G_ELECTIONS:
         return m != NULL ? m->elections : 0;
+    case G_QUIET:
+        return g->quiet;
     case G_COUNT:
         break;
     }
@@ -250,6 +257,14 @@ static void render_node(const struct http_sources *src, const struct scrape *s,
     hbuf_label(b, node_name(src->node));
     hbuf_printf(b, "\"} 1\n");
     gauge(b, "kho_groups", "Raft groups hosted on this node.", s->n);
+    uint64_t quiet = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        quiet += s->st[i].quiet;
+    }
+    gauge(b, "kho_groups_quiet",
+          "Groups hosted here that are quiet (idle: no ticks, no "
+          "heartbeats).",
+          quiet);
     const struct node_metrics *m = &s->nm;
     counter(b, "kho_proposals_total",
             "Proposals accepted by a raft group this node leads.",

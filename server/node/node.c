@@ -127,6 +127,11 @@ struct node {
     uint32_t compact_entries;
     uint64_t compact_bytes;
     struct xfer *xfer; /* snapshots streamed to and from peers */
+    /* Peer links' ages at the last liveness() (raft thread). */
+    struct peer_age {
+        uint64_t id, ms;
+    } ages[NET_PEERS_MAX];
+    size_t n_ages;
     struct staged staged[NODE_STAGED_MAX]; /* raft thread */
     size_t n_staged;
 
@@ -212,6 +217,7 @@ static int open_group(struct node *n, struct group *g,
     c.group_id = g->id;
     c.election_ticks = NODE_ELECTION_TICKS;
     c.heartbeat_ticks = NODE_HEARTBEAT_TICKS;
+    c.quiesce_ticks = NODE_QUIESCE_TICKS;
     c.seed = clock_mono_ms() ^ (n->id * UINT64_C(0x9e3779b97f4a7c15)) ^ g->id;
     c.storage = store_raft_storage(g->sg);
     c.panic = raft_panic_cb;
@@ -1461,6 +1467,8 @@ static bool recently_active(struct group *g, uint64_t id, bool active,
            now - g->seen_active[slot].ms <= NODE_ACTIVE_HOLD_MS;
 }
 
+static bool link_alive(const struct node *n, uint64_t id);
+
 static void publish_status(struct node *n)
 {
     static struct node_group_status st[NODE_GROUPS_MAX]; /* raft thread */
@@ -1479,6 +1487,7 @@ static void publish_status(struct node *n)
             .last_index = rs.last_index,
             .first_index = rs.first_index,
             .n_replicas = rs.conf.n,
+            .quiet = rs.quiet,
         };
         for (uint32_t k = 0; k < rs.conf.n; k++) {
             struct node_replica_status *rp = &st[i].replicas[k];
@@ -1487,6 +1496,11 @@ static void publish_status(struct node *n)
             raft_progress(n->groups[i].raft, rp->id, &rp->match, &rp->active);
             rp->active = recently_active(&n->groups[i], rp->id, rp->active,
                                          now);
+            if (rs.quiet && rs.role == RAFT_LEADER) {
+                /* A quiet group exchanges nothing: its members are as
+                 * alive as their nodes' links (beacons). */
+                rp->active = link_alive(n, rp->id);
+            }
         }
         memcpy(st[i].registry, n->groups[i].registry, NODE_REGISTRY_BYTES);
         st[i].shard = n->groups[i].shard;
@@ -2012,13 +2026,97 @@ static void after_cycle(struct node *n)
     }
 }
 
+/* --- Quiet groups ---------------------------------------------------------- */
+
+static bool all_quiet(const struct node *n)
+{
+    for (size_t i = 0; i < n->n_groups; i++) {
+        if (!raft_quiet(n->groups[i].raft)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Whether node id's link is alive: a frame of any kind from it within
+ * NODE_PEER_DEAD_MS, as of the last liveness() (raft thread). */
+static bool link_alive(const struct node *n, uint64_t id)
+{
+    if (id == n->id) {
+        return true;
+    }
+    for (size_t p = 0; p < n->n_ages; p++) {
+        if (n->ages[p].id == id) {
+            return n->ages[p].ms <= NODE_PEER_DEAD_MS;
+        }
+    }
+    return false;
+}
+
+/*
+ * Failure detection for quiet groups (raft.h, "Quiescence"), every
+ * NODE_BEACON_MS: this node sends a beacon to the voters of the quiet
+ * groups it leads and to the leaders of the quiet groups it votes in - one
+ * frame per node pair, whatever the number of groups - and a quiet group
+ * it follows whose leader's node has been silent (no frame of any kind)
+ * for NODE_PEER_DEAD_MS is told that the leader is down, so it wakes and
+ * may elect another. The links' ages also stand for the members' activity
+ * in a quiet group's status (publish_status()).
+ */
+static void liveness(struct node *n)
+{
+    if (n->net == NULL) {
+        return;
+    }
+    static struct net_peer_stats st[NET_PEERS_MAX];
+    size_t ns = net_peer_stats(n->net, st, NET_PEERS_MAX);
+    n->n_ages = 0;
+    for (size_t p = 0; p < ns && p < NET_PEERS_MAX; p++) {
+        n->ages[n->n_ages++] = (struct peer_age){st[p].id, st[p].recv_age_ms};
+    }
+    uint64_t to[NET_PEERS_MAX];
+    size_t k = 0;
+    for (size_t i = 0; i < n->n_groups; i++) {
+        struct group *g = &n->groups[i];
+        if (!raft_quiet(g->raft)) {
+            continue;
+        }
+        struct raft_status rs;
+        raft_status(g->raft, &rs);
+        /* A leader beacons its voters; a voter its leader (learners never
+         * campaign, and nobody counts them in a quorum). */
+        bool voter = raft_conf_is_voter(&rs.conf, n->id);
+        for (uint32_t m = 0; voter && m < rs.conf.n; m++) {
+            uint64_t id = rs.conf.members[m].id;
+            bool want = rs.role == RAFT_LEADER
+                            ? rs.conf.members[m].role == RAFT_VOTER
+                            : id == rs.leader;
+            if (want && id != n->id && !in_list(to, (uint32_t)k, id) &&
+                k < NET_PEERS_MAX) {
+                to[k++] = id;
+            }
+        }
+        if (rs.role != RAFT_LEADER && rs.leader != 0 &&
+            rs.leader != n->id && !link_alive(n, rs.leader)) {
+            LOGI("group %llu: leader node %llu silent for over %u ms; "
+                 "waking the quiet group",
+                 (unsigned long long)g->id, (unsigned long long)rs.leader,
+                 NODE_PEER_DEAD_MS);
+            raft_peer_down(g->raft, rs.leader);
+        }
+    }
+    for (size_t i = 0; i < k; i++) {
+        net_send_beacon(n->net, to[i]);
+    }
+}
+
 /* --- The raft thread ---------------------------------------------------- */
 
 static void *raft_main(void *arg)
 {
     struct node *n = arg;
     uint64_t next_tick = clock_mono_ms() + NODE_TICK_MS;
-    uint64_t next_status = 0;
+    uint64_t next_status = 0, next_beacon = 0;
     for (;;) {
         pthread_mutex_lock(&n->mu);
         while (!n->stopping && n->queued == 0 && clock_mono_ms() < next_tick) {
@@ -2055,7 +2153,9 @@ static void *raft_main(void *arg)
         uint64_t now = clock_mono_ms();
         if (now >= next_tick) {
             for (size_t i = 0; i < n->n_groups; i++) {
-                raft_tick(n->groups[i].raft);
+                if (!raft_quiet(n->groups[i].raft)) {
+                    raft_tick(n->groups[i].raft);
+                }
                 expire_list(&n->groups[i], &n->groups[i].props, now);
                 expire_list(&n->groups[i], &n->groups[i].reads, now);
             }
@@ -2072,6 +2172,15 @@ static void *raft_main(void *arg)
         if (worked || now >= next_status) {
             publish_status(n);
             next_status = now + 50u;
+        }
+        if (now >= next_beacon) {
+            liveness(n);
+            next_beacon = now + NODE_BEACON_MS;
+        }
+        /* Nothing to tick while every group is quiet: sleep until the next
+         * beacon (any message or request wakes the thread at once). */
+        if (all_quiet(n) && !store_gc_pending(n->st) && next_tick < next_beacon) {
+            next_tick = next_beacon;
         }
     }
 }

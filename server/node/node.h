@@ -75,6 +75,16 @@
 #define NODE_TICK_MS 10u
 #define NODE_ELECTION_TICKS 15u
 #define NODE_HEARTBEAT_TICKS 3u
+/* Quiet groups (raft.h, "Quiescence"): a leader with nothing to do for
+ * this many ticks quiets its group - no ticks, no heartbeats. Every
+ * NODE_BEACON_MS a node sends a beacon to the voters of the quiet groups it
+ * leads and to the leaders of those it votes in (one frame per node pair);
+ * a quiet follower whose leader's node has been silent for
+ * NODE_PEER_DEAD_MS wakes (and elects another leader if it must), so an
+ * idle group fails over in about that time plus an election. */
+#define NODE_QUIESCE_TICKS 60u
+#define NODE_BEACON_MS 1000u
+#define NODE_PEER_DEAD_MS 3000u
 /* A leader's status shows a member active when the core reported it
  * active within this long: the core clears its flags every election
  * timeout (check-quorum), so one reading right after that would show a
@@ -175,6 +185,7 @@ struct node_group_status {
     char registry[NODE_REGISTRY_BYTES];
     uint32_t shard;
     enum raft_role role;
+    bool quiet; /* idle: no ticks, no heartbeats (raft.h, "Quiescence") */
     uint64_t term, leader, commit, applied, last_index, first_index;
     /* Members of the configuration in force; match and active only when
      * this node leads the group. */

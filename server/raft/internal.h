@@ -46,6 +46,14 @@ struct progress {
     bool recent_active;       /* heard from within an election timeout */
     uint64_t read_ack;        /* highest heartbeat round acknowledged */
     uint64_t commit_sent;     /* highest commit index told to this member */
+    /* Quiescence. heard_at: now_ticks + 1 when it last answered, 0 when not
+     * since this leader took over or woke. Every heartbeat round from
+     * hb_commit_round on carried hb_commit; commit_acked is the highest
+     * commit a heartbeat it answered carried. */
+    uint64_t heard_at;
+    uint64_t hb_commit;
+    uint64_t hb_commit_round;
+    uint64_t commit_acked;
     /* In-flight appends: last index and payload bytes of each. */
     uint64_t *infl_index;
     uint64_t *infl_bytes;
@@ -108,6 +116,15 @@ struct raft {
     bool bcast_pending;
     uint64_t uncommitted_bytes;
     raft_id transferee;
+
+    /* Quiescence (quiesce.c). quiet: a quiesced leader or a quiet
+     * follower. idle_ticks: a leader's consecutive idle ticks. quiesce_round:
+     * the heartbeat round that quiesced it. lead_down: the leader the host
+     * reported down and that has not sent a regular message since. */
+    bool quiet;
+    uint32_t idle_ticks;
+    uint64_t quiesce_round;
+    raft_id lead_down;
 
     /* Reads and leases. */
     struct pending_read *reads;

@@ -54,6 +54,7 @@ void raft_config_defaults(struct raft_config *c)
     c->max_ready_msgs = 4096;
     c->max_apply_bytes = UINT64_C(16) << 20;
     c->snapshot_timeout_ticks = 50;
+    c->quiesce_ticks = 0;
 }
 
 int raft_config_validate(const struct raft_config *c, const char **why)
@@ -96,6 +97,8 @@ int raft_config_validate(const struct raft_config *c, const char **why)
         w = "max_apply_bytes must be > 0";
     } else if (c->snapshot_timeout_ticks == 0) {
         w = "snapshot_timeout_ticks must be > 0";
+    } else if (c->quiesce_ticks > RAFT_QUIESCE_TICKS_MAX) {
+        w = "quiesce_ticks must be 0 or in [1, RAFT_QUIESCE_TICKS_MAX]";
     } else if (c->storage.snapshot_meta == NULL ||
                c->storage.last_index == NULL || c->storage.term == NULL ||
                c->storage.entries == NULL || c->storage.snapshot == NULL) {
@@ -116,6 +119,13 @@ static void reset_randomized_timeout(struct raft *r)
 {
     uint32_t et = r->cfg.election_ticks;
     r->randomized_timeout = et + (uint32_t)(rng_next(r) % et);
+}
+
+/* The election timeout starts now, with a fresh random length (§5.2). */
+void restart_election_timer(struct raft *r)
+{
+    r->election_elapsed = 0;
+    reset_randomized_timeout(r);
 }
 
 int conf_pos(const struct raft *r, raft_id id)
@@ -145,6 +155,8 @@ static void reset(struct raft *r, uint64_t term)
     r->lead = 0;
     r->election_elapsed = 0;
     r->heartbeat_elapsed = 0;
+    r->quiet = false;
+    r->idle_ticks = 0;
     reset_randomized_timeout(r);
     memset(r->votes, 0, sizeof(r->votes));
     r->transferee = 0;
@@ -329,13 +341,23 @@ static void handle_vote(struct raft *r, const struct raft_msg *m)
 
 /* Leader stickiness (§4.2.3 / §9.6 with check-quorum): a voter that heard
  * from a leader within the minimum election timeout ignores vote requests,
- * so a server that was cut off cannot depose a working leader. A request
- * made on behalf of a leadership transfer is exempt. */
+ * so a server that was cut off cannot depose a working leader. A quiet node
+ * counts as having just heard from its leader, and refuses pre-votes even
+ * without check-quorum: its leader sends nothing while the group is idle,
+ * so a node that merely never heard it must not win a pre-vote (raft.h,
+ * "Quiescence"). A request made on behalf of a leadership transfer is
+ * exempt. */
 static bool in_lease(const struct raft *r, const struct raft_msg *m)
 {
-    bool heard = r->lead != 0 && r->election_elapsed < r->cfg.election_ticks;
-    return r->cfg.check_quorum && (heard || r->now_ticks < r->vote_hold_until) &&
-           (m->flags & RAFT_MSGF_TRANSFER) == 0;
+    if ((m->flags & RAFT_MSGF_TRANSFER) != 0) {
+        return false;
+    }
+    if (r->quiet && m->type == RAFT_MSG_PREVOTE) {
+        return true;
+    }
+    bool heard = r->lead != 0 &&
+                 (r->quiet || r->election_elapsed < r->cfg.election_ticks);
+    return r->cfg.check_quorum && (heard || r->now_ticks < r->vote_hold_until);
 }
 
 /* Handles the term of an incoming message (Figure 2, "all servers").
@@ -397,6 +419,9 @@ static void step_follower(struct raft *r, const struct raft_msg *m)
         }
         r->election_elapsed = 0;
         r->lead = m->from;
+        if (!m->quiesce && r->lead_down == m->from) {
+            r->lead_down = 0; /* it is back: it may quiesce us again */
+        }
         if (m->type == RAFT_MSG_APPEND) {
             handle_append(r, m);
         } else if (m->type == RAFT_MSG_HEARTBEAT) {
@@ -428,11 +453,16 @@ int raft_step(struct raft *r, const struct raft_msg *m)
     if (!msg_validate(r, m)) {
         return KHO_OK;
     }
+    follower_wake_on(r, m);
     if (!step_term(r, m)) {
+        /* Dropped, but a quiet leader may still be needed (a vote request
+         * it refused from a node that never heard from it). */
+        leader_wake_on(r, m);
         return KHO_OK;
     }
     if (m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PREVOTE) {
         handle_vote(r, m);
+        leader_wake_on(r, m);
         return KHO_OK;
     }
     if (r->role == RAFT_LEADER) {
@@ -440,6 +470,7 @@ int raft_step(struct raft *r, const struct raft_msg *m)
     } else {
         step_follower(r, m);
     }
+    leader_wake_on(r, m);
     return r->err;
 }
 
@@ -459,6 +490,9 @@ int raft_tick(struct raft *r)
 {
     RAFT_ASSERT(r, !r->in_ready);
     r->now_ticks++;
+    if (r->quiet) {
+        return r->err; /* the election timer and heartbeats are stopped */
+    }
     if (r->role == RAFT_LEADER) {
         tick_leader(r);
     } else {
@@ -616,6 +650,7 @@ void raft_status(const struct raft *r, struct raft_status *out)
     out->conf_index = r->conf_index;
     out->conf = r->conf;
     out->transferee = r->transferee;
+    out->quiet = r->quiet;
 }
 
 const struct raft_stats *raft_stats(const struct raft *r)

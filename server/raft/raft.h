@@ -57,6 +57,49 @@
  *   - With lease_reads, a node refuses votes for election_ticks after
  *     raft_create(), so a first election takes that long at least.
  *   - Every pointer in a raft_ready stays valid until raft_advance().
+ *
+ * Quiescence (raft_config.quiesce_ticks; the shape CockroachDB uses:
+ * quiesce plus node liveness). It only stops timers and heartbeats; every
+ * message is still handled by the rules above, so safety is untouched.
+ *   - A leader quiesces after quiesce_ticks consecutive ticks in which the
+ *     group was idle: no proposal, read, transfer or configuration change
+ *     pending; commit == last index; every member (voters and learners) at
+ *     match == last index; every follower acknowledged a heartbeat that
+ *     carried that commit; every voter answered within the last election
+ *     timeout. It then sends each follower a HEARTBEAT with `quiesce` set
+ *     (index/log_term = its last entry, == commit) and stops heartbeats and
+ *     check-quorum: its ticks do nothing.
+ *   - A follower goes quiet on such a heartbeat from the leader of its term
+ *     if its own quiesce_ticks is not 0, its log ends at that commit with
+ *     the same term, and the host has not reported that leader down since
+ *     it last heard a regular message from it. It then does not answer and
+ *     its ticks do nothing (the election timer stops). Otherwise it treats
+ *     the heartbeat as a normal one and answers, which wakes the leader.
+ *   - raft_quiet() tells the host it may stop ticking the group (ticking it
+ *     is harmless). A quiet group still needs its messages stepped and its
+ *     ready batches handled.
+ *   - A quiet follower wakes on any message from its leader (of its term or
+ *     newer), its timer restarting as usual, and on raft_peer_down() for its
+ *     leader, after which it campaigns (with pre-vote if configured) once a
+ *     randomized election timeout passes without word from the leader.
+ *   - A quiet follower or leader refuses pre-votes (leader stickiness, with
+ *     or without check_quorum); with check_quorum it refuses votes too, as
+ *     a node that has just heard from its leader does. A transfer's vote is
+ *     exempt. After raft_peer_down() for its leader the usual rules apply.
+ *   - A quiet leader wakes on raft_propose(), raft_propose_conf(),
+ *     raft_read_index() and raft_transfer_leader() when they succeed, and on
+ *     any message of its term or newer from a member, except a heartbeat
+ *     answer older than its quiesce round. Waking resumes heartbeats (a round goes out at once,
+ *     or the proposal's appends or the read's round do, and wakes the
+ *     followers), restarts check-quorum as after an election and forgets
+ *     the lease: the leader was perhaps not ticked while quiet, so no lease
+ *     from a round sent before it woke is trusted. A newer term still makes
+ *     it step down. raft_peer_down() never wakes a leader.
+ *   - Messages lost on the way are repaired by the same rules: a follower
+ *     that missed the quiesce heartbeat times out and its pre-vote wakes the
+ *     leader; a follower that restarts while its group is quiet does the
+ *     same. Use quiescence with pre_vote: without it such a follower
+ *     campaigns for real and forces an election.
  */
 #ifndef KHO_RAFT_H
 #define KHO_RAFT_H
@@ -70,7 +113,7 @@
 /* --- Limits ------------------------------------------------------------ */
 
 /* Members (voters and learners) of one group's configuration. */
-#define RAFT_MEMBERS_MAX 16
+#define RAFT_MEMBERS_MAX 64
 /* Terms and indexes above this are refused as corrupt input. Keeping a wide
  * margin below 2^64 means `index + count` never overflows after validation. */
 #define RAFT_TERM_MAX (UINT64_C(1) << 62)
@@ -86,6 +129,8 @@
 #define RAFT_UNSTABLE_ENTRIES_MAX 65536u
 /* Lease rounds remembered by a leader (a ring of heartbeat send times). */
 #define RAFT_LEASE_ROUNDS 64u
+/* Ceiling of raft_config.quiesce_ticks (0 there means "never quiesce"). */
+#define RAFT_QUIESCE_TICKS_MAX 1000000u
 
 typedef uint64_t raft_id; /* node id; 0 means "none" */
 
@@ -220,7 +265,9 @@ enum raft_msg_type {
  *   VOTE, PREVOTE: index/log_term = candidate's last entry; term is the
  *                  election's term (current + 1 for PREVOTE)
  *   *_RESP votes:  reject
- *   HEARTBEAT:     commit, ctx = read/lease round
+ *   HEARTBEAT:     commit, ctx = read/lease round; with quiesce set (the
+ *                  leader goes quiet, see "Quiescence" above), index and
+ *                  log_term = the leader's last entry, which is the commit
  *   HEARTBEAT_RESP: ctx echoed
  *   SNAPSHOT:      snapshot (meta and opaque payload)
  */
@@ -238,6 +285,7 @@ struct raft_msg {
     uint64_t hint_index;
     uint64_t hint_term;
     bool reject;
+    bool quiesce; /* HEARTBEAT only: the leader is going quiet */
     uint32_t n_entries;
     struct raft_entry *entries; /* owned by whoever owns the message */
     struct raft_snapshot snapshot;
@@ -287,6 +335,16 @@ struct raft_config {
     uint32_t max_ready_msgs;      /* messages buffered for one ready */
     uint64_t max_apply_bytes;     /* committed payload per ready */
     uint32_t snapshot_timeout_ticks; /* resend a snapshot not answered */
+
+    /* Quiescence (see "Quiescence" at the top). 0: this node never
+     * quiesces a group it leads and never goes quiet as a follower (its
+     * host need not call raft_peer_down()). Otherwise, in [1,
+     * RAFT_QUIESCE_TICKS_MAX]: a leader quiesces after this many
+     * consecutive idle ticks; a few election timeouts is a good choice,
+     * since every wake-up costs a heartbeat round. Give every member the
+     * same setting: a follower with 0 answers each quiesce heartbeat, which
+     * wakes its leader again. Default 0. */
+    uint32_t quiesce_ticks;
 
     /* Called when an internal invariant fails (a core bug, never bad
      * input), with where and what; the core then aborts. NULL: abort only. */
@@ -338,6 +396,8 @@ struct raft_stats {
     uint64_t lost_tail;        /* a follower refused what it had acked */
     uint64_t elections;        /* campaigns started (not pre-vote rounds) */
     uint64_t leader_changes;   /* times this node became leader */
+    uint64_t quiesced;         /* times this node went quiet */
+    uint64_t woken;            /* times it woke from quiet */
 };
 
 struct raft_status {
@@ -354,6 +414,7 @@ struct raft_status {
     uint64_t conf_index;   /* index of the configuration in force */
     struct raft_conf conf;
     raft_id transferee;    /* leadership transfer in progress, or 0 */
+    bool quiet;            /* raft_quiet() */
 };
 
 /* --- API ----------------------------------------------------------------- */
@@ -366,8 +427,27 @@ int raft_create(const struct raft_config *c, struct raft **out,
                 const char **why);
 void raft_destroy(struct raft *r);
 
-/* Advances logical time by one tick. */
+/* Advances logical time by one tick. On a quiet group it does nothing. */
 int raft_tick(struct raft *r);
+
+/* True while the group is quiet at this node (a quiesced leader, or a
+ * follower its leader quiesced): ticks do nothing until something wakes it,
+ * so the host may stop ticking it. Messages and ready batches must still be
+ * handled. */
+bool raft_quiet(const struct raft *r);
+
+/* The host's failure detector says node `id` is unreachable from here. A
+ * quiet follower whose leader is `id` wakes and starts its election timer
+ * from zero; any follower whose leader is `id` also refuses to go quiet for
+ * it until it hears a regular (non-quiesce) message from it again. Anything
+ * else is ignored, so a false alarm costs at most an election timeout of
+ * ticking and a pre-vote round (which wakes the leader, whose heartbeat
+ * ends it). A stale quiesce heartbeat that arrives after a report can
+ * quiet a follower again, so the host must keep reporting a peer while it
+ * stays unreachable (at least each time it finds a quiet group whose
+ * raft_status().leader is that peer). Like every raft_* call, not between
+ * raft_ready() and raft_advance(). Cost: O(1). */
+void raft_peer_down(struct raft *r, raft_id id);
 
 /* Feeds one message from a peer. The core copies what it keeps. Invalid
  * input returns KHO_OK after counting it (it is a peer's fault, not the

@@ -51,6 +51,9 @@ int raft_read_index(struct raft *r, uint64_t ctx)
     if (r->reads_n + r->read_states_n >= r->cfg.max_pending_reads) {
         return KHO_EBUSY;
     }
+    /* A quiet leader has no lease to answer from: the read waits for the
+     * round reads_flush() sends, which also wakes the followers. */
+    leader_wake(r, false);
     if (PLANTED(RAFT_BUG_READ_NO_QUORUM)) {
         /* Planted bug 3: trust our commit index without asking anyone. */
         push_read_state(r, ctx, r->commit, KHO_OK);
@@ -77,11 +80,14 @@ bool reads_need_flush(const struct raft *r)
 
 /* One heartbeat round to every member. Its number travels as ctx and comes
  * back in the answers; a round a quorum answered proves we were leader
- * when it was sent. */
-void heartbeat_round(struct raft *r)
+ * when it was sent. With `quiesce`, it is the round that quiesces the group
+ * (quiesce.c): it names our last entry, which is also the commit. */
+void heartbeat_round(struct raft *r, bool quiesce)
 {
     r->round++;
     r->round_tick[r->round % RAFT_LEASE_ROUNDS] = r->now_ticks;
+    uint64_t last = log_last_index(r);
+    uint64_t last_term = quiesce ? log_term_or0(r, last) : 0;
     for (uint32_t i = 0; i < r->conf.n; i++) {
         struct progress *pr = &r->prs[i];
         if (pr->id == r->cfg.id) {
@@ -94,6 +100,15 @@ void heartbeat_round(struct raft *r)
         }
         m->commit = pr->match < r->commit ? pr->match : r->commit;
         m->ctx = r->round;
+        if (m->commit != pr->hb_commit || pr->hb_commit_round == 0) {
+            pr->hb_commit = m->commit;
+            pr->hb_commit_round = r->round;
+        }
+        if (quiesce) {
+            m->quiesce = true;
+            m->index = last;
+            m->log_term = last_term;
+        }
     }
 }
 
@@ -102,7 +117,7 @@ void heartbeat_round(struct raft *r)
  * which is at least the commit index when each was requested. */
 void reads_flush(struct raft *r)
 {
-    heartbeat_round(r);
+    heartbeat_round(r, false);
     for (uint32_t i = 0; i < r->reads_n; i++) {
         if (r->reads[i].round == 0) {
             r->reads[i].round = r->round;

@@ -92,6 +92,10 @@ static bool msg_fields_valid(const struct raft *r, const struct raft_msg *m)
          m->n_entries > r->cfg.max_msg_entries)) {
         return false;
     }
+    if (m->quiesce &&
+        (m->type != RAFT_MSG_HEARTBEAT || m->log_term > m->term)) {
+        return false;
+    }
     switch (m->type) {
     case RAFT_MSG_APPEND:
     case RAFT_MSG_VOTE:
@@ -585,7 +589,7 @@ static void handle_append_reject(struct raft *r, struct progress *pr,
 static void handle_append_resp(struct raft *r, struct progress *pr,
                                const struct raft_msg *m)
 {
-    pr->recent_active = true;
+    pr_heard(r, pr);
     if (m->reject) {
         handle_append_reject(r, pr, m);
         return;
@@ -626,8 +630,13 @@ static void handle_append_resp(struct raft *r, struct progress *pr,
 static void handle_heartbeat_resp(struct raft *r, struct progress *pr,
                                   const struct raft_msg *m)
 {
-    pr->recent_active = true;
+    pr_heard(r, pr);
     pr->probe_sent = false;
+    /* Every round from hb_commit_round on carried hb_commit. */
+    if (m->ctx >= pr->hb_commit_round && m->ctx <= r->round &&
+        pr->hb_commit > pr->commit_acked) {
+        pr->commit_acked = pr->hb_commit;
+    }
     if (pr->state == PR_REPLICATE && infl_full(r, pr)) {
         /* Appends or their answers may have been lost, which would hold
          * the window shut for good. Letting one more append through makes
@@ -705,9 +714,12 @@ void tick_leader(struct raft *r)
             pr_become_probe(pr); /* the snapshot or its answer was lost */
         }
     }
+    if (leader_maybe_quiesce(r)) {
+        return; /* the quiesce round replaces this tick's heartbeat */
+    }
     if (r->heartbeat_elapsed >= r->cfg.heartbeat_ticks) {
         r->heartbeat_elapsed = 0;
-        heartbeat_round(r);
+        heartbeat_round(r, false);
     }
 }
 
@@ -825,6 +837,9 @@ void handle_heartbeat(struct raft *r, const struct raft_msg *m)
      * a follower that lost its tail from committing what it lacks. */
     uint64_t last = log_last_index(r);
     follower_commit(r, m->commit < last ? m->commit : last);
+    if (m->quiesce && follower_quiesce(r, m)) {
+        return; /* quiet: an answer would only wake the leader again */
+    }
     struct raft_msg *out = msg_new(r, RAFT_MSG_HEARTBEAT_RESP, m->from);
     if (out != NULL) {
         out->ctx = m->ctx;
@@ -883,6 +898,7 @@ static int check_proposer(struct raft *r)
 static int append_proposal(struct raft *r, uint32_t type, const uint8_t *data,
                            size_t len, uint64_t *index, uint64_t *term)
 {
+    leader_wake(r, false); /* the appends wake the followers */
     struct raft_entry e = {.term = r->term,
                            .index = log_last_index(r) + 1,
                            .type = type,
@@ -958,6 +974,7 @@ int raft_transfer_leader(struct raft *r, raft_id to)
     if (r->transferee == to) {
         return KHO_OK;
     }
+    leader_wake(r, true);
     r->transferee = to;
     r->election_elapsed = 0; /* the transfer times out after one timeout */
     if (pr->match == log_last_index(r)) {

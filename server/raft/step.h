@@ -15,6 +15,7 @@ void become_leader(struct raft *r);
 void campaign(struct raft *r, bool pre, bool transfer);
 bool tally_won(const struct raft *r);
 void campaign_won(struct raft *r);
+void restart_election_timer(struct raft *r);
 
 /* replication.c */
 bool msg_validate(struct raft *r, const struct raft_msg *m);
@@ -39,7 +40,15 @@ void reads_fail_all(struct raft *r);
 void reads_flush(struct raft *r);
 void reads_on_ack(struct raft *r);
 bool reads_need_flush(const struct raft *r);
-void heartbeat_round(struct raft *r);
+void heartbeat_round(struct raft *r, bool quiesce);
+
+/* quiesce.c */
+void pr_heard(const struct raft *r, struct progress *pr);
+bool leader_maybe_quiesce(struct raft *r);
+void leader_wake(struct raft *r, bool heartbeat);
+void leader_wake_on(struct raft *r, const struct raft_msg *m);
+void follower_wake_on(struct raft *r, const struct raft_msg *m);
+bool follower_quiesce(struct raft *r, const struct raft_msg *m);
 
 /* ready.c */
 int alloc_buffers(struct raft *r);

@@ -158,7 +158,7 @@ static void on_frame(struct net *n, const uint8_t *p, size_t len)
     uint32_t magic = len >= NET_FRAME_HEADER_BYTES ? get_le32(p) : 0;
     if (len < NET_FRAME_HEADER_BYTES ||
         (magic != NET_MAGIC && magic != NET_MAGIC_CHUNK &&
-         magic != NET_MAGIC_ACK) ||
+         magic != NET_MAGIC_ACK && magic != NET_MAGIC_BEACON) ||
         get_le32(p + 4) != NET_VERSION) {
         atomic_fetch_add(&n->dropped_bad, 1);
         LOGW("peer: dropped a frame of %zu bytes: bad header", len);
@@ -178,6 +178,9 @@ static void on_frame(struct net *n, const uint8_t *p, size_t len)
     if (src != NULL && magic != NET_MAGIC) {
         atomic_fetch_add(&src->recv, 1);
         atomic_store(&src->last_recv_ms, clock_mono_ms());
+    }
+    if (magic == NET_MAGIC_BEACON) {
+        return; /* its arrival is all it says */
     }
     if (magic == NET_MAGIC_CHUNK) {
         on_chunk(n, from, p + NET_FRAME_HEADER_BYTES,
@@ -473,7 +476,9 @@ static int send_frame(struct net *n, uint64_t to, uint32_t magic,
     put_le64(body + 8, n->cluster_id);
     put_le64(body + 16, n->self_id);
     uint8_t *w = body + NET_FRAME_HEADER_BYTES;
-    memcpy(w, a, a_len);
+    if (a_len > 0) {
+        memcpy(w, a, a_len);
+    }
     if (b_len > 0) {
         memcpy(w + a_len, b, b_len);
     }
@@ -509,6 +514,11 @@ int net_send_chunk(struct net *n, uint64_t to, const struct net_chunk *c)
     put_le32(h + 52, 0);
     return send_frame(n, to, NET_MAGIC_CHUNK, h, sizeof(h), c->head,
                       c->head_len, c->data, c->len);
+}
+
+int net_send_beacon(struct net *n, uint64_t to)
+{
+    return send_frame(n, to, NET_MAGIC_BEACON, NULL, 0, NULL, 0, NULL, 0);
 }
 
 int net_send_chunk_ack(struct net *n, uint64_t to,

@@ -87,6 +87,10 @@ void net_get_stats(struct net *n, struct net_stats *out);
  */
 #define NET_MAGIC_CHUNK 0x43484b4bu /* "KKHC" */
 #define NET_MAGIC_ACK 0x41484b4bu   /* "KKHA" */
+/* A beacon: the header alone. It says "this node is alive" to a node whose
+ * quiet groups it leads (they send no heartbeats); receiving it only
+ * refreshes the sender's recv_age_ms (net_peer_stats()). */
+#define NET_MAGIC_BEACON 0x42484b4bu /* "KKHB" */
 #define NET_CHUNK_HEADER_BYTES 56u
 #define NET_CHUNK_HEAD_BYTES_MAX 4096u
 #define NET_CHUNK_DATA_BYTES_MAX (2u << 20)
@@ -120,6 +124,10 @@ void net_set_chunk_handlers(struct net *n, net_chunk_cb chunk, net_ack_cb ack,
 int net_send_chunk(struct net *n, uint64_t to, const struct net_chunk *c);
 int net_send_chunk_ack(struct net *n, uint64_t to,
                        const struct net_chunk_ack *a);
+
+/* Queues a beacon to node `to` without blocking (thread-safe).
+ * Errors: KHO_ENOTFOUND (unknown peer). */
+int net_send_beacon(struct net *n, uint64_t to);
 
 /* One peer link, as this node sees it. */
 struct net_peer_stats {

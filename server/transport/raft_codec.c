@@ -117,6 +117,9 @@ static const char *check_msg(const struct raft_msg *m)
     if (m->from == 0 || m->to == 0) {
         return "message from or to node 0";
     }
+    if (m->quiesce && m->type != RAFT_MSG_HEARTBEAT) {
+        return "quiesce flag on a message that is not a heartbeat";
+    }
     if (!term_ok(m->term) || !term_ok(m->log_term) || !term_ok(m->hint_term)) {
         return "message term out of range";
     }
@@ -426,6 +429,7 @@ static void msg_to_pb(const struct raft_msg *m, Kho__Raft__Message *out,
     out->hint_index = m->hint_index;
     out->hint_term = m->hint_term;
     out->reject = m->reject;
+    out->quiesce = m->quiesce;
     for (uint32_t i = 0; i < m->n_entries; i++) {
         entry_to_pb(&m->entries[i], &ents[i]);
         ent_ptrs[i] = &ents[i];
@@ -628,6 +632,7 @@ static void msg_from_pb(const Kho__Raft__Message *pm, struct raft_msg *m,
     m->hint_index = pm->hint_index;
     m->hint_term = pm->hint_term;
     m->reject = pm->reject != 0;
+    m->quiesce = pm->quiesce != 0;
     m->n_entries = (uint32_t)pm->n_entries;
     m->entries = pm->n_entries > 0 ? ents : NULL;
     for (size_t i = 0; i < pm->n_entries; i++) {

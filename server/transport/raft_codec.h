@@ -40,7 +40,7 @@
 /* Encoded sizes of the stored records: three varints for a hard state;
  * two varints and a full configuration for snapshot metadata. */
 #define CODEC_HARD_STATE_BYTES_MAX 64u
-#define CODEC_SNAPSHOT_META_BYTES_MAX 512u
+#define CODEC_SNAPSHOT_META_BYTES_MAX 2048u
 
 _Static_assert(RAFT_ENTRY_BYTES_MAX + (1u << 20) <= CODEC_BATCH_BYTES_MAX,
                "a batch must fit one maximal entry and its framing");

@@ -243,6 +243,10 @@ void net_format_msg(struct net_buf *b, const struct raft_msg *m)
     case RAFT_MSG_HEARTBEAT:
         net_buf_printf(b, " commit=%llu ctx=%llu", (ull)m->commit,
                        (ull)m->ctx);
+        if (m->quiesce) {
+            net_buf_printf(b, " quiesce last=%llu@%llu", (ull)m->index,
+                           (ull)m->log_term);
+        }
         break;
     case RAFT_MSG_HEARTBEAT_RESP:
         net_buf_printf(b, " ctx=%llu", (ull)m->ctx);
@@ -298,6 +302,9 @@ void net_format_status(struct net *n, struct net_buf *b, raft_id id)
     net_format_conf(b, &st.conf);
     if (st.transferee != 0) {
         net_buf_printf(b, " transferee=%llu", (ull)st.transferee);
+    }
+    if (st.quiet) {
+        net_buf_printf(b, " quiet");
     }
 }
 
@@ -974,6 +981,17 @@ int net_tick(struct net *n, raft_id id, uint32_t ticks)
     return KHO_OK;
 }
 
+int net_peer_down(struct net *n, raft_id id, raft_id down)
+{
+    struct net_node *nd = node_of(n, id);
+    if (nd == NULL || nd->r == NULL) {
+        return KHO_EINVAL;
+    }
+    raft_peer_down(nd->r, down);
+    observe(n, nd);
+    return KHO_OK;
+}
+
 int net_campaign(struct net *n, raft_id id)
 {
     struct net_node *nd = node_of(n, id);
@@ -1209,6 +1227,7 @@ int net_add_nodes(struct net *n, uint32_t count, const struct net_opts *o,
         nd->cfg.seed = mix_seed(n->seed, id);
         nd->cfg.election_ticks = o->election_ticks ? o->election_ticks : 10;
         nd->cfg.heartbeat_ticks = o->heartbeat_ticks ? o->heartbeat_ticks : 1;
+        nd->cfg.quiesce_ticks = o->quiesce_ticks;
         nd->cfg.pre_vote = o->pre_vote;
         nd->cfg.check_quorum = o->check_quorum;
         if (o->tune_cb != NULL) {

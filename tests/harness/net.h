@@ -66,6 +66,7 @@ struct net_opts {
     bool check_quorum;
     uint32_t election_ticks;  /* 10 */
     uint32_t heartbeat_ticks; /* 1 */
+    uint32_t quiesce_ticks;   /* 0: never quiesce */
     /* Called on each new node's config after the harness filled it. */
     void (*tune_cb)(struct raft_config *c, void *arg);
     void *tune_arg;
@@ -167,6 +168,10 @@ int net_set_log(struct net *n, raft_id id, const uint64_t *terms,
  * the memstore (so whatever was not persisted is lost); messages in flight
  * to the node are lost too. */
 int net_restart(struct net *n, raft_id id);
+
+/* The host's failure detector at `id` reports node `down` unreachable
+ * (raft_peer_down). KHO_EINVAL if `id` does not run. */
+int net_peer_down(struct net *n, raft_id id, raft_id down);
 
 /* raft_tick() `ticks` times, printing role changes. */
 int net_tick(struct net *n, raft_id id, uint32_t ticks);

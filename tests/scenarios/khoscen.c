@@ -24,6 +24,7 @@
  *       [check-quorum=true] [election=T] [heartbeat=T] [log=TERMS] [term=T]
  *       [seed=S] [max-msg-entries=N] [max-inflight=N] [max-uncommitted=B]
  *       [max-entry-bytes=B] [max-pending-reads=N] [lease=true] [drift=T]
+ *       [quiesce=T]
  *                           N new nodes with the next ids; without voters=
  *                           they form a new cluster if none exists, else
  *                           they join with an empty configuration. log=
@@ -51,6 +52,7 @@
  *                           no group are isolated
  *   isolate ID | cut A B | heal
  *   crash ID                restart ID from its durable state
+ *   peer-down ID DOWN       ID's failure detector reports DOWN unreachable
  *   compact ID [INDEX]      compact ID's log (default: at its applied index)
  *   status ID | log ID | stats ID | raft-state
  */
@@ -267,6 +269,11 @@ static int cmd_add_nodes(struct ctx *c, const struct args *a)
         return 1;
     }
     o.heartbeat_ticks = (uint32_t)v;
+    v = 0;
+    if (!kv_u64(c, a, "quiesce", &v)) {
+        return 1;
+    }
+    o.quiesce_ticks = (uint32_t)v;
     if (!kv_u64(c, a, "term", &term) || !kv_u64(c, a, "seed", &c->seed) ||
         !kv_u64(c, a, "max-msg-entries", &t.max_msg_entries) ||
         !kv_u64(c, a, "max-inflight", &t.max_inflight) ||
@@ -580,6 +587,16 @@ static int cmd_cut(struct ctx *c, const struct args *a)
     return 0;
 }
 
+static int cmd_peer_down(struct ctx *c, const struct args *a)
+{
+    raft_id id, down;
+    if (!pos_id(c, a, 0, &id) || !pos_id(c, a, 1, &down)) {
+        return 1;
+    }
+    net_peer_down(c->net, id, down);
+    return 0;
+}
+
 static int cmd_crash(struct ctx *c, const struct args *a)
 {
     raft_id id;
@@ -721,6 +738,8 @@ static int run_command(struct ctx *c, const struct args *a)
         return 0;
     } else if (strcmp(cmd, "crash") == 0) {
         return cmd_crash(c, a);
+    } else if (strcmp(cmd, "peer-down") == 0) {
+        return cmd_peer_down(c, a);
     } else if (strcmp(cmd, "compact") == 0) {
         return cmd_compact(c, a);
     } else if (strcmp(cmd, "status") == 0) {

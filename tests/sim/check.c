@@ -107,6 +107,13 @@ bool sim_check_status(struct sim *s, struct sim_node *n,
         SIM_TRACE(s, "n%llu %s term %llu (leader n%llu)", ull(n->id),
                   raft_role_name(st->role), ull(st->term), ull(st->leader));
     }
+    if (st->quiet != n->quiet) {
+        SIM_TRACE(s, "n%llu %s (%s, leader n%llu)", ull(n->id),
+                  st->quiet ? "QUIET" : "awake", raft_role_name(st->role),
+                  ull(st->leader));
+        s->st.quiesces += st->quiet;
+        n->quiet = st->quiet;
+    }
     n->term = st->term;
     n->role = st->role;
     if (st->role != RAFT_LEADER || !term_room(s, st->term)) {

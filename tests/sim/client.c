@@ -306,7 +306,7 @@ static void client_writes(struct sim *s, struct sim_client *c)
             if (!c->final_write_done) {
                 write_start(s, c, true);
             }
-        } else if (sim_rng_chance(&s->rng, s->p.write_ppm)) {
+        } else if (!sim_idle(s) && sim_rng_chance(&s->rng, s->p.write_ppm)) {
             write_start(s, c, false);
         }
     }
@@ -326,8 +326,9 @@ static void client_reads(struct sim *s, struct sim_client *c)
         c->hint = 0;
     }
     if (c->r_state == SIM_OP_IDLE) {
-        bool start = s->healed ? c->final_write_done && !c->final_read_done
-                               : sim_rng_chance(&s->rng, s->p.read_ppm);
+        bool start =
+            s->healed ? c->final_write_done && !c->final_read_done
+                      : !sim_idle(s) && sim_rng_chance(&s->rng, s->p.read_ppm);
         if (start) {
             c->r_state = SIM_OP_WAIT;
             c->r_final = s->healed;

@@ -174,10 +174,10 @@ const char *sim_msg_describe(const struct raft_msg *m, char *buf, size_t cap)
                  (unsigned long long)m->snapshot.meta.term);
         break;
     default:
-        snprintf(buf, cap, "%s n%llu->n%llu t=%llu c=%llu ctx=%llu", name,
+        snprintf(buf, cap, "%s n%llu->n%llu t=%llu c=%llu ctx=%llu%s", name,
                  (unsigned long long)m->from, (unsigned long long)m->to,
                  (unsigned long long)m->term, (unsigned long long)m->commit,
-                 (unsigned long long)m->ctx);
+                 (unsigned long long)m->ctx, m->quiesce ? " QUIESCE" : "");
         break;
     }
     return buf;

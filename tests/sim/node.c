@@ -65,6 +65,7 @@ static void node_config(struct sim *s, struct sim_node *n,
     c->check_quorum = p->check_quorum;
     c->lease_reads = p->lease_reads;
     c->lease_drift_ticks = p->lease_drift_ticks;
+    c->quiesce_ticks = p->quiesce_ticks;
     c->panic = sim_core_panic;
     c->panic_ctx = s;
     /* Zero means "keep the default" for the flow-control knobs. */
@@ -110,6 +111,7 @@ static void node_start(struct sim *s, struct sim_node *n)
     }
     n->state = SIM_NODE_UP;
     n->busy = false;
+    n->quiet = false;
     n->role = RAFT_FOLLOWER;
     n->term = 0;
     n->commit = 0;
@@ -251,6 +253,12 @@ void sim_node_observe(struct sim *s, struct sim_node *n)
 static void feed_ticks(struct sim *s, struct sim_node *n, uint32_t k)
 {
     for (uint32_t i = 0; i < k && !sim_failed(s); i++) {
+        if (raft_quiet(n->r)) {
+            s->st.quiet_ticks++;
+            if (s->p.skip_quiet) {
+                continue; /* a host may leave a quiet group alone */
+            }
+        }
         s->st.events++;
         int rc = raft_tick(n->r);
         if (rc != KHO_OK) {

@@ -186,7 +186,9 @@ static void print_summary(const struct sim_stats *st, double elapsed_s)
         "sim: %llu seeds ok, %llu ticks, %llu writes, %llu reads, "
         "%llu elections, %llu crashes (%llu mid-write), %llu partitions, "
         "%llu conf changes, %llu transfers, %llu compactions, "
-        "%llu snapshots installed, %llu msgs (%llu dropped), %.1f s\n",
+        "%llu snapshots installed, %llu msgs (%llu dropped), "
+        "%llu quiesces (%llu quiet node-ticks, %llu woken by peer-down), "
+        "%.1f s\n",
         (unsigned long long)st->seeds, (unsigned long long)st->ticks,
         (unsigned long long)st->writes_acked,
         (unsigned long long)st->reads_done, (unsigned long long)st->elections,
@@ -196,7 +198,8 @@ static void print_summary(const struct sim_stats *st, double elapsed_s)
         (unsigned long long)st->compactions,
         (unsigned long long)st->snapshots_installed,
         (unsigned long long)st->msgs_sent, (unsigned long long)st->msgs_dropped,
-        elapsed_s);
+        (unsigned long long)st->quiesces, (unsigned long long)st->quiet_ticks,
+        (unsigned long long)st->down_wakes, elapsed_s);
 }
 
 /* Reports a failed seed; replays it with the trace ring on so the lines
@@ -262,6 +265,7 @@ static void print_params(uint64_t seed)
     struct sim_params p;
     sim_rng_seed(&rng, seed ^ UINT64_C(0x5eed5eed5eed5eed));
     sim_params_pick(&rng, &p);
+    sim_params_pick_quiesce(seed, &p);
     sim_print_params(&p, seed);
 }
 

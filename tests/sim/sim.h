@@ -10,7 +10,8 @@
  * seed number fixes every choice, so a failing seed replays exactly.
  *
  * Files: sim.c (CLI and sweeps), run.c (one seed: parameters, the tick loop,
- * faults, the liveness phase), net.c (network and event queue), node.c (host
+ * faults, idle spells and the failure detector of seeds with quiescence,
+ * the liveness phase), net.c (network and event queue), node.c (host
  * model), client.c (clients), sm.c (the replicated state machine), check.c
  * (invariants), trace.c (event trace).
  */
@@ -116,6 +117,16 @@ struct sim_params {
     uint32_t write_ppm;
     uint32_t read_ppm;
     uint32_t payload_max;
+
+    /* Quiescence (raft.h, "Quiescence"), in half the seeds; drawn from a
+     * stream of its own so seeds without it run exactly as before. */
+    uint32_t quiesce_ticks;  /* 0: off */
+    bool skip_quiet;         /* the host does not tick quiet nodes */
+    uint32_t detect_ticks;   /* failure detector delay */
+    uint32_t report_ticks;   /* then it reports again this often */
+    uint32_t false_down_ppm; /* per tick: a false "peer down" report */
+    uint32_t idle_ppm;       /* per tick: clients pause for a while */
+    uint32_t idle_ticks_max;
 };
 
 /* --- The replicated state machine (sm.c) --------------------------------- */
@@ -202,6 +213,8 @@ struct sim_node {
 
     struct sim_wait_read wait_reads[SIM_WAIT_READS_MAX];
     uint32_t n_wait_reads;
+
+    bool quiet; /* as the checker last saw it */
 
     /* Prefix hash of the durable log by index, valid on
      * [disk.snap.meta.index, last index]. */
@@ -338,6 +351,9 @@ struct sim_stats {
     uint64_t compactions;
     uint64_t snapshots_installed;
     uint64_t liveness_ticks;
+    uint64_t quiesces;    /* a node went quiet */
+    uint64_t quiet_ticks; /* node-ticks spent quiet */
+    uint64_t down_wakes;  /* quiet nodes a failure report woke */
 };
 
 struct sim_failure {
@@ -378,6 +394,10 @@ struct sim {
     bool cut[SIM_NODES_MAX][SIM_NODES_MAX];             /* from, to */
     uint64_t stall_until[SIM_NODES_MAX][SIM_NODES_MAX]; /* time units */
     uint64_t partition_end_tick;                        /* 0 = no partition */
+    /* Failure detector: the tick since which node x has not heard node d
+     * ([x][d], slots; 0 = it hears d). */
+    uint64_t unheard_since[SIM_NODES_MAX][SIM_NODES_MAX];
+    uint64_t idle_until_tick; /* clients pause until then */
 
     struct sim_client clients[SIM_CLIENTS_MAX];
 
@@ -405,6 +425,8 @@ void sim_core_panic(void *ctx, const char *what, uint64_t group_id, raft_id id,
 void sim_exec_conf(struct sim *s, struct sim_node *n);
 void sim_exec_transfer(struct sim *s, struct sim_node *n);
 void sim_params_pick(struct sim_rng *rng, struct sim_params *p);
+void sim_params_pick_quiesce(uint64_t seed, struct sim_params *p);
+bool sim_idle(const struct sim *s);
 int sim_run_seed(uint64_t seed, const struct sim_opts *o, struct sim_stats *st,
                  struct sim_failure *f);
 void sim_print_params(const struct sim_params *p, uint64_t seed);

@@ -106,6 +106,7 @@ static void test_ceilings_refused(void **state)
     ABOVE(max_inflight_msgs, RAFT_INFLIGHT_MSGS_MAX);
     ABOVE(max_pending_reads, RAFT_READS_MAX);
     ABOVE(max_ready_msgs, RAFT_READY_MSGS_MAX);
+    ABOVE(quiesce_ticks, RAFT_QUIESCE_TICKS_MAX);
 #undef ABOVE
     /* And the ceilings themselves are accepted. */
     good_config(&c);
@@ -113,6 +114,12 @@ static void test_ceilings_refused(void **state)
     c.max_inflight_msgs = RAFT_INFLIGHT_MSGS_MAX;
     c.max_pending_reads = RAFT_READS_MAX;
     c.max_ready_msgs = RAFT_READY_MSGS_MAX;
+    c.quiesce_ticks = RAFT_QUIESCE_TICKS_MAX;
+    assert_int_equal(raft_config_validate(&c, NULL), KHO_OK);
+    /* 0 is "never quiesce", the default. */
+    good_config(&c);
+    assert_int_equal(c.quiesce_ticks, 0);
+    c.quiesce_ticks = 1;
     assert_int_equal(raft_config_validate(&c, NULL), KHO_OK);
 }
 

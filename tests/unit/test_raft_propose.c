@@ -143,27 +143,31 @@ static void test_too_large(void **state)
 
 static void test_uncommitted_limit(void **state)
 {
-    struct tune t = {.max_entry_bytes = 256, .max_uncommitted_bytes = 512};
+    /* The smallest limits allowed (an entry must hold a configuration):
+     * two proposals of `size` fit, a third does not. */
+    const size_t size = RAFT_CONF_ENCODED_MAX * 2 / 5;
+    struct tune t = {.max_entry_bytes = RAFT_CONF_ENCODED_MAX,
+                     .max_uncommitted_bytes = RAFT_CONF_ENCODED_MAX};
     struct net *n = cluster(3, &t);
     net_isolate(n, 2);
     net_isolate(n, 3);
     int accepted = 0, rc = KHO_OK;
     for (int i = 0; i < 10 && rc == KHO_OK; i++) {
-        rc = propose(n, 1, 200);
+        rc = propose(n, 1, size);
         accepted += rc == KHO_OK;
         net_stabilize(n);
     }
     assert_int_equal(rc, KHO_EBUSY);
-    /* 2 * 200 fit in 512 bytes; a third would not. */
+    /* 2 * size fit in the limit; a third would not. */
     assert_int_equal(accepted, 2);
     uint64_t last = status_of(n, 1).last_index;
-    assert_int_equal(propose(n, 1, 200), KHO_EBUSY);
+    assert_int_equal(propose(n, 1, size), KHO_EBUSY);
     assert_int_equal(status_of(n, 1).last_index, last);
     /* Once they commit there is room again. */
     net_heal(n);
     settle(n);
     assert_int_equal(status_of(n, 1).commit, last);
-    assert_int_equal(propose(n, 1, 200), KHO_OK);
+    assert_int_equal(propose(n, 1, size), KHO_OK);
     net_stabilize(n);
     done(n);
 }
@@ -249,8 +253,9 @@ static void test_ready_msgs_overflow(void **state)
     struct raft *r = n->nodes[1].r;
     settle(n);
     uint64_t before = raft_stats(r)->dropped_overflow;
-    /* 4 heartbeats per tick, 20 ticks, no ready processed in between. */
-    for (int i = 0; i < 20; i++) {
+    /* 4 heartbeats per tick, and a proposal's appends; ticks until
+     * max_ready_msgs overflows, no ready processed in between. */
+    for (int i = 0; i < (int)RAFT_MEMBERS_MAX; i++) {
         assert_int_equal(raft_tick(r), KHO_OK);
         assert_int_equal(propose(n, 1, 10), KHO_OK);
     }

@@ -173,6 +173,20 @@ static void test_unknown_type(void **state)
         struct raft_msg m = msg(f, types[i], 1, 2);
         DROPPED(f, &m, dropped_invalid, "unknown message type");
     }
+    /* The quiesce flag belongs to heartbeats only, and a quiesce heartbeat
+     * naming a last entry of a later term than its own is corrupt. */
+    static const uint32_t flagged[] = {
+        RAFT_MSG_APPEND, RAFT_MSG_VOTE, RAFT_MSG_PREVOTE,
+        RAFT_MSG_HEARTBEAT_RESP, RAFT_MSG_TIMEOUT_NOW};
+    for (size_t i = 0; i < sizeof(flagged) / sizeof(flagged[0]); i++) {
+        struct raft_msg m = msg(f, flagged[i], 1, 2);
+        m.quiesce = true;
+        DROPPED(f, &m, dropped_invalid, "quiesce flag on a non-heartbeat");
+    }
+    struct raft_msg q = msg(f, RAFT_MSG_HEARTBEAT, 1, 2);
+    q.quiesce = true;
+    q.log_term = q.term + 1;
+    DROPPED(f, &q, dropped_invalid, "quiesce heartbeat with a future term");
     expect_cluster_works(f);
 }
 
