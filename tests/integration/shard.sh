@@ -4,7 +4,7 @@
 # and read back; a scan returns them all in key order across the shards;
 # kill -9 one node -> every shard still serves and no acknowledged write is
 # lost; a sixth node joins -> shards move to it and the data stays whole;
-# a node is removed -> its replicas are re-created elsewhere.
+# a node is killed and removed -> its replicas are re-created elsewhere.
 #
 # Logs are compacted every 200 entries so that moved replicas catch up by
 # snapshot. Ports: KHO_BASE_PORT (default 26000 + offset).
@@ -127,8 +127,9 @@ verify_all
 "$CTL" cluster rebalance --dry-run 2>&1 | grep -q "nothing to move" ||
     fail "placement not even after the join"
 
-step "a node is removed: its replicas are re-created elsewhere"
+step "a dead node is removed: its replicas are re-created elsewhere"
 name3=$("$CL" name 3)
+"$CL" kill 3 "$dir"
 "$CTL" member remove "$name3" >/dev/null || fail "member remove $name3"
 until_ok 30 "$name3 leaving the shard map" absent "$name3"
 # Every shard's group, as its leader reports it, has 3 voters and no
