@@ -439,7 +439,9 @@ static int ensure_registry(struct kho_client *c, const char *name,
         struct kho_registry_info info;
         if (kho_registry_describe(c, name, &info) == KHO_OK) {
             *has_shards = info.shards;
-            if (info.leader != 0) {
+            /* describe knows shard 0's leader only where it is hosted: a
+             * sharded registry's shards elect on their own; go on. */
+            if (info.leader != 0 || info.shards > 1) {
                 return KHO_OK;
             }
         }

@@ -10,9 +10,10 @@
  *                 consistent clears its replicas' alarms. Exit 0 when all
  *                 agree, 1 on a mismatch, 3 when a replica could not be
  *                 asked.
- *   backup FILE   a checked backup of the whole cluster from one node,
- *                 written to FILE atomically (a temporary file, fsync,
- *                 rename, fsync of the directory).
+ *   backup FILE   a checked backup of the whole cluster from one node
+ *                 (or, when none hosts every registry shard, merged from
+ *                 several: kho_backup()), written to FILE atomically (a
+ *                 temporary file, fsync, rename, fsync of the directory).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -706,32 +706,61 @@ KHO_EXPORT int kho_check_alarm_clear(struct kho_client *c, const char *url,
 
 /* Most bytes one backup exchange carries. */
 #define KHO_BACKUP_CHUNK_BYTES_MAX (1u << 20)
+/* Most nodes one backup of a sharded cluster is taken from (see
+ * kho_backup()). */
+#define KHO_BACKUP_PARTS_MAX 64u
 
 struct kho_backup_info {
     uint64_t backup_id;
-    uint64_t node_id; /* the node it was taken from */
+    uint64_t node_id; /* the node it was taken from (from several nodes:
+                         the one that gave the meta group) */
     char node_name[KHO_NAME_BYTES_MAX + 1];
     uint64_t bytes;  /* of the file */
-    uint32_t groups; /* the meta group and every registry */
+    uint32_t groups; /* the meta group and every registry shard */
 };
 
 /*
  * Takes a backup of the whole cluster - the meta group (the cluster map)
- * and every registry, each at its applied index, from one consistent read
- * of ONE node's store while the cluster keeps serving - and writes the
- * backup file to fd from its current position. The client's endpoints are
- * tried in order; the first that hosts every registry takes it (the
- * others refuse, naming what they lack). Everything received is checked
- * before it is written: each chunk's checksum, and the file's own frames,
- * checksums and end record; fd then holds a complete, checked backup
- * (khod --restore reads it). Making it durable and naming it is the
+ * and every registry, each at its applied index - while the cluster keeps
+ * serving, and writes the backup file to fd from its current position.
+ *
+ * From one node when one hosts every group: the client's endpoints are
+ * tried in order, and the first that hosts every registry shard gives it,
+ * from one consistent read of its store. When none does (a sharded
+ * cluster: every endpoint that answered refused for lacking groups), the
+ * backup is taken from several nodes: libkho lists the registries, their
+ * shard maps and the nodes, chooses for every group a node that hosts it
+ * (greedily, the node hosting the most groups not yet chosen first, so few
+ * nodes give parts; a node that does not take its part is passed over for
+ * the others hosting its groups), asks each chosen node for exactly its
+ * groups, and merges the parts into one file of the same format, with a
+ * new backup id; *info then names the node that gave the meta group. Such
+ * a backup is consistent per group - each group at its own applied index,
+ * from one read of its node's store - but NOT across groups: a write to
+ * one shard may be in the file while an earlier write to another shard is
+ * not (a transaction stays within one shard, so none is cut in half).
+ * The registries are listed again once the meta group is taken, so every
+ * registry the backed-up cluster map records is in the file. Each part is
+ * staged whole in an unlinked temporary file in $TMPDIR (default /tmp),
+ * which needs room for it; the files go when the call returns, whatever
+ * happens. At most KHO_BACKUP_PARTS_MAX nodes give parts.
+ *
+ * Everything received is checked before it is written: each chunk's
+ * checksum, and the file's own frames, checksums and end record (for a
+ * backup from several nodes: every part's, then the merged file's); fd
+ * then holds a complete, checked backup (khod --restore reads it). On an
+ * error fd may hold a partial file. Making it durable and naming it is the
  * caller's part. Each exchange is bounded by the client's timeout; the
  * backup as a whole takes what the data needs. *info (may be NULL)
- * describes it. Errors: KHO_EINVAL (fd < 0; or no endpoint hosts every
- * registry, kho_client_errmsg() says what each lacks), KHO_EEXIST (a
- * backup is running on the node), KHO_ECORRUPT (the stream failed a
- * check), KHO_EIO or KHO_ENOSPC (writing fd, or on the node), KHO_ETIMEOUT,
- * KHO_EUNAVAILABLE, KHO_ENOMEM.
+ * describes it. Errors: KHO_EINVAL (fd < 0; or no node takes some group:
+ * it refused for lacking it, kho_client_errmsg() says what each lacks),
+ * KHO_EEXIST (a backup is running on the node), KHO_ECORRUPT (the stream
+ * failed a check), KHO_ETOOLARGE (the cluster has more groups than one
+ * backup holds, 256, or the parts would come from more than
+ * KHO_BACKUP_PARTS_MAX nodes), KHO_EIO or KHO_ENOSPC (writing fd or a
+ * temporary file, or on the node), KHO_ETIMEOUT, KHO_EUNAVAILABLE,
+ * KHO_ENOMEM; from several nodes, also the errors of kho_registry_list(),
+ * kho_shard_map() and kho_node_status().
  */
 KHO_EXPORT int kho_backup(struct kho_client *c, int fd,
                           struct kho_backup_info *info);

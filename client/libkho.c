@@ -34,6 +34,8 @@
 #include "kho_shard.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
@@ -3253,16 +3255,29 @@ static int write_fd(struct kho_client *c, int fd, const uint8_t *p, size_t n)
     return KHO_OK;
 }
 
-/* Starts a backup on the first endpoint that takes it. The caller holds
+/* Whether a BACKUP_BEGIN refusal says the node lacks groups (the one
+ * refusal a backup from several nodes gets around). */
+static bool refused_lacking(const struct kho_client *c, int err)
+{
+    return err == KHO_EINVAL && strstr(c->errmsg, "does not host") != NULL;
+}
+
+/* Starts a backup on the first endpoint that takes it. *lacking: none did,
+ * and every one that answered refused for lacking groups (at least one
+ * answered); bit i of *silent: endpoint i did not answer. The caller holds
  * c->mu. */
 static int backup_begin(struct kho_client *c, size_t *at,
-                        struct kho_backup_info *info)
+                        struct kho_backup_info *info, bool *lacking,
+                        uint32_t *silent)
 {
     char why[4 * CLIENT_ERRMSG_BYTES] = "";
     int last = KHO_EUNAVAILABLE;
+    size_t n_lacking = 0, n_other = 0;
     Kho__Api__Request q = KHO__API__REQUEST__INIT;
     q.op = KHO__API__OP__OP_BACKUP_BEGIN;
     q.client_name = c->name;
+    *lacking = false;
+    *silent = 0;
     for (size_t i = 0; i < c->n_given; i++) {
         Kho__Api__Response *rs = NULL;
         int err = call_at(c, i, &q, now_ms() + c->timeout_ms, &rs);
@@ -3277,6 +3292,10 @@ static int backup_begin(struct kho_client *c, size_t *at,
             return KHO_OK;
         }
         response_free(rs);
+        *silent |= err == KHO_EUNAVAILABLE ? 1u << i : 0u;
+        n_lacking += refused_lacking(c, err);
+        n_other += !refused_lacking(c, err) && err != KHO_EUNAVAILABLE &&
+                   err != KHO_ETIMEOUT;
         size_t o = strlen(why);
         /* A node's refusal names the node; silence gets its URL. */
         snprintf(why + o, sizeof(why) - o, "%s%.100s%s%.200s",
@@ -3288,10 +3307,26 @@ static int backup_begin(struct kho_client *c, size_t *at,
             last = err;
         }
     }
+    *lacking = n_lacking > 0 && n_other == 0;
     return fail(c, last,
                 "no node takes the backup (one must host every "
                 "registry): %s",
                 why);
+}
+
+/* Lets the node drop its copy (it would after a minute anyway), keeping
+ * the client's message. The caller holds c->mu. */
+static void backup_end(struct kho_client *c, size_t at, uint64_t backup_id)
+{
+    char keep[CLIENT_ERRMSG_BYTES];
+    snprintf(keep, sizeof(keep), "%s", c->errmsg);
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_BACKUP_END;
+    q.backup_id = backup_id;
+    Kho__Api__Response *rs = NULL;
+    call_at(c, at, &q, now_ms() + CLIENT_TRY_MS, &rs);
+    response_free(rs);
+    snprintf(c->errmsg, sizeof(c->errmsg), "%s", keep);
 }
 
 /* Checks one fetched chunk and appends it. */
@@ -3361,6 +3396,617 @@ static int backup_fetch(struct kho_client *c, size_t at, int fd,
     return rc;
 }
 
+/* --- Backups: a sharded cluster from several nodes --------------------------
+ *
+ * When no node hosts every group, each node is asked for some of them
+ * (BACKUP_BEGIN with backup_groups) and the parts are merged into one file
+ * of the same format. The plan: the groups the meta group places (the
+ * meta group itself on every node, each registry shard on its replicas)
+ * and the nodes with their client URLs; greedily, the node hosting the
+ * most groups no part holds yet gives a part of all of those, until every
+ * group is held. A node that does not take its part (unreachable, busy,
+ * or lacking a group after all: its view of the map lags) is passed over
+ * and the plan goes on without it. Each part is fetched and checked as a
+ * whole backup is, into an unlinked temporary file (a part can be GBs);
+ * the merge then copies every group's frames verbatim in increasing group
+ * order under a new header and END frame, feeding every byte it writes to
+ * the same checker.
+ *
+ * The registries are listed twice: before the parts, and again once the
+ * meta group's part is taken, adding parts for any group that appeared
+ * meanwhile. Registries are never deleted, so the second listing (a
+ * linearizable read of the meta group) names every registry the backed-up
+ * meta group records, and a restore finds all of their groups.
+ */
+
+/* How many times the registries are listed (see above). */
+#define BACKUP_LISTINGS 2u
+/* Bytes one copy step of the merge moves. */
+#define BACKUP_COPY_BYTES (64u << 10)
+
+_Static_assert(KHO_BACKUP_PARTS_MAX <= KHO_NODES_MAX,
+               "a part comes from a node");
+_Static_assert(KHO_ENDPOINTS_MAX <= 32, "a bit per endpoint in a uint32_t");
+
+/* A group of the cluster and the nodes that host it, as the meta group
+ * places it. */
+struct bgroup {
+    uint64_t id;
+    char registry[KHO_NAME_BYTES_MAX + 1]; /* "" the meta group */
+    uint32_t shard;
+    bool everywhere; /* the meta group: every node hosts it */
+    size_t n_hosts;
+    uint64_t hosts[KHO_REPLICAS_MAX];
+    int part; /* the part that holds it; -1 none yet */
+};
+
+/* A node of the cluster. */
+struct bnode {
+    uint64_t id;
+    char name[KHO_NAME_BYTES_MAX + 1];
+    char url[KHO_URL_BYTES_MAX];
+    bool passed; /* it did not take its part: passed over */
+};
+
+/* A part: a whole, checked backup file of some groups from one node. */
+struct bpart {
+    int fd; /* an unlinked temporary file */
+    uint64_t node_id;
+    char node_name[KHO_NAME_BYTES_MAX + 1];
+    uint32_t n_groups;
+};
+
+struct bplan {
+    struct bgroup groups[BACKUP_GROUPS_MAX];
+    size_t n_groups;
+    struct bnode nodes[KHO_NODES_MAX];
+    size_t n_nodes;
+    struct bpart parts[KHO_BACKUP_PARTS_MAX];
+    size_t n_parts;
+    uint32_t silent; /* endpoints that did not answer the first BEGIN */
+    int last_err;    /* of the last node passed over */
+    char why[4 * CLIENT_ERRMSG_BYTES]; /* why nodes were passed over */
+};
+
+/* Sets the client's message (not holding c->mu) and returns err. */
+__attribute__((format(printf, 3, 4))) static int
+fail_unlocked(struct kho_client *c, int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&c->mu);
+    vsnprintf(c->errmsg, sizeof(c->errmsg), fmt, ap);
+    pthread_mutex_unlock(&c->mu);
+    va_end(ap);
+    return err;
+}
+
+/* Passes node nd over: it did not take its part, for `why`. */
+static void plan_pass(struct bplan *p, struct bnode *nd, int err,
+                      const char *why)
+{
+    nd->passed = true;
+    p->last_err = err;
+    size_t o = strlen(p->why);
+    snprintf(p->why + o, sizeof(p->why) - o, "%s%.64s: %.200s",
+             o > 0 ? "; " : "", nd->name,
+             why[0] != '\0' ? why : kho_strerror(err));
+}
+
+/* Adds a node (once), passed over at once when it is an endpoint that did
+ * not answer the first BEGIN: asking it again would only wait as long. */
+static void plan_node(struct kho_client *c, struct bplan *p,
+                      const struct kho_node_info *n)
+{
+    if (n->removed || n->id == 0 || n->client_url[0] == '\0') {
+        return;
+    }
+    for (size_t i = 0; i < p->n_nodes; i++) {
+        if (p->nodes[i].id == n->id) {
+            return;
+        }
+    }
+    if (p->n_nodes == KHO_NODES_MAX) {
+        return;
+    }
+    struct bnode *b = &p->nodes[p->n_nodes++];
+    b->id = n->id;
+    snprintf(b->name, sizeof(b->name), "%s", n->name);
+    snprintf(b->url, sizeof(b->url), "%s", n->client_url);
+    for (size_t i = 0; i < kho_client_endpoints(c); i++) {
+        if ((p->silent >> i & 1u) != 0 &&
+            strcmp(kho_client_endpoint(c, i), b->url) == 0) {
+            plan_pass(p, b, KHO_EUNAVAILABLE,
+                      "no answer to the first backup request");
+        }
+    }
+}
+
+/* The nodes, from the first endpoint that tells its status (one that
+ * answered the first BEGIN). */
+static int plan_nodes(struct kho_client *c, struct bplan *p)
+{
+    struct kho_node_status *st = malloc(sizeof(*st));
+    if (st == NULL) {
+        return KHO_ENOMEM;
+    }
+    int rc = KHO_EUNAVAILABLE;
+    for (size_t i = 0; rc != KHO_OK && i < kho_client_endpoints(c); i++) {
+        rc = (p->silent >> i & 1u) != 0 ? KHO_EUNAVAILABLE
+                                        : kho_node_status(c, i, st);
+        for (size_t k = 0; rc == KHO_OK && k < st->n_nodes; k++) {
+            plan_node(c, p, &st->nodes[k]);
+        }
+    }
+    free(st);
+    return rc;
+}
+
+/* Adds a group (once: a second listing keeps what the first planned). */
+static int plan_group(struct kho_client *c, struct bplan *p, uint64_t id,
+                      const char *registry, uint32_t shard,
+                      const uint64_t *hosts, size_t n_hosts)
+{
+    for (size_t i = 0; i < p->n_groups; i++) {
+        if (p->groups[i].id == id) {
+            return KHO_OK;
+        }
+    }
+    if (p->n_groups == BACKUP_GROUPS_MAX) {
+        return fail_unlocked(c, KHO_ETOOLARGE,
+                             "the cluster has more than the %u groups one "
+                             "backup holds",
+                             BACKUP_GROUPS_MAX);
+    }
+    struct bgroup *g = &p->groups[p->n_groups++];
+    g->id = id;
+    snprintf(g->registry, sizeof(g->registry), "%s", registry);
+    g->shard = shard;
+    g->everywhere = registry[0] == '\0';
+    g->n_hosts = n_hosts < KHO_REPLICAS_MAX ? n_hosts : KHO_REPLICAS_MAX;
+    for (size_t k = 0; k < g->n_hosts; k++) {
+        g->hosts[k] = hosts[k];
+    }
+    g->part = -1;
+    return KHO_OK;
+}
+
+/* The groups of a registry of several shards, from its shard map. */
+static int plan_shards(struct kho_client *c, struct bplan *p,
+                       const char *registry)
+{
+    struct kho_shard_map *m = NULL;
+    int rc = kho_shard_map(c, registry, &m);
+    for (uint32_t s = 0; rc == KHO_OK && s < m->shards; s++) {
+        const struct kho_shard_info *si = &m->shard_list[s];
+        rc = plan_group(c, p, si->group_id, registry, s, si->replicas,
+                        si->n_replicas);
+    }
+    for (size_t k = 0; rc == KHO_OK && k < m->n_nodes; k++) {
+        plan_node(c, p, &m->nodes[k]);
+    }
+    kho_shard_map_free(m);
+    return rc;
+}
+
+static int by_bgroup(const void *x, const void *y)
+{
+    const struct bgroup *a = x, *b = y;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* Lists the groups: the meta group and every registry's shards, in
+ * increasing id order. Not holding c->mu (it calls the public API). */
+static int plan_groups(struct kho_client *c, struct bplan *p)
+{
+    struct kho_registry_info *regs = NULL;
+    size_t n = 0;
+    int rc = plan_group(c, p, 0, "", 0, NULL, 0);
+    if (rc == KHO_OK) {
+        rc = kho_registry_list(c, &regs, &n);
+    }
+    for (size_t i = 0; rc == KHO_OK && i < n; i++) {
+        const struct kho_registry_info *r = &regs[i];
+        rc = r->shards > 1 ? plan_shards(c, p, r->name)
+                           : plan_group(c, p, r->group_id, r->name, 0,
+                                        r->replicas, r->n_replicas);
+    }
+    free(regs);
+    if (rc == KHO_OK) {
+        qsort(p->groups, p->n_groups, sizeof(p->groups[0]), by_bgroup);
+    }
+    return rc;
+}
+
+static bool hosts(const struct bgroup *g, uint64_t node)
+{
+    if (g->everywhere) {
+        return true;
+    }
+    for (size_t k = 0; k < g->n_hosts; k++) {
+        if (g->hosts[k] == node) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The node not passed over that hosts the most groups no part holds (the
+ * first listed on a tie), or NULL when none hosts any. O(nodes x groups x
+ * replicas). */
+static struct bnode *plan_pick(struct bplan *p)
+{
+    struct bnode *best = NULL;
+    size_t most = 0;
+    for (size_t i = 0; i < p->n_nodes; i++) {
+        size_t k = 0;
+        for (size_t g = 0; !p->nodes[i].passed && g < p->n_groups; g++) {
+            k += p->groups[g].part < 0 && hosts(&p->groups[g], p->nodes[i].id);
+        }
+        if (k > most) {
+            most = k;
+            best = &p->nodes[i];
+        }
+    }
+    return best;
+}
+
+/* A temporary file for a part, unlinked at once so that it goes on every
+ * path, a crash included: in $TMPDIR, else /tmp. */
+static int part_tmpfile(struct kho_client *c, int *out)
+{
+    const char *dir = getenv("TMPDIR");
+    dir = dir != NULL && dir[0] != '\0' ? dir : "/tmp";
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        /* A file system without O_TMPFILE: a named file, unlinked. */
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/kho-backup-part.XXXXXX", dir);
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd >= 0) {
+            unlink(path);
+        }
+    }
+    if (fd < 0) {
+        int e = errno;
+        return fail(c, e == ENOSPC || e == EDQUOT ? KHO_ENOSPC : KHO_EIO,
+                    "a temporary file for a part of the backup in %.100s: %s",
+                    dir, strerror(e));
+    }
+    *out = fd;
+    return KHO_OK;
+}
+
+/* Takes one part: BEGIN with `ids` at node nd, FETCH into a temporary
+ * file (checked as it arrives), END. *begun: the node took it (a failure
+ * before is the node's, after it the backup's). The caller holds c->mu. */
+static int part_take(struct kho_client *c, const struct bnode *nd,
+                     uint64_t *ids, size_t n, struct bpart *part, bool *begun)
+{
+    *begun = false;
+    size_t at = endpoint_at(c, nd->url);
+    if (at >= c->n) {
+        return fail(c, KHO_EINVAL, "node %.64s has a bad URL", nd->name);
+    }
+    Kho__Api__Request q = KHO__API__REQUEST__INIT;
+    q.op = KHO__API__OP__OP_BACKUP_BEGIN;
+    q.client_name = c->name;
+    q.n_backup_groups = n;
+    q.backup_groups = ids;
+    Kho__Api__Response *rs = NULL;
+    struct kho_backup_info bi = {0};
+    int rc = call_at(c, at, &q, now_ms() + c->timeout_ms, &rs);
+    bi.backup_id = rc == KHO_OK ? rs->backup_id : 0;
+    response_free(rs);
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    *begun = true;
+    part->node_id = nd->id;
+    snprintf(part->node_name, sizeof(part->node_name), "%s", nd->name);
+    rc = part_tmpfile(c, &part->fd);
+    if (rc == KHO_OK) {
+        rc = backup_fetch(c, at, part->fd, &bi);
+    }
+    backup_end(c, at, bi.backup_id);
+    if (rc == KHO_OK && bi.groups != n) {
+        rc = fail(c, KHO_ECORRUPT,
+                  "node %.64s gave a backup of %u groups for the %zu asked",
+                  nd->name, bi.groups, n);
+    }
+    part->n_groups = bi.groups;
+    if (rc == KHO_OK && lseek(part->fd, 0, SEEK_SET) != 0) {
+        rc = fail(c, KHO_EIO, "rewinding a part of the backup: %s",
+                  strerror(errno));
+    }
+    return rc;
+}
+
+/* Takes parts until every group is held, or no node left takes the rest.
+ * The caller holds c->mu. Bounded: each round passes a node over or holds
+ * at least one more group. */
+static int plan_take(struct kho_client *c, struct bplan *p)
+{
+    uint64_t ids[BACKUP_GROUPS_MAX];
+    for (struct bnode *nd = plan_pick(p); nd != NULL; nd = plan_pick(p)) {
+        if (p->n_parts == KHO_BACKUP_PARTS_MAX) {
+            return fail(c, KHO_ETOOLARGE,
+                        "the backup would take parts from more than %u "
+                        "nodes",
+                        KHO_BACKUP_PARTS_MAX);
+        }
+        size_t n = 0;
+        for (size_t g = 0; g < p->n_groups; g++) {
+            if (p->groups[g].part < 0 && hosts(&p->groups[g], nd->id)) {
+                ids[n++] = p->groups[g].id;
+            }
+        }
+        struct bpart *part = &p->parts[p->n_parts];
+        bool begun = false;
+        int rc = part_take(c, nd, ids, n, part, &begun);
+        if (rc == KHO_ENOMEM || (rc != KHO_OK && begun)) {
+            return rc;
+        }
+        if (rc != KHO_OK) {
+            plan_pass(p, nd, rc, c->errmsg);
+            continue;
+        }
+        for (size_t g = 0; g < p->n_groups; g++) {
+            if (p->groups[g].part < 0 && hosts(&p->groups[g], nd->id)) {
+                p->groups[g].part = (int)p->n_parts;
+            }
+        }
+        p->n_parts++;
+    }
+    for (size_t g = 0; g < p->n_groups; g++) {
+        const struct bgroup *b = &p->groups[g];
+        if (b->part < 0) {
+            return fail(c,
+                        p->last_err != KHO_OK ? p->last_err : KHO_EUNAVAILABLE,
+                        "no node takes group %llu (%s shard %u): %s",
+                        (unsigned long long)b->id,
+                        b->registry[0] != '\0' ? b->registry : "meta", b->shard,
+                        p->why[0] != '\0' ? p->why : "no known node hosts it");
+        }
+    }
+    return KHO_OK;
+}
+
+/* --- Backups: merging the parts --------------------------------------------
+ */
+
+/* The merged file as it is written, checked as a fetched one is. */
+struct bout {
+    int fd;
+    struct bverify v;
+    uint32_t crc;   /* running CRC-32C of every byte written */
+    uint64_t bytes; /* written */
+};
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    put_le32(p, (uint32_t)v);
+    put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+static int out_put(struct kho_client *c, struct bout *o, const uint8_t *p,
+                   size_t n)
+{
+    int rc = bv_feed(c, &o->v, p, n);
+    if (rc != KHO_OK) {
+        char why[CLIENT_ERRMSG_BYTES];
+        snprintf(why, sizeof(why), "%s", c->errmsg);
+        return fail(c, rc, "the merged backup fails its checks: %.200s", why);
+    }
+    rc = write_fd(c, o->fd, p, n);
+    o->crc = crc32c_more(o->crc, p, n);
+    o->bytes += n;
+    return rc;
+}
+
+/* Reads n bytes of a part back. */
+static int part_read(struct kho_client *c, const struct bpart *part, uint8_t *p,
+                     size_t n)
+{
+    while (n > 0) {
+        ssize_t k = read(part->fd, p, n);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            return fail(c, k < 0 ? KHO_EIO : KHO_ECORRUPT,
+                        "reading back the part from node %.64s: %s",
+                        part->node_name,
+                        k < 0 ? strerror(errno) : "it is shorter than it was");
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return KHO_OK;
+}
+
+/* Copies group g's GROUP frame and DATA frames, verbatim, from its part. */
+static int merge_group(struct kho_client *c, struct bout *o,
+                       const struct bpart *part, const struct bgroup *g,
+                       uint8_t *buf)
+{
+    uint8_t f[BACKUP_FRAME_HEADER_BYTES + BACKUP_GROUP_BODY_BYTES];
+    int rc = part_read(c, part, f, sizeof(f));
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    if (le32(f) != BACKUP_GROUP ||
+        le64(f + BACKUP_FRAME_HEADER_BYTES) != g->id) {
+        return fail(c, KHO_ECORRUPT,
+                    "the part from node %.64s does not hold group %llu next",
+                    part->node_name, (unsigned long long)g->id);
+    }
+    uint64_t left = le64(f + BACKUP_FRAME_HEADER_BYTES + 24);
+    rc = out_put(c, o, f, sizeof(f));
+    /* out_put checks every frame: here only what the copy needs. */
+    while (rc == KHO_OK && left > 0) {
+        uint8_t h[BACKUP_FRAME_HEADER_BYTES];
+        rc = part_read(c, part, h, sizeof(h));
+        uint32_t len = rc == KHO_OK ? le32(h + 4) : 0;
+        if (rc == KHO_OK && (le32(h) != BACKUP_DATA || len > left)) {
+            rc = fail(c, KHO_ECORRUPT,
+                      "group %llu's data in the part from node %.64s does "
+                      "not add up",
+                      (unsigned long long)g->id, part->node_name);
+        }
+        if (rc == KHO_OK) {
+            rc = out_put(c, o, h, sizeof(h));
+            left -= len;
+        }
+        for (uint32_t k = 0; rc == KHO_OK && len > 0; len -= k) {
+            k = len < BACKUP_COPY_BYTES ? len : BACKUP_COPY_BYTES;
+            rc = part_read(c, part, buf, k);
+            if (rc == KHO_OK) {
+                rc = out_put(c, o, buf, k);
+            }
+        }
+    }
+    return rc;
+}
+
+/* Reads every part's header (checked when fetched) and writes the merged
+ * file's: a new id, the meta group's node, now, every group. */
+static int merge_header(struct kho_client *c, struct bplan *p, struct bout *o,
+                        const struct bpart *meta, uint64_t backup_id)
+{
+    uint32_t chunk_max = 0;
+    for (size_t i = 0; i < p->n_parts; i++) {
+        uint8_t h[BACKUP_HEADER_BYTES];
+        int rc = part_read(c, &p->parts[i], h, sizeof(h));
+        if (rc != KHO_OK) {
+            return rc;
+        }
+        chunk_max = le32(h + 12) > chunk_max ? le32(h + 12) : chunk_max;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint8_t h[BACKUP_HEADER_BYTES];
+    memcpy(h, backup_magic, sizeof(backup_magic));
+    put_le32(h + 8, BACKUP_VERSION);
+    put_le32(h + 12, chunk_max);
+    put_le64(h + 16, backup_id);
+    put_le64(h + 24, meta->node_id);
+    put_le64(h + 32,
+             (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+    put_le32(h + 40, (uint32_t)p->n_groups);
+    put_le32(h + 44, crc32c_of(h, 44));
+    return out_put(c, o, h, sizeof(h));
+}
+
+/* The END frame: the bytes before it, the groups, their CRC-32C. */
+static int merge_end(struct kho_client *c, struct bplan *p, struct bout *o)
+{
+    uint8_t e[BACKUP_FRAME_HEADER_BYTES + BACKUP_END_BODY_BYTES];
+    uint8_t *body = e + BACKUP_FRAME_HEADER_BYTES;
+    put_le32(e, BACKUP_END);
+    put_le32(e + 4, BACKUP_END_BODY_BYTES);
+    put_le64(body, o->bytes);
+    put_le32(body + 8, (uint32_t)p->n_groups);
+    put_le32(body + 12, o->crc ^ 0xFFFFFFFFu);
+    uint32_t crc = crc32c_more(0xFFFFFFFFu, e, 8);
+    put_le32(e + 8,
+             crc32c_more(crc, body, BACKUP_END_BODY_BYTES) ^ 0xFFFFFFFFu);
+    int rc = out_put(c, o, e, sizeof(e));
+    if (rc == KHO_OK && !o->v.ended) {
+        rc = fail(c, KHO_ECORRUPT, "the merged backup did not end");
+    }
+    return rc;
+}
+
+static uint64_t fresh_backup_id(void)
+{
+    uint64_t id = 0;
+    if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id) || id == 0) {
+        id = now_ms() ^ ((uint64_t)getpid() << 40) ^ 0x6b686f6261636bULL;
+    }
+    return id;
+}
+
+/* Writes the parts to fd as one backup: a k-way merge of the parts (each
+ * in increasing group order) driven by the plan, which knows each group's
+ * part. The caller holds c->mu. Memory: one copy buffer. */
+static int merge_parts(struct kho_client *c, struct bplan *p, int fd,
+                       struct kho_backup_info *info)
+{
+    struct bout *o = calloc(1, sizeof(*o));
+    uint8_t *buf = malloc(BACKUP_COPY_BYTES);
+    if (o == NULL || buf == NULL) {
+        free(o);
+        free(buf);
+        return KHO_ENOMEM;
+    }
+    o->fd = fd;
+    o->v.file_crc = 0xFFFFFFFFu;
+    o->crc = 0xFFFFFFFFu;
+    /* Group 0 comes first, so it is held by a part. */
+    const struct bpart *meta = &p->parts[p->groups[0].part];
+    info->backup_id = fresh_backup_id();
+    info->node_id = meta->node_id;
+    snprintf(info->node_name, sizeof(info->node_name), "%s", meta->node_name);
+    int rc = merge_header(c, p, o, meta, info->backup_id);
+    for (size_t g = 0; rc == KHO_OK && g < p->n_groups; g++) {
+        rc =
+            merge_group(c, o, &p->parts[p->groups[g].part], &p->groups[g], buf);
+    }
+    if (rc == KHO_OK) {
+        rc = merge_end(c, p, o);
+    }
+    info->bytes = o->bytes;
+    info->groups = (uint32_t)p->n_groups;
+    free(o);
+    free(buf);
+    return rc;
+}
+
+/* A backup of a cluster no node of which hosts every group, from several
+ * nodes (see the top of this section). Not holding c->mu. */
+static int backup_parts(struct kho_client *c, int fd, uint32_t silent,
+                        struct kho_backup_info *info)
+{
+    struct bplan *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        return KHO_ENOMEM;
+    }
+    p->silent = silent;
+    for (size_t i = 0; i < KHO_BACKUP_PARTS_MAX; i++) {
+        p->parts[i].fd = -1;
+    }
+    int rc = plan_nodes(c, p);
+    for (unsigned k = 0; rc == KHO_OK && k < BACKUP_LISTINGS; k++) {
+        rc = plan_groups(c, p);
+        if (rc == KHO_OK) {
+            pthread_mutex_lock(&c->mu);
+            rc = plan_take(c, p);
+            pthread_mutex_unlock(&c->mu);
+        }
+    }
+    if (rc == KHO_OK) {
+        pthread_mutex_lock(&c->mu);
+        rc = merge_parts(c, p, fd, info);
+        pthread_mutex_unlock(&c->mu);
+    }
+    /* The parts taken, and one that failed half-way. */
+    for (size_t i = 0; i < KHO_BACKUP_PARTS_MAX; i++) {
+        if (p->parts[i].fd >= 0) {
+            close(p->parts[i].fd);
+        }
+    }
+    free(p);
+    return rc;
+}
+
 int kho_backup(struct kho_client *c, int fd, struct kho_backup_info *info)
 {
     struct kho_backup_info mine;
@@ -3371,22 +4017,25 @@ int kho_backup(struct kho_client *c, int fd, struct kho_backup_info *info)
     memset(&mine, 0, sizeof(mine));
     pthread_mutex_lock(&c->mu);
     size_t at = 0;
-    int rc = backup_begin(c, &at, &mine);
+    bool lacking = false;
+    uint32_t silent = 0;
+    int rc = backup_begin(c, &at, &mine, &lacking, &silent);
     if (rc == KHO_OK) {
         rc = backup_fetch(c, at, fd, &mine);
-        /* Let the node drop its copy either way (it would after a minute
-         * anyway). */
-        char keep[CLIENT_ERRMSG_BYTES];
-        snprintf(keep, sizeof(keep), "%s", c->errmsg);
-        Kho__Api__Request q = KHO__API__REQUEST__INIT;
-        q.op = KHO__API__OP__OP_BACKUP_END;
-        q.backup_id = mine.backup_id;
-        Kho__Api__Response *rs = NULL;
-        call_at(c, at, &q, now_ms() + CLIENT_TRY_MS, &rs);
-        response_free(rs);
-        snprintf(c->errmsg, sizeof(c->errmsg), "%s", keep);
+        backup_end(c, at, mine.backup_id);
     }
     pthread_mutex_unlock(&c->mu);
+    if (rc == KHO_EINVAL && lacking) {
+        /* A sharded cluster: no node hosts every group. */
+        memset(&mine, 0, sizeof(mine));
+        rc = backup_parts(c, fd, silent, &mine);
+    }
+    if (rc == KHO_OK) {
+        /* Nothing failed in the end: no refusal on the way is left. */
+        pthread_mutex_lock(&c->mu);
+        c->errmsg[0] = '\0';
+        pthread_mutex_unlock(&c->mu);
+    }
     if (info != NULL) {
         *info = mine;
     }

@@ -13,8 +13,11 @@
  *
  * Backups (store.h, "Backups"), one at a time per node:
  *   OP_BACKUP_BEGIN a thread writes every local group (the meta group and
- *                   every registry, all of which must live here) from one
- *                   LMDB read transaction into an unlinked file in the
+ *                   every registry, all of which must live here) - or
+ *                   exactly the groups the request lists (backup_groups:
+ *                   increasing ids, each hosted here), so that a client
+ *                   can take a sharded cluster from several nodes - from
+ *                   one LMDB read transaction into an unlinked file in the
  *                   store's directory; answers the backup's id at once;
  *   OP_BACKUP_FETCH serves the file by offset, up to one chunk, as it is
  *                   written (a retried fetch gets the same bytes);
@@ -23,6 +26,7 @@
  *                   file goes with it.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +40,12 @@
 /* A backup session nobody fetched from for this long is dropped. */
 #define ADMIN_BACKUP_IDLE_MS 60000u
 #define ADMIN_ERRMSG_BYTES 256u
+/* Groups one backup session holds: as many as one node may host, all of
+ * which one backup file can take. */
+#define ADMIN_BACKUP_GROUPS_MAX NODE_GROUPS_MAX
+
+_Static_assert(ADMIN_BACKUP_GROUPS_MAX <= STORE_BACKUP_GROUPS_MAX,
+               "a backup session's groups fit one backup file");
 
 /* --- Shared --------------------------------------------------------------- */
 
@@ -248,7 +258,7 @@ static struct backup {
     uint64_t id;
     int fd;
     struct store *st;
-    uint64_t groups[NODE_GROUPS_MAX];
+    uint64_t groups[ADMIN_BACKUP_GROUPS_MAX];
     size_t n_groups;
     uint64_t node_id;
     uint64_t written; /* bytes of the file written so far */
@@ -317,40 +327,74 @@ static void *backup_main(void *arg)
     return NULL;
 }
 
-/* The groups to back up: the meta group and every registry, all local.
- * Replies and returns false otherwise. */
-static bool backup_groups(struct worker *w, uint64_t *groups, size_t *n)
+/* The meta group's registry table (one entry per shard) as committed, or
+ * NULL after replying. */
+static struct node_registry *load_regs(struct worker *w, size_t *count)
 {
     struct api *a = w->api;
     struct node_registry *regs = calloc(NODE_SHARD_ENTRIES_MAX, sizeof(*regs));
-    size_t count = 0;
     int rc = regs != NULL ? node_load_registries(a->node, regs,
-                                                 NODE_SHARD_ENTRIES_MAX, &count)
+                                                 NODE_SHARD_ENTRIES_MAX, count)
                           : KHO_ENOMEM;
     if (rc != KHO_OK) {
         api_reply_err(w, rc, rc == KHO_ENOMEM ? NULL : store_errmsg(a->st), 0);
         free(regs);
+        return NULL;
+    }
+    return regs;
+}
+
+/* Appends one more thing a node lacks to msg (cut at its end: the reply
+ * stays short, the count says how many there were). */
+__attribute__((format(printf, 4, 5))) static void
+note_missing(char *msg, size_t cap, size_t *n, const char *fmt, ...)
+{
+    size_t o = strlen(msg);
+    if (*n > 0 && o < cap) {
+        snprintf(msg + o, cap - o, ", ");
+        o = strlen(msg);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg + o, cap - o, fmt, ap);
+    va_end(ap);
+    (*n)++;
+}
+
+/* Refuses a backup for what this node lacks: the "does not host" that
+ * libkho recognises (it then takes the groups from several nodes). */
+static void refuse_missing(struct worker *w, const char *missing)
+{
+    struct api *a = w->api;
+    /* Short: libkho lists every endpoint's refusal in one message. */
+    api_reply_errf(w, KHO_EINVAL, 0, "node %llu (%s) does not host %s",
+                   (unsigned long long)node_id(a->node), node_name(a->node),
+                   missing);
+}
+
+/* The groups to back up: the meta group and every registry, all local.
+ * Replies and returns false otherwise. */
+static bool backup_groups(struct worker *w, uint64_t *groups, size_t *n)
+{
+    size_t count = 0;
+    struct node_registry *regs = load_regs(w, &count);
+    if (regs == NULL) {
         return false;
     }
     char missing[ADMIN_ERRMSG_BYTES] = "";
     size_t n_missing = 0, k = 0;
     groups[k++] = NODE_META_GROUP;
     for (size_t i = 0; i < count; i++) {
-        if (regs[i].local && k < NODE_GROUPS_MAX) {
+        if (regs[i].local && k < ADMIN_BACKUP_GROUPS_MAX) {
             groups[k++] = regs[i].group_id;
             continue;
         }
-        size_t o = strlen(missing);
-        snprintf(missing + o, sizeof(missing) - o, "%s%s shard %u",
-                 n_missing > 0 ? ", " : "", regs[i].name, regs[i].shard);
-        n_missing++;
+        note_missing(missing, sizeof(missing), &n_missing, "%s shard %u",
+                     regs[i].name, regs[i].shard);
     }
     free(regs);
     if (n_missing > 0) {
-        /* Short: libkho lists every endpoint's refusal in one message. */
-        api_reply_errf(w, KHO_EINVAL, 0, "node %llu (%s) does not host %s",
-                       (unsigned long long)node_id(a->node), node_name(a->node),
-                       missing);
+        refuse_missing(w, missing);
         return false;
     }
     /* Registry shard ids are meta revisions plus shard << 40, all above
@@ -363,6 +407,71 @@ static bool backup_groups(struct worker *w, uint64_t *groups, size_t *n)
         }
     }
     *n = k;
+    return true;
+}
+
+static int by_group(const void *x, const void *y)
+{
+    const struct node_registry *a = x, *b = y;
+    return a->group_id < b->group_id ? -1 : a->group_id > b->group_id;
+}
+
+/* The groups a BACKUP_BEGIN lists: increasing ids, at most
+ * ADMIN_BACKUP_GROUPS_MAX, each hosted here (the meta group always is).
+ * Replies and returns false otherwise, naming every group this node lacks.
+ * O(R log R) for the R shards the cluster records. */
+static bool backup_listed(struct worker *w, uint64_t *groups, size_t *n)
+{
+    const Kho__Api__Request *q = w->rq;
+    size_t want = q->n_backup_groups;
+    if (want > ADMIN_BACKUP_GROUPS_MAX) {
+        api_reply_errf(w, KHO_EINVAL, 0,
+                       "a backup holds at most %u groups; %zu were asked for",
+                       ADMIN_BACKUP_GROUPS_MAX, want);
+        return false;
+    }
+    for (size_t i = 1; i < want; i++) {
+        if (q->backup_groups[i] <= q->backup_groups[i - 1]) {
+            api_reply_errf(w, KHO_EINVAL, 0,
+                           "the groups to back up must come in increasing "
+                           "order, each once (group %llu follows %llu)",
+                           (unsigned long long)q->backup_groups[i],
+                           (unsigned long long)q->backup_groups[i - 1]);
+            return false;
+        }
+    }
+    size_t count = 0;
+    struct node_registry *regs = load_regs(w, &count);
+    if (regs == NULL) {
+        return false;
+    }
+    qsort(regs, count, sizeof(regs[0]), by_group);
+    char missing[ADMIN_ERRMSG_BYTES] = "";
+    size_t n_missing = 0;
+    for (size_t i = 0; i < want; i++) {
+        struct node_registry key = {.group_id = q->backup_groups[i]};
+        const struct node_registry *r =
+            bsearch(&key, regs, count, sizeof(regs[0]), by_group);
+        groups[i] = key.group_id;
+        if (key.group_id == NODE_META_GROUP || (r != NULL && r->local)) {
+            continue;
+        }
+        if (r != NULL) {
+            note_missing(missing, sizeof(missing), &n_missing,
+                         "%s shard %u (group %llu)", r->name, r->shard,
+                         (unsigned long long)key.group_id);
+        } else {
+            note_missing(missing, sizeof(missing), &n_missing,
+                         "group %llu (no such group)",
+                         (unsigned long long)key.group_id);
+        }
+    }
+    free(regs);
+    if (n_missing > 0) {
+        refuse_missing(w, missing);
+        return false;
+    }
+    *n = want;
     return true;
 }
 
@@ -412,13 +521,16 @@ static int backup_start(struct worker *w, const uint64_t *groups, size_t n)
 
 static void serve_backup_begin(struct worker *w)
 {
-    uint64_t *groups = calloc(NODE_GROUPS_MAX, sizeof(*groups));
+    uint64_t *groups = calloc(ADMIN_BACKUP_GROUPS_MAX, sizeof(*groups));
     size_t n = 0;
     if (groups == NULL) {
         api_reply_err(w, KHO_ENOMEM, NULL, 0);
         return;
     }
-    if (!backup_groups(w, groups, &n)) {
+    bool listed = w->rq->n_backup_groups > 0;
+    bool ok =
+        listed ? backup_listed(w, groups, &n) : backup_groups(w, groups, &n);
+    if (!ok) {
         free(groups);
         return;
     }
@@ -439,8 +551,8 @@ static void serve_backup_begin(struct worker *w)
                       0);
         return;
     }
-    LOGI("backup %016llx started for %s: %zu groups", (unsigned long long)id,
-         w->rq->client_name, n);
+    LOGI("backup %016llx started for %s: %zu groups%s", (unsigned long long)id,
+         w->rq->client_name, n, listed ? " (as listed)" : "");
     Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
     rs.backup_id = id;
     rs.node_id = node_id(w->api->node);

@@ -1841,9 +1841,12 @@ static void prefer_leader(struct node *n, struct group *g,
         return;
     }
     if (!raft_conf_is_voter(&rs->conf, pref) ||
-        raft_progress(g->raft, pref, &match, &active) != KHO_OK || !active ||
+        raft_progress(g->raft, pref, &match, &active) != KHO_OK ||
         match < rs->last_index) {
         return; /* not yet: looked at again at the next reconcile */
+    }
+    if (!active && !(rs->quiet && link_alive(n, pref))) {
+        return; /* a quiet group hears nothing: its node's link tells */
     }
     int rc = raft_transfer_leader(g->raft, pref);
     LOGI("group %llu: handing leadership to node %llu, where placement puts "

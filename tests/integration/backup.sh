@@ -1,16 +1,25 @@
 #!/bin/sh
 # backup.sh - consistency checks, backups and restores with real processes:
-# three-node clusters on loopback started by scripts/cluster.sh, driven by
-# khoctl and khocheck; build/bin/test_check rewrites a stopped node's store.
+# three- and five-node clusters on loopback started by scripts/cluster.sh,
+# driven by khoctl and khocheck; build/bin/test_check rewrites a stopped
+# node's store.
 #
 # Proves: `khoctl check` passes on a healthy cluster (every group, or one
 # registry); `khoctl backup` takes a checked backup from one node while a
-# writer keeps writing, and refuses when no node hosts every registry; a
-# new cluster started with `cluster.sh start 3 DIR --restore FILE` holds
-# every record of the backup, byte for byte (scan and history JSON, and
-# the check hash, equal the old cluster's), every write acknowledged
-# before the backup began, no record that was never written, and takes
-# new writes; khod --restore refuses a corrupted or truncated backup (and
+# writer keeps writing; when no node hosts every registry it takes the
+# backup from several nodes (each giving the groups it was asked for) and
+# merges them into one file, and it refuses (exit 3, naming the registry,
+# leaving no file) when no live node hosts a registry; a new cluster
+# started with `cluster.sh start 3 DIR --restore FILE` holds every record
+# of the backup, byte for byte (scan and history JSON, and the check hash,
+# equal the old cluster's), every write acknowledged before the backup
+# began, no record that was never written, and takes new writes; a
+# five-node cluster with a registry of 8 shards on 3 replicas each (no
+# node holds them all) is backed up from several nodes while a writer
+# runs, and a new five-node cluster restored from that file holds every
+# acknowledged key (read one by one and in a scan merged across the
+# shards), no key that was never acknowledged, passes `khoctl check` and
+# takes writes; khod --restore refuses a corrupted or truncated backup (and
 # creates nothing), a data directory that holds other data, and restarts
 # idempotently on its own restore; a record rewritten on one node's disk
 # with a valid checksum makes `khoctl check` exit 1 naming that node, the
@@ -38,6 +47,8 @@ cleanup() {
     [ -n "$solo" ] && kill -KILL "$solo" 2>/dev/null || true
     "$CL" stop "$dir/a" >/dev/null 2>&1 || true
     "$CL" stop "$dir/b" >/dev/null 2>&1 || true
+    "$CL" stop "$dir/c" >/dev/null 2>&1 || true
+    "$CL" stop "$dir/d" >/dev/null 2>&1 || true
     if [ "${KEEP:-0}" = 1 ]; then echo "kept $dir"; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
@@ -75,6 +86,16 @@ expect() {
 records() { sed -n 's/^\({"key".*}\),\{0,1\}$/\1/p' "$1"; }
 # The "group" of a registry describe --json in $dir/out.
 group_of() { grep -o '"group": *[0-9]*' "$dir/out" | head -n 1 | grep -o '[0-9]*$'; }
+# n_listed: how many nodes of cluster $1 served a backup of the groups a
+# client listed (a part of a backup from several nodes).
+listed_nodes() {
+    n_listed=0
+    for f in "$1"/node*.log; do
+        if grep -q 'backup .* started for .*(as listed)' "$f"; then
+            n_listed=$((n_listed + 1))
+        fi
+    done
+}
 # The "hash" of the first group in a check --json in $dir/out.
 hash_of() { sed -n 's/^.*"index":[0-9]*,"hash":"\([0-9a-f]*\)".*$/\1/p' "$dir/out"; }
 
@@ -133,14 +154,36 @@ expect 0 "$CTL" check citizens --json
 a_hash=$(hash_of)
 [ -n "$a_hash" ] || fail "no hash: $(cat "$dir/out")"
 
-step "backup: refused when no node hosts every registry"
+step "backup: from several nodes when no node hosts every registry"
 for r in solo-a solo-b solo-c; do
     expect 0 "$CTL" registry create "$r" --replicas 1
+    # A group that has applied nothing yet cannot be backed up.
+    expect 0 "$CTL" put "$r" "key-$r" "val-$r"
 done
-expect 4 "$CTL" backup "$dir/none.bak"
-grep -q 'does not host' "$dir/err" || fail "refusal: $(cat "$dir/err")"
+expect 0 "$CTL" backup "$dir/parts.bak" --json
+grep -q '"groups":6' "$dir/out" || fail "backup from parts: $(cat "$dir/out")"
+listed_nodes "$dir/a"
+[ "$n_listed" -ge 2 ] || fail "the backup came from $n_listed node(s)"
+ls "$dir"/parts.bak.tmp.* >/dev/null 2>&1 && fail "a temporary file was left"
+
+step "backup: refused when no live node hosts a registry"
+# The one replica of a solo registry on a node that does not lead the
+# meta group (so that listing the registries needs no new election).
+meta=$("$CL" leader "$dir/a") || fail "no meta leader"
+down=""
+for r in solo-a solo-b solo-c; do
+    expect 0 "$CTL" registry describe "$r" --json
+    n=$(sed -n 's/^{[^[]*"replicas":\[\([0-9]*\)\].*$/\1/p' "$dir/out")
+    [ -n "$n" ] && [ "$n" != "$meta" ] && down=$n && break
+done
+[ -n "$down" ] || fail "every solo registry lives on the meta leader"
+"$CL" kill "$down" "$dir/a"
+expect 3 "$CTL" --timeout 1500 backup "$dir/none.bak"
+grep -q "no node takes group .*(solo-" "$dir/err" ||
+    fail "refusal: $(cat "$dir/err")"
 [ -f "$dir/none.bak" ] && fail "a refused backup left a file"
 ls "$dir"/none.bak.tmp.* >/dev/null 2>&1 && fail "a temporary file was left"
+"$CL" restart "$down" "$dir/a"
 stop_checked "$dir/a"
 
 step "khod --restore refuses a corrupted and a truncated backup"
@@ -271,5 +314,55 @@ grep -q 'node 3 (danang) cannot be asked' "$dir/err" ||
 "$CL" restart 3 "$dir/b"
 expect 0 "$CTL" check
 stop_checked "$dir/b"
+
+step "cluster c: five nodes, a registry of 8 shards on 3 replicas each"
+export KHO_BASE_PORT=$((base + 30))
+out=$(KHO_REGISTRIES="citizens:8" "$CL" start 5 "$dir/c") || fail "cluster c"
+eval "$(echo "$out" | grep '^KHO_ENDPOINTS=')"
+export KHO_ENDPOINTS
+"$CHK" write citizens cit/ 400 "$dir/c-cit.acked" >/dev/null ||
+    fail "write citizens"
+# Every replica applies every acknowledged write before the backup.
+expect 0 "$CTL" check citizens
+
+step "backup of the sharded cluster from several nodes while a writer runs"
+: >"$dir/c-run.acked"
+"$CHK" write citizens run/ 1000000 "$dir/c-run.acked" >/dev/null 2>&1 &
+writer=$!
+i=0
+until [ "$(wc -l <"$dir/c-run.acked")" -ge 30 ]; do
+    i=$((i + 1))
+    [ "$i" -lt 200 ] || fail "the writer does not write"
+    sleep 0.05
+done
+expect 0 "$CTL" backup "$dir/sharded.bak" --json
+grep -q '"groups":9' "$dir/out" || fail "sharded backup: $(cat "$dir/out")"
+kill "$writer"
+wait "$writer" 2>/dev/null || true
+writer=""
+listed_nodes "$dir/c"
+[ "$n_listed" -ge 2 ] || fail "the backup came from $n_listed node(s)"
+ls "$dir"/sharded.bak.tmp.* >/dev/null 2>&1 && fail "a temporary file was left"
+stop_checked "$dir/c"
+
+step "cluster d: a new five-node cluster from the sharded backup"
+export KHO_BASE_PORT=$((base + 40))
+out=$("$CL" start 5 "$dir/d" --restore "$dir/sharded.bak") || fail "cluster d"
+eval "$(echo "$out" | grep '^KHO_ENDPOINTS=')"
+export KHO_ENDPOINTS
+for f in "$dir"/d/node*.log; do
+    grep -q 'restore: [0-9]* groups from backup' "$f" || fail "$f: no restore"
+done
+"$CHK" verify citizens "$dir/c-cit.acked" >/dev/null ||
+    fail "acknowledged keys are lost"
+"$CHK" scanned citizens "$dir/c-cit.acked" >/dev/null ||
+    fail "a scan of the restored shards misses acknowledged keys"
+expect 0 "$CTL" scan citizens --prefix run/ --json
+records "$dir/out" | sed 's/^{"key":"\([^"]*\)".*$/\1/' >"$dir/d-run.keys"
+extra=$(grep -vxF -f "$dir/c-run.acked" "$dir/d-run.keys" || true)
+[ -z "$extra" ] || fail "restored run/ keys never acknowledged: $extra"
+expect 0 "$CTL" check
+expect 0 "$CTL" put citizens after-restore yes
+stop_checked "$dir/d"
 
 echo "PASS: tests/integration/backup.sh"

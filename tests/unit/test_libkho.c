@@ -20,7 +20,15 @@
  *     merges the four shards into one key order over pages with one token,
  *     a transaction across shards is refused before anything is sent, and
  *     against a node that does not know shard maps everything goes the old
- *     way with one map request per KHO_SHARD_MAP_RETRY_MS.
+ *     way with one map request per KHO_SHARD_MAP_RETRY_MS;
+ *   - backups, against the same three nodes serving synthetic backup
+ *     files: a node hosting every group gives the file as it is; when none
+ *     does, kho_backup asks few nodes for exactly the groups each hosts
+ *     (greedily), passes over a node that refuses its part, and merges the
+ *     parts into one well-formed file (every group in order, payloads
+ *     byte for byte, new header and END with their checksums); a part
+ *     failing its frame checks or a group nobody takes fails the backup;
+ *     no temporary file outlives the call.
  *
  * No test depends on timing: the timeouts only check codes, and the waits
  * (for an unreachable node, for KHO_SHARD_MAP_REFRESH_MS) are lower bounds.
@@ -34,6 +42,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/supplemental/util/platform.h>
@@ -1163,7 +1173,7 @@ static bool answer_cluster(struct fake *f, const Kho__Api__Request *q,
     return true;
 }
 
-static void cl_start(void)
+static void cl_start_with(fake_answer_fn answer)
 {
     static const int reps[CL_SHARDS][2] = {{0, 1}, {1, 2}, {2, 0}, {0, 1}};
     static const int leaders[CL_SHARDS] = {0, 2, 2, 1};
@@ -1177,9 +1187,14 @@ static void cl_start(void)
         snprintf(cl.keys[i], sizeof(cl.keys[i]), "key-%03d", i);
     }
     for (int i = 0; i < CL_NODES; i++) {
-        fake_start(&cl.nodes[i], answer_cluster);
+        fake_start(&cl.nodes[i], answer);
         cl.nodes[i].serves_maps = true;
     }
+}
+
+static void cl_start(void)
+{
+    cl_start_with(answer_cluster);
 }
 
 static void cl_stop(void)
@@ -1748,6 +1763,415 @@ static void test_shard_moves(void **state)
     fake_stop(&f);
 }
 
+/* --- Backups from several nodes -------------------------------------------
+ */
+
+/* The cluster above answering backups (the registry "reg" of four shards,
+ * no node hosting all of them, and the meta group 0 on every node): a
+ * BACKUP_BEGIN without a list is refused for lacking groups (unless the
+ * node is made to host everything), one with a list gets a synthetic
+ * backup file of exactly those groups - each group's payload a pattern of
+ * its id, cut into DATA frames of BK_FRAME_BYTES - which FETCH serves in
+ * chunks of BK_CHUNK_BYTES. libkho checks only the framing, so the
+ * payloads need not be snapshot streams. */
+#define BK_FRAME_BYTES 1000u
+#define BK_CHUNK_BYTES 777u
+#define BK_GROUPS 5u
+#define BK_BYTES_MAX (64u << 10)
+
+enum bk_mode {
+    BK_NORMAL = 0,
+    BK_EVERYTHING = 1, /* hosts every group: takes a backup without a list */
+    BK_LAGGING = 2,    /* refuses a listed BEGIN for lacking a group */
+    BK_FLIP = 3,       /* flips a byte of the file (chunk CRCs still hold) */
+};
+
+struct bk_node {
+    enum bk_mode mode;
+    uint8_t file[BK_BYTES_MAX];
+    size_t len;
+    uint64_t id;
+    size_t n_begins, n_ends;
+    uint64_t asked[BK_GROUPS]; /* the last listed BEGIN's groups */
+    size_t n_asked;
+    char msg[128];
+};
+
+static struct bk_node bkn[CL_NODES];
+static const uint64_t bk_all[BK_GROUPS] = {0, 10, 11, 12, 13};
+
+static uint32_t t_crc_more(uint32_t crc, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++) {
+            crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+        }
+    }
+    return crc;
+}
+
+static uint32_t t_crc(const uint8_t *p, size_t n)
+{
+    return t_crc_more(0xFFFFFFFFu, p, n) ^ 0xFFFFFFFFu;
+}
+
+static void t_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void t_le64(uint8_t *p, uint64_t v)
+{
+    t_le32(p, (uint32_t)v);
+    t_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint32_t t_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint64_t t_get64(const uint8_t *p)
+{
+    return (uint64_t)t_get32(p) | (uint64_t)t_get32(p + 4) << 32;
+}
+
+/* Group gid's payload: its length and its byte at i. */
+static size_t bk_payload_len(uint64_t gid)
+{
+    return 2300u + (size_t)(gid % 7u) * 150u;
+}
+
+static uint8_t bk_payload_at(uint64_t gid, size_t i)
+{
+    return (uint8_t)(gid * 31u + i * 7u);
+}
+
+static void bk_frame(struct bk_node *b, uint32_t type, const uint8_t *body,
+                     size_t len)
+{
+    uint8_t *h = b->file + b->len;
+    assert_true(b->len + 12 + len <= BK_BYTES_MAX);
+    t_le32(h, type);
+    t_le32(h + 4, (uint32_t)len);
+    memcpy(h + 12, body, len);
+    uint32_t crc = t_crc_more(0xFFFFFFFFu, h, 8);
+    t_le32(h + 8, t_crc_more(crc, body, len) ^ 0xFFFFFFFFu);
+    b->len += 12 + len;
+}
+
+/* The backup file node `me` writes of groups[0..n). */
+static void bk_build(struct bk_node *b, int me, const uint64_t *groups,
+                     size_t n)
+{
+    static const uint8_t magic[8] = {'K', 'H', 'O', 'B', 'A', 'C', 'K', 1};
+    uint8_t *h = b->file;
+    b->id = 0xb0000000u + (uint64_t)me * 0x100u + b->n_begins;
+    memcpy(h, magic, 8);
+    t_le32(h + 8, 1);
+    t_le32(h + 12, 1u << 20);
+    t_le64(h + 16, b->id);
+    t_le64(h + 24, (uint64_t)me + 1);
+    t_le64(h + 32, 1700000000000u);
+    t_le32(h + 40, (uint32_t)n);
+    t_le32(h + 44, t_crc(h, 44));
+    b->len = 48;
+    for (size_t g = 0; g < n; g++) {
+        uint8_t body[32];
+        size_t total = bk_payload_len(groups[g]);
+        t_le64(body, groups[g]);
+        t_le64(body + 8, 40 + groups[g]); /* index */
+        t_le64(body + 16, 2);             /* term */
+        t_le64(body + 24, total);
+        bk_frame(b, 1, body, sizeof(body));
+        uint8_t data[BK_FRAME_BYTES];
+        for (size_t off = 0; off < total; off += BK_FRAME_BYTES) {
+            size_t k =
+                total - off < BK_FRAME_BYTES ? total - off : BK_FRAME_BYTES;
+            for (size_t i = 0; i < k; i++) {
+                data[i] = bk_payload_at(groups[g], off + i);
+            }
+            bk_frame(b, 2, data, k);
+        }
+    }
+    uint8_t end[16];
+    t_le64(end, b->len);
+    t_le32(end + 8, (uint32_t)n);
+    t_le32(end + 12, t_crc(b->file, b->len));
+    bk_frame(b, 3, end, sizeof(end));
+    if (b->mode == BK_FLIP) {
+        b->file[b->len / 2] ^= 0x20;
+    }
+}
+
+static bool bk_hosts(int me, uint64_t gid)
+{
+    return gid == 0 || (gid >= 10 && gid < 10 + CL_SHARDS &&
+                        cl_hosts(me, (uint32_t)(gid - 10)));
+}
+
+static void bk_begin(struct bk_node *b, int me, const Kho__Api__Request *q,
+                     Kho__Api__Response *rs)
+{
+    b->n_begins++;
+    bool listed = q->n_backup_groups > 0;
+    bool lacks = !listed && b->mode != BK_EVERYTHING;
+    for (size_t i = 0; listed && i < q->n_backup_groups; i++) {
+        lacks |= !bk_hosts(me, q->backup_groups[i]) || b->mode == BK_LAGGING;
+    }
+    if (listed) {
+        b->n_asked =
+            q->n_backup_groups < BK_GROUPS ? q->n_backup_groups : BK_GROUPS;
+        memcpy(b->asked, q->backup_groups, b->n_asked * sizeof(uint64_t));
+    }
+    if (lacks) {
+        snprintf(b->msg, sizeof(b->msg), "node %d (%s) does not host reg",
+                 me + 1,
+                 me == 0   ? "hanoi"
+                 : me == 1 ? "hue"
+                           : "danang");
+        rs->err = KHO_EINVAL;
+        rs->message = b->msg;
+        return;
+    }
+    bk_build(b, me, listed ? q->backup_groups : bk_all,
+             listed ? q->n_backup_groups : BK_GROUPS);
+    rs->backup_id = b->id;
+    rs->node_id = (uint64_t)me + 1;
+    rs->node_name = me == 0 ? "hanoi" : me == 1 ? "hue" : "danang";
+}
+
+static void bk_fetch(struct bk_node *b, const Kho__Api__Request *q,
+                     Kho__Api__Response *rs)
+{
+    if (q->backup_id != b->id || q->backup_offset > b->len) {
+        rs->err = KHO_ENOTFOUND;
+        return;
+    }
+    size_t left = b->len - q->backup_offset;
+    size_t n = left < BK_CHUNK_BYTES ? left : BK_CHUNK_BYTES;
+    rs->backup_chunk.data = b->file + q->backup_offset;
+    rs->backup_chunk.len = n;
+    rs->backup_crc = t_crc(b->file + q->backup_offset, n);
+    rs->backup_done = true;
+    rs->backup_size = b->len;
+    rs->backup_id = b->id;
+}
+
+/* Status (the nodes), the registry list, maps and backups. */
+static bool answer_bk(struct fake *f, const Kho__Api__Request *q,
+                      Kho__Api__Response *rs)
+{
+    static _Thread_local Kho__Api__NodeInfo ni[CL_NODES], *np[CL_NODES];
+    static _Thread_local Kho__Api__RegistryInfo ri, *rp[1];
+    static uint64_t reps[2] = {1, 2};
+    static const char *const names[] = {"hanoi", "hue", "danang"};
+    int me = cl_index(f);
+    struct bk_node *b = &bkn[me];
+    switch (q->op) {
+    case KHO__API__OP__OP_SHARD_MAP:
+        cl_map(me, rs);
+        break;
+    case KHO__API__OP__OP_STATUS:
+        for (int k = 0; k < CL_NODES; k++) {
+            Kho__Api__NodeInfo n = KHO__API__NODE_INFO__INIT;
+            n.id = (uint64_t)k + 1;
+            n.name = (char *)names[k];
+            n.client_url = cl.nodes[k].url;
+            ni[k] = n;
+            np[k] = &ni[k];
+        }
+        rs->node_id = (uint64_t)me + 1;
+        rs->node_name = (char *)names[me];
+        rs->n_nodes = CL_NODES;
+        rs->nodes = np;
+        break;
+    case KHO__API__OP__OP_REGISTRY_LIST: {
+        Kho__Api__RegistryInfo r = KHO__API__REGISTRY_INFO__INIT;
+        r.name = "reg";
+        r.group_id = 10;
+        r.n_replicas = 2;
+        r.replicas = reps;
+        r.shards = CL_SHARDS;
+        ri = r;
+        rp[0] = &ri;
+        rs->n_registries = 1;
+        rs->registries = rp;
+        break;
+    }
+    case KHO__API__OP__OP_BACKUP_BEGIN:
+        bk_begin(b, me, q, rs);
+        break;
+    case KHO__API__OP__OP_BACKUP_FETCH:
+        bk_fetch(b, q, rs);
+        break;
+    case KHO__API__OP__OP_BACKUP_END:
+        b->n_ends++;
+        break;
+    default:
+        rs->err = KHO_EINVAL;
+    }
+    return true;
+}
+
+/* Checks that fd (from its start) holds a well-formed backup of groups
+ * bk_all made by node `node`, every payload as the fakes wrote it; returns
+ * its size. */
+static size_t bk_check_file(FILE *fp, uint64_t node)
+{
+    static uint8_t buf[BK_GROUPS * BK_BYTES_MAX];
+    rewind(fp);
+    size_t len = fread(buf, 1, sizeof(buf), fp);
+    assert_true(len >= 48 && len < sizeof(buf));
+    assert_memory_equal(buf, "KHOBACK\x01", 8);
+    assert_int_equal(t_get32(buf + 8), 1);
+    assert_int_equal(t_get64(buf + 24), node);
+    assert_int_equal(t_get32(buf + 40), BK_GROUPS);
+    assert_int_equal(t_get32(buf + 44), t_crc(buf, 44));
+    size_t at = 48;
+    for (size_t g = 0; g < BK_GROUPS; g++) {
+        const uint8_t *fr = buf + at;
+        assert_int_equal(t_get32(fr), 1);
+        assert_int_equal(t_get32(fr + 4), 32);
+        uint32_t fc = t_crc_more(0xFFFFFFFFu, fr, 8);
+        assert_int_equal(t_get32(fr + 8),
+                         t_crc_more(fc, fr + 12, 32) ^ 0xFFFFFFFFu);
+        assert_int_equal(t_get64(fr + 12), bk_all[g]);
+        assert_int_equal(t_get64(fr + 12 + 24), bk_payload_len(bk_all[g]));
+        at += 12 + 32;
+        size_t got = 0;
+        while (got < bk_payload_len(bk_all[g])) {
+            const uint8_t *d = buf + at;
+            uint32_t n = t_get32(d + 4);
+            assert_int_equal(t_get32(d), 2);
+            uint32_t crc = t_crc_more(0xFFFFFFFFu, d, 8);
+            assert_int_equal(t_get32(d + 8),
+                             t_crc_more(crc, d + 12, n) ^ 0xFFFFFFFFu);
+            for (uint32_t i = 0; i < n; i++) {
+                assert_int_equal(d[12 + i], bk_payload_at(bk_all[g], got + i));
+            }
+            got += n;
+            at += 12 + n;
+        }
+        assert_int_equal(got, bk_payload_len(bk_all[g]));
+    }
+    const uint8_t *e = buf + at;
+    assert_int_equal(t_get32(e), 3);
+    assert_int_equal(t_get32(e + 4), 16);
+    uint32_t crc = t_crc_more(0xFFFFFFFFu, e, 8);
+    assert_int_equal(t_get32(e + 8), t_crc_more(crc, e + 12, 16) ^ 0xFFFFFFFFu);
+    assert_int_equal(t_get64(e + 12), at);
+    assert_int_equal(t_get32(e + 20), BK_GROUPS);
+    assert_int_equal(t_get32(e + 24), t_crc(buf, at));
+    assert_int_equal(at + 28, len);
+    return len;
+}
+
+/* Open file descriptors of this process (the parts' temporary files must
+ * all be gone when kho_backup returns). */
+static size_t open_fds(void)
+{
+    size_t n = 0;
+    for (int fd = 0; fd < 1024; fd++) {
+        n += fcntl(fd, F_GETFD) != -1;
+    }
+    return n;
+}
+
+static void bk_reset(void)
+{
+    memset(bkn, 0, sizeof(bkn));
+}
+
+static void test_backup_parts(void **state)
+{
+    assert_int_equal(t_crc((const uint8_t *)"123456789", 9), 0xE3069283u);
+    cl_start_with(answer_bk);
+    char urls[3 * 64];
+    snprintf(urls, sizeof(urls), "%s,%s,%s", cl.nodes[0].url, cl.nodes[1].url,
+             cl.nodes[2].url);
+    struct kho_client *c = open_on(urls, 2000);
+    struct kho_backup_info info;
+    FILE *fp = tmpfile();
+    assert_non_null(fp);
+
+    /* One node hosts everything: the backup is its file, as it was. */
+    bk_reset();
+    bkn[1].mode = BK_EVERYTHING;
+    assert_int_equal(kho_backup(c, fileno(fp), &info), KHO_OK);
+    assert_int_equal(info.node_id, 2);
+    assert_int_equal(info.groups, BK_GROUPS);
+    assert_int_equal(bk_check_file(fp, 2), info.bytes);
+    assert_int_equal(info.backup_id, bkn[1].id);
+    assert_int_equal(bkn[1].n_asked, 0);
+    assert_int_equal(bkn[2].n_begins, 0);
+
+    /* None does: node 1 (hanoi, the first of those hosting the most)
+     * gives the meta group and shards 0, 2, 3; node 2 shard 1. The merged
+     * file holds every group in order under a new id and END. */
+    bk_reset();
+    size_t fds = open_fds();
+    assert_int_equal(ftruncate(fileno(fp), 0), 0);
+    rewind(fp);
+    assert_int_equal(kho_backup(c, fileno(fp), &info), KHO_OK);
+    assert_int_equal(info.node_id, 1);
+    assert_string_equal(info.node_name, "hanoi");
+    assert_int_equal(info.groups, BK_GROUPS);
+    assert_int_equal(bk_check_file(fp, 1), info.bytes);
+    assert_true(info.backup_id != bkn[0].id && info.backup_id != bkn[1].id);
+    assert_int_equal(bkn[0].n_asked, 4);
+    assert_int_equal(bkn[0].asked[0], 0);
+    assert_int_equal(bkn[0].asked[1], 10);
+    assert_int_equal(bkn[0].asked[2], 12);
+    assert_int_equal(bkn[0].asked[3], 13);
+    assert_int_equal(bkn[1].n_asked, 1);
+    assert_int_equal(bkn[1].asked[0], 11);
+    assert_int_equal(bkn[2].n_begins, 1); /* the first, unlisted, only */
+    assert_int_equal(bkn[0].n_ends, 1);
+    assert_int_equal(bkn[1].n_ends, 1);
+    assert_string_equal(kho_client_errmsg(c), "");
+    assert_int_equal(open_fds(), fds);
+
+    /* Node 1's view lags: it refuses its part and is passed over; node 2
+     * then gives the meta group and shards 0, 1, 3, node 3 shard 2. */
+    bk_reset();
+    bkn[0].mode = BK_LAGGING;
+    assert_int_equal(ftruncate(fileno(fp), 0), 0);
+    rewind(fp);
+    assert_int_equal(kho_backup(c, fileno(fp), &info), KHO_OK);
+    assert_int_equal(info.node_id, 2);
+    assert_int_equal(bk_check_file(fp, 2), info.bytes);
+    assert_int_equal(bkn[1].n_asked, 4);
+    assert_int_equal(bkn[1].asked[3], 13);
+    assert_int_equal(bkn[2].n_asked, 1);
+    assert_int_equal(bkn[2].asked[0], 12);
+    assert_int_equal(open_fds(), fds);
+
+    /* A part that fails its frame checks fails the backup, and leaves no
+     * temporary file behind. */
+    bk_reset();
+    bkn[1].mode = BK_FLIP;
+    assert_int_equal(kho_backup(c, fileno(fp), &info), KHO_ECORRUPT);
+    assert_int_equal(bkn[1].n_ends, 1);
+    assert_int_equal(open_fds(), fds);
+
+    /* Shard 1 lives on nodes 2 and 3; with both refusing, nobody takes it. */
+    bk_reset();
+    bkn[1].mode = BK_LAGGING;
+    bkn[2].mode = BK_LAGGING;
+    assert_int_equal(kho_backup(c, fileno(fp), &info), KHO_EINVAL);
+    assert_non_null(strstr(kho_client_errmsg(c), "no node takes group 11"));
+    assert_int_equal(open_fds(), fds);
+
+    fclose(fp);
+    kho_client_close(c);
+    cl_stop();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1772,6 +2196,7 @@ int main(void)
         cmocka_unit_test(test_shard_map_api),
         cmocka_unit_test(test_shard_fallback),
         cmocka_unit_test(test_shard_moves),
+        cmocka_unit_test(test_backup_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
