@@ -20,6 +20,20 @@
 /* Shards of one registry. */
 #define KHO_SHARDS_MAX 256u
 
+/* MurmurHash3's 64-bit finaliser: every input bit reaches every output
+ * bit. */
+static inline uint64_t kho_hash_fmix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= UINT64_C(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    h *= UINT64_C(0xc4ceb9fe1a85ec53);
+    h ^= h >> 33;
+    return h;
+}
+
+/* The store keys its long keys and history by the same hash
+ * (store_key_hash()): it is on disk too. */
 static inline uint64_t kho_key_hash(const void *key, size_t len)
 {
     const unsigned char *p = key;
@@ -28,12 +42,7 @@ static inline uint64_t kho_key_hash(const void *key, size_t len)
         h ^= p[i];
         h *= UINT64_C(0x100000001b3);
     }
-    h ^= h >> 33;
-    h *= UINT64_C(0xff51afd7ed558ccd);
-    h ^= h >> 33;
-    h *= UINT64_C(0xc4ceb9fe1a85ec53);
-    h ^= h >> 33;
-    return h;
+    return kho_hash_fmix64(h);
 }
 
 /* The shard (0-based) of `key` in a registry of `shards` shards. */

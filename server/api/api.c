@@ -578,7 +578,8 @@ void api_propose(struct worker *w, uint64_t gid,
     api_submit(w, NODE_REQ_PROPOSE, gid, w->prop, len);
 }
 
-void api_fill_request(struct worker *w, struct store_request *sr)
+/* A store request with the session, seq, time and writer of w's request. */
+static void api_fill_request(struct worker *w, struct store_request *sr)
 {
     const Kho__Api__Request *q = w->rq;
     size_t wl = strlen(q->client_name);
@@ -589,6 +590,20 @@ void api_fill_request(struct worker *w, struct store_request *sr)
         .writer = q->client_name,
         .writer_len = wl < STORE_WRITER_BYTES_MAX ? wl : STORE_WRITER_BYTES_MAX,
     };
+}
+
+void api_propose_txn(struct worker *w, uint64_t gid, uint32_t flags,
+                     const struct store_compare *cmps, size_t n_cmp,
+                     const struct store_op *ops, size_t n_ops)
+{
+    struct store_request sr;
+    api_fill_request(w, &sr);
+    sr.flags = flags;
+    sr.cmps = cmps;
+    sr.n_cmp = n_cmp;
+    sr.ops = ops;
+    sr.n_ops = n_ops;
+    api_propose(w, gid, &sr);
 }
 
 static void propose_single(struct worker *w, uint64_t gid)
@@ -658,13 +673,7 @@ static void propose_txn(struct worker *w, uint64_t gid)
             .value_len = o->is_delete ? 0 : o->value.len,
         };
     }
-    struct store_request sr;
-    api_fill_request(w, &sr);
-    sr.cmps = cmps;
-    sr.n_cmp = q->n_compares;
-    sr.ops = ops;
-    sr.n_ops = q->n_ops;
-    api_propose(w, gid, &sr);
+    api_propose_txn(w, gid, 0, cmps, q->n_compares, ops, q->n_ops);
 }
 
 /* What a registry create proposes, in one allocation. */
@@ -676,21 +685,6 @@ struct reg_create {
     uint8_t key[META_REG_PREFIX_BYTES + META_REG_NAME_BYTES_MAX];
     uint8_t val[META_REG_VALUE_BYTES_MAX];
 };
-
-/* The id of member node `name` (0: none). */
-static uint64_t member_id(struct api *a, const char *name)
-{
-    struct node_peer p;
-    uint64_t ids[NODE_NODES_MAX];
-    size_t n = api_members(a, ids, NODE_NODES_MAX);
-    for (size_t i = 0; i < n; i++) {
-        if (node_peer_info(a->node, ids[i], &p) == KHO_OK &&
-            strcmp(p.name, name) == 0) {
-            return ids[i];
-        }
-    }
-    return 0;
-}
 
 static void propose_registry(struct worker *w)
 {
@@ -727,7 +721,7 @@ static void propose_registry(struct worker *w)
     want = want < n_members ? want : (uint32_t)n_members;
     uint64_t home = 0;
     if (q->home != NULL && q->home[0] != '\0') {
-        home = member_id(a, q->home);
+        home = api_member_named(a, x->members, n_members, q->home);
         if (home == 0) {
             api_reply_errf(w, KHO_ENOTFOUND, 0,
                            "no member named '%s' to be the home node",
@@ -736,10 +730,8 @@ static void propose_registry(struct worker *w)
         }
     }
     size_t n_regs = 0;
-    int rc = node_load_registries(a->node, x->regs, NODE_SHARD_ENTRIES_MAX,
-                                  &n_regs);
-    if (rc != KHO_OK) {
-        api_reply_err(w, rc, store_errmsg(a->st), 0);
+    struct plan *p = api_plan_load(w, x->regs, &n_regs);
+    if (p == NULL) {
         return;
     }
     size_t n_names = 0;
@@ -753,21 +745,16 @@ static void propose_registry(struct worker *w)
                    "at most %u registries and %u shards fit",
                    n_names, n_regs, NODE_REGISTRIES_MAX,
                    NODE_SHARD_ENTRIES_MAX);
+        plan_free(p);
         return;
     }
     /* Today's load of every member, then the new shards placed on it. */
-    struct plan *p = NULL;
-    rc = plan_create(x->regs, n_regs, &p);
-    if (rc != KHO_OK) {
-        api_reply_err(w, rc, "the registry table is inconsistent", 0);
-        return;
-    }
     plan_nodes(p, x->members, n_members, x->nodes);
     plan_free(p);
     x->mr.want = want;
     x->mr.n_shards = shards;
     x->mr.home = home;
-    rc = meta_place(x->nodes, n_members, q->registry, &x->mr);
+    int rc = meta_place(x->nodes, n_members, q->registry, &x->mr);
     if (rc != KHO_OK) {
         api_reply_err(w, rc, "cannot place the shards on the members", 0);
         return;
@@ -788,14 +775,7 @@ static void propose_registry(struct worker *w)
         .value = x->val,
         .value_len = meta_reg_encode(&x->mr, x->val),
     };
-    struct store_request sr;
-    api_fill_request(w, &sr);
-    sr.flags = STORE_REQ_SINGLE;
-    sr.cmps = &cmp;
-    sr.n_cmp = 1;
-    sr.ops = &op;
-    sr.n_ops = 1;
-    api_propose(w, NODE_META_GROUP, &sr);
+    api_propose_txn(w, NODE_META_GROUP, STORE_REQ_SINGLE, &cmp, 1, &op, 1);
 }
 
 /* --- Validation and routing --------------------------------------------- */

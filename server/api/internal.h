@@ -72,8 +72,11 @@ void api_submit(struct worker *w, uint32_t kind, uint64_t gid,
  * quota applies to requests with a put). Replies on failure. */
 void api_propose(struct worker *w, uint64_t gid,
                  const struct store_request *sr);
-/* A store request with the session, seq, time and writer of w's request. */
-void api_fill_request(struct worker *w, struct store_request *sr);
+/* api_propose() of the request of w's session with these flags, compares
+ * and ops (pointers used only during the call: the proposal is encoded). */
+void api_propose_txn(struct worker *w, uint64_t gid, uint32_t flags,
+                     const struct store_compare *cmps, size_t n_cmp,
+                     const struct store_op *ops, size_t n_ops);
 /* The client URL of node id into buf ("" when unknown). */
 void api_client_url(struct api *a, uint64_t id, char *buf, size_t cap);
 
@@ -87,6 +90,14 @@ bool api_shard_serve(struct worker *w);
 bool api_shard_answered(struct worker *w);
 /* shard.c: the member nodes (ids) as the meta group records them. */
 size_t api_members(struct api *a, uint64_t *out, size_t cap);
+/* shard.c: the meta group's committed registry records as table entries
+ * in regs (NODE_SHARD_ENTRIES_MAX of them; *n_regs filled) and the plan
+ * over them (plan_free() it); replies and returns NULL on failure. */
+struct plan *api_plan_load(struct worker *w, struct node_registry *regs,
+                           size_t *n_regs);
+/* shard.c: the id among ids[0..n) of the node named `name` (0: none). */
+uint64_t api_member_named(struct api *a, const uint64_t *ids, size_t n,
+                          const char *name);
 /* admin.c: the same for the consistency-check and backup ops. */
 bool api_admin_serve(struct worker *w);
 bool api_admin_answered(struct worker *w);

@@ -160,14 +160,7 @@ static void member_add(struct worker *w)
                           .value_len = meta_node_encode(p->name, p->peer_url,
                                                         p->client_url,
                                                         p->state, val)};
-    struct store_request sr;
-    api_fill_request(w, &sr);
-    sr.flags = STORE_REQ_SINGLE;
-    sr.cmps = &cmp;
-    sr.n_cmp = 1;
-    sr.ops = &op;
-    sr.n_ops = 1;
-    api_propose(w, NODE_META_GROUP, &sr);
+    api_propose_txn(w, NODE_META_GROUP, STORE_REQ_SINGLE, &cmp, 1, &op, 1);
 }
 
 /* --- member remove ----------------------------------------------------------- */
@@ -212,12 +205,12 @@ static void remove_planned(struct worker *w, struct removal *x)
     const Kho__Api__Request *q = w->rq;
     size_t n_nodes = 0, n_regs = 0, n_members = 0;
     int rc = node_load_nodes(w->api->node, x->nodes, NODE_NODES_MAX, &n_nodes);
-    if (rc == KHO_OK) {
-        rc = node_load_registries(w->api->node, x->regs,
-                                  NODE_SHARD_ENTRIES_MAX, &n_regs);
-    }
     if (rc != KHO_OK) {
         api_reply_err(w, rc, store_errmsg(w->api->st), 0);
+        return;
+    }
+    x->plan = api_plan_load(w, x->regs, &n_regs);
+    if (x->plan == NULL) {
         return;
     }
     const struct node_peer *gone = find_member(x->nodes, n_nodes, q->node_name);
@@ -233,11 +226,6 @@ static void remove_planned(struct worker *w, struct removal *x)
     }
     if (n_members == 0) {
         api_reply_err(w, KHO_EINVAL, "the last member cannot be removed", 0);
-        return;
-    }
-    rc = plan_create(x->regs, n_regs, &x->plan);
-    if (rc != KHO_OK) {
-        api_reply_err(w, rc, "the registry table is inconsistent", 0);
         return;
     }
     plan_nodes(x->plan, x->members, n_members, x->place);
@@ -285,13 +273,7 @@ static void remove_planned(struct worker *w, struct removal *x)
                                       gone->client_url, META_NODE_REMOVED,
                                       x->node_val)};
     k++;
-    struct store_request sr;
-    api_fill_request(w, &sr);
-    sr.cmps = x->cmps;
-    sr.n_cmp = k;
-    sr.ops = x->ops;
-    sr.n_ops = k;
-    api_propose(w, NODE_META_GROUP, &sr);
+    api_propose_txn(w, NODE_META_GROUP, 0, x->cmps, k, x->ops, k);
 }
 
 /* --- member list, leader transfer ------------------------------------------ */

@@ -47,6 +47,38 @@ size_t api_members(struct api *a, uint64_t *out, size_t cap)
     return k;
 }
 
+struct plan *api_plan_load(struct worker *w, struct node_registry *regs,
+                           size_t *n_regs)
+{
+    struct api *a = w->api;
+    int rc = node_load_registries(a->node, regs, NODE_SHARD_ENTRIES_MAX,
+                                  n_regs);
+    if (rc != KHO_OK) {
+        api_reply_err(w, rc, store_errmsg(a->st), 0);
+        return NULL;
+    }
+    struct plan *p = NULL;
+    rc = plan_create(regs, *n_regs, &p);
+    if (rc != KHO_OK) {
+        api_reply_err(w, rc, "the registry table is inconsistent", 0);
+        return NULL;
+    }
+    return p;
+}
+
+uint64_t api_member_named(struct api *a, const uint64_t *ids, size_t n,
+                          const char *name)
+{
+    struct node_peer p;
+    for (size_t i = 0; i < n; i++) {
+        if (node_peer_info(a->node, ids[i], &p) == KHO_OK &&
+            strcmp(p.name, name) == 0) {
+            return ids[i];
+        }
+    }
+    return 0;
+}
+
 static bool is_shard_op(const Kho__Api__Request *q)
 {
     return q->op == KHO__API__OP__OP_SHARD_MAP ||
@@ -188,19 +220,6 @@ struct move_op {
     struct node_peer from[PLAN_MOVES_MAX], to[PLAN_MOVES_MAX];
 };
 
-static uint64_t member_by_name(struct api *a, const struct move_op *x,
-                               size_t n, const char *name)
-{
-    struct node_peer p;
-    for (size_t i = 0; i < n; i++) {
-        if (node_peer_info(a->node, x->members[i], &p) == KHO_OK &&
-            strcmp(p.name, name) == 0) {
-            return x->members[i];
-        }
-    }
-    return 0;
-}
-
 static void reply_moves(struct worker *w, struct move_op *x, uint64_t rev)
 {
     struct api *a = w->api;
@@ -237,21 +256,16 @@ static void plan_and_propose(struct worker *w, struct move_op *x)
     const Kho__Api__Request *q = w->rq;
     size_t n_regs = 0;
     size_t n_members = api_members(a, x->members, NODE_NODES_MAX);
-    int rc = node_load_registries(a->node, x->regs, NODE_SHARD_ENTRIES_MAX,
-                                  &n_regs);
-    if (rc != KHO_OK) {
-        api_reply_err(w, rc, store_errmsg(a->st), 0);
+    struct plan *p = api_plan_load(w, x->regs, &n_regs);
+    if (p == NULL) {
         return;
     }
-    struct plan *p = NULL;
-    rc = plan_create(x->regs, n_regs, &p);
-    if (rc != KHO_OK) {
-        api_reply_err(w, rc, "the registry table is inconsistent", 0);
-        return;
-    }
+    int rc;
     if (q->op == KHO__API__OP__OP_SHARD_MOVE) {
-        uint64_t from = member_by_name(a, x, n_members, q->node_name);
-        uint64_t to = member_by_name(a, x, n_members, q->target_name);
+        uint64_t from = api_member_named(a, x->members, n_members,
+                                         q->node_name);
+        uint64_t to = api_member_named(a, x->members, n_members,
+                                       q->target_name);
         char why[256];
         if (from == 0 || to == 0) {
             api_reply_errf(w, KHO_ENOTFOUND, 0, "no member named '%s'",
@@ -300,13 +314,7 @@ static void plan_and_propose(struct worker *w, struct move_op *x)
              (unsigned long long)x->moves[i].from,
              (unsigned long long)x->moves[i].to);
     }
-    struct store_request sr;
-    api_fill_request(w, &sr);
-    sr.cmps = x->cmps;
-    sr.n_cmp = k;
-    sr.ops = x->ops;
-    sr.n_ops = k;
-    api_propose(w, NODE_META_GROUP, &sr);
+    api_propose_txn(w, NODE_META_GROUP, 0, x->cmps, k, x->ops, k);
     plan_free(p); /* the proposal is encoded */
 }
 

@@ -15,6 +15,8 @@
 
 #include <string.h>
 
+#include "../../client/kho_shard.h"
+
 /* --- The hash --------------------------------------------------------------
  */
 
@@ -27,17 +29,6 @@ static uint64_t rotl64(uint64_t x, int r)
     return (x << r) | (x >> (64 - r));
 }
 
-/* MurmurHash3's 64-bit finaliser: every input bit reaches every output
- * bit. */
-static uint64_t fmix64(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= UINT64_C(0xff51afd7ed558ccd);
-    h ^= h >> 33;
-    h *= UINT64_C(0xc4ceb9fe1a85ec53);
-    h ^= h >> 33;
-    return h;
-}
 
 static uint64_t word_mix(uint64_t w)
 {
@@ -61,7 +52,7 @@ static uint64_t hash_bytes(uint64_t h, const uint8_t *p, size_t n)
         w |= (uint64_t)p[i] << (8 * i);
     }
     h ^= word_mix(w);
-    return fmix64(h ^ (uint64_t)len);
+    return kho_hash_fmix64(h ^ (uint64_t)len);
 }
 
 struct hasher {
@@ -81,7 +72,7 @@ static int hash_cb(void *ctx, enum snap_db db, const MDB_val *k,
                             k->mv_size - GROUP_KEY_BYTES);
     r = hash_bytes(r, (const uint8_t *)v->mv_data + skip, v->mv_size - skip);
     /* Chained, so that order counts as well as content. */
-    hs->h = fmix64((hs->h ^ r) * HASH_C1);
+    hs->h = kho_hash_fmix64((hs->h ^ r) * HASH_C1);
     hs->count++;
     return KHO_OK;
 }
@@ -90,7 +81,7 @@ static int sm_hash(struct store *s, MDB_txn *txn, uint64_t data, uint64_t *hash)
 {
     struct hasher hs = {.h = HASH_SEED};
     int rc = store_sm_walk(s, txn, data, hash_cb, &hs);
-    *hash = fmix64(hs.h ^ hs.count);
+    *hash = kho_hash_fmix64(hs.h ^ hs.count);
     return rc;
 }
 

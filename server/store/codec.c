@@ -9,6 +9,8 @@
 
 #include <string.h>
 
+#include "../../client/kho_shard.h"
+
 void store_log_key(uint8_t k[LOG_KEY_BYTES], uint64_t group, uint64_t index)
 {
     put_be64(k, group);
@@ -267,14 +269,5 @@ int store_body_decode(const uint8_t *p, size_t len, struct store_record *r)
  * every key byte reaches every hash bit. */
 uint64_t store_key_hash(const uint8_t *key, size_t len)
 {
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    for (size_t i = 0; i < len; i++) {
-        h = (h ^ key[i]) * UINT64_C(0x100000001b3);
-    }
-    h ^= h >> 33;
-    h *= UINT64_C(0xff51afd7ed558ccd);
-    h ^= h >> 33;
-    h *= UINT64_C(0xc4ceb9fe1a85ec53);
-    h ^= h >> 33;
-    return h;
+    return kho_key_hash(key, len); /* the same function as the shards' */
 }

@@ -53,17 +53,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
+. "$root/tests/integration/lib/common.sh"
 
-fail() {
-    echo "FAIL: $*" >&2
-    for f in "$dir"/*/node*.log; do
-        [ -f "$f" ] || continue
-        echo "--- $f" >&2
-        tail -n 15 "$f" >&2
-    done
-    exit 1
-}
-step() { echo "--- $*"; }
 stop_checked() {
     "$CL" stop "$1"
     if grep -l 'Sanitizer\|runtime error' "$1"/node*.log >&2; then

@@ -39,16 +39,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
+. "$root/tests/integration/lib/common.sh"
 
-fail() {
-    echo "FAIL: $*" >&2
-    for f in "$dir"/node*.log; do
-        echo "--- $f" >&2
-        tail -n 15 "$f" >&2
-    done
-    exit 1
-}
-step() { echo "--- $*"; }
 
 command -v curl >/dev/null 2>&1 ||
     fail "curl is missing (scripts/install-deps.sh installs it)"

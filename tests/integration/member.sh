@@ -26,27 +26,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
+. "$root/tests/integration/lib/common.sh"
 
-fail() {
-    echo "FAIL: $*" >&2
-    for f in "$dir"/node*.log; do
-        echo "--- $f" >&2
-        tail -n 12 "$f" >&2
-    done
-    exit 1
-}
-step() { echo "--- $*"; }
-# until_ok SECONDS WHAT CMD...: retries CMD every 0.2 s.
-until_ok() {
-    t=$(($1 * 5))
-    what=$2
-    shift 2
-    while ! "$@" >/dev/null 2>&1; do
-        t=$((t - 1))
-        [ "$t" -gt 0 ] || fail "timed out: $what"
-        sleep 0.2
-    done
-}
 conf_is() { [ "$("$CHK" conf "$1")" = "$2" ]; }
 
 out=$(KHOD_FLAGS="--compact-entries 200" "$CL" start 3 "$dir") ||

@@ -27,16 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
+. "$root/tests/integration/lib/common.sh"
 
-fail() {
-    echo "FAIL: $*" >&2
-    for f in "$dir"/*/node*.log; do
-        echo "--- $f" >&2
-        tail -n 15 "$f" >&2
-    done
-    exit 1
-}
-step() { echo "--- $*"; }
 # Stops a cluster and fails if a node reported a sanitizer error (when khod
 # is an ASan+UBSan build: KHOD=build/asan/bin/khod) or did not stop cleanly.
 stop_checked() {
