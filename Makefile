@@ -63,6 +63,7 @@ FUZZ_LDFLAGS = -fsanitize=fuzzer,address,undefined
 
 # Sanitizer runs fail loudly and at once, with a stack for UBSan findings.
 SAN_ENV = ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 # --- Build dependencies ----------------------------------------------------
