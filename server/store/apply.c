@@ -155,6 +155,20 @@ static int check_slots(struct store *s, MDB_txn *txn, uint64_t data,
 
 /* --- Ops ----------------------------------------------------------------- */
 
+/*
+ * History (store.h top): kv holds a key's current record and hist the
+ * versions before it, STORE_HISTORY_VERSIONS at most in all. So an op
+ * first makes room in hist for what it adds there, then moves the record
+ * it replaces into hist, then writes kv.
+ */
+
+/* Versions hist may keep of a key before an op that adds `adding` to it
+ * and leaves a current record (`current`). */
+static uint32_t hist_keep(uint32_t adding, bool current)
+{
+    return STORE_HISTORY_VERSIONS - adding - (current ? 1u : 0u);
+}
+
 static int apply_put(struct store *s, MDB_txn *txn, uint64_t data,
                      uint64_t index, const struct store_request *q,
                      uint32_t slot, uint64_t *version)
@@ -178,16 +192,17 @@ static int apply_put(struct store *s, MDB_txn *txn, uint64_t data,
         .writer = q->writer,
         .writer_len = q->writer_len,
     };
-    rc = store_kv_put(s, txn, data, &r);
-    if (rc == KHO_OK) {
-        rc = store_hist_append(s, txn, data, &r, slot);
-    }
     *version = r.version;
-    return rc;
+    rc = store_hist_prune(s, txn, data, o->key, o->key_len,
+                          hist_keep(exists ? 1u : 0u, true));
+    if (rc == KHO_OK && exists) {
+        rc = store_hist_supersede(s, txn, data, &old);
+    }
+    return rc == KHO_OK ? store_kv_put(s, txn, data, &r) : rc;
 }
 
-/* Deletes the op's key if it exists (*found), leaving a tombstone in its
- * history. */
+/* Deletes the op's key if it exists (*found): its record and a tombstone
+ * go to its history. */
 static int apply_delete(struct store *s, MDB_txn *txn, uint64_t data,
                         uint64_t index, const struct store_request *q,
                         uint32_t slot, bool *found)
@@ -202,18 +217,22 @@ static int apply_delete(struct store *s, MDB_txn *txn, uint64_t data,
     struct store_record t = {
         .key = o->key,
         .key_len = o->key_len,
-        .create_rev = old.create_rev, /* read before the delete below */
+        .create_rev = old.create_rev, /* read before any write below */
         .mod_rev = index,
         .time_ms = q->time_ms,
         .writer = q->writer,
         .writer_len = q->writer_len,
         .deleted = true,
     };
-    rc = store_kv_del(s, txn, data, o->key, o->key_len);
+    rc = store_hist_prune(s, txn, data, o->key, o->key_len,
+                          hist_keep(2u, false));
     if (rc == KHO_OK) {
-        rc = store_hist_append(s, txn, data, &t, slot);
+        rc = store_hist_supersede(s, txn, data, &old);
     }
-    return rc;
+    if (rc == KHO_OK) {
+        rc = store_hist_tombstone(s, txn, data, &t, slot);
+    }
+    return rc == KHO_OK ? store_kv_del(s, txn, data, o->key, o->key_len) : rc;
 }
 
 static int run_ops(struct store *s, MDB_txn *txn, uint64_t data, uint64_t index,

@@ -464,6 +464,7 @@ static int br_group(struct br *r, uint8_t *body, uint64_t prev, bool first,
     }
     struct stream_parser p;
     stream_parser_init(&p, g->group_id, g->index, g->term, NULL, NULL);
+    p.v3_ok = true; /* a backup made by format 3: restored, converted */
     rc = br_stream(r, body, g, &p);
     stream_parser_free(&p);
     return rc;
@@ -634,6 +635,7 @@ int store_backup_kv(struct store *s, const char *path,
     struct stream_parser p;
     struct kv_walk w = {.s = s, .p = &p, .cb = cb, .ctx = ctx};
     stream_parser_init(&p, g->group_id, g->index, g->term, kv_walk_cb, &w);
+    p.v3_ok = true; /* kv records are alike in both versions */
     int rc = load_group(s, path, g, &p);
     stream_parser_free(&p);
     return rc;
@@ -667,21 +669,70 @@ struct restoring {
     struct stream_parser *p;
     uint64_t data; /* the restored group's */
     uint64_t sessions;
+    uint64_t dropped; /* versions of a KHOSNAP 3 stream left out */
     store_restore_keep_cb keep;
     void *ctx;
 };
+
+static bool kept(const struct restoring *x, const struct stream_rec *r)
+{
+    const uint8_t *key = NULL;
+    size_t key_len = 0;
+    return x->keep == NULL || !user_key(r, &key, &key_len) ||
+           x->keep(x->ctx, x->p->group, key, key_len);
+}
+
+/*
+ * A version from a KHOSNAP 3 stream (a backup of store format 3), checked
+ * under the sender's key kv: format 4 leaves out the one that is its key's
+ * current record (restored already: kv comes first in a stream) and puts
+ * a superseded one at the lowest free slot (store_hist_v3_fate()). *done
+ * unless the version is restored as it is.
+ */
+static int restore_v3_hist(struct restoring *x, const struct stream_rec *r,
+                           const MDB_val *kv, const MDB_val *vv, bool *done)
+{
+    struct store_record rec;
+    enum hist_v3_fate fate = HIST_V3_KEEP;
+    *done = true;
+    if (store_hist_decode(x->p->data, kv, vv, &rec) != KHO_OK) {
+        return store_fail(x->s, KHO_ECORRUPT,
+                          "backup: a version of group %llu is malformed",
+                          (unsigned long long)x->p->group);
+    }
+    int rc =
+        store_hist_v3_fate(x->s, x->txn, x->data, kv->mv_data, &rec, &fate);
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    if (fate == HIST_V3_DROP) {
+        x->dropped++;
+        return KHO_OK;
+    }
+    if (fate == HIST_V3_PLACE) {
+        uint32_t slot = 0;
+        return store_hist_place(x->s, x->txn, x->data, r->key, r->value,
+                                r->value_len, &slot);
+    }
+    *done = false;
+    return KHO_OK;
+}
 
 static int restore_cb(void *ctx, const struct stream_rec *r)
 {
     struct restoring *x = ctx;
     uint8_t k[STORE_LMDB_KEY_BYTES_MAX];
     MDB_val kv, vv;
+    bool done = false;
     int rc = rec_check(x->s, x->p, r, k, &kv, &vv);
-    const uint8_t *key = NULL;
-    size_t key_len = 0;
-    if (rc != KHO_OK || (x->keep != NULL && user_key(r, &key, &key_len) &&
-                         !x->keep(x->ctx, x->p->group, key, key_len))) {
+    if (rc != KHO_OK || !kept(x, r)) {
         return rc;
+    }
+    if (x->p->version == STREAM_VERSION_V3 && r->db == SNAP_DB_HIST) {
+        rc = restore_v3_hist(x, r, &kv, &vv, &done);
+        if (rc != KHO_OK || done) {
+            return rc;
+        }
     }
     put_be64(k, x->data);
     rc = mdb_put(x->txn, store_sm_dbi(x->s, r->db), &kv, &vv, MDB_RESERVE);
@@ -756,8 +807,17 @@ static int restore_group(struct store *s, MDB_txn *txn, const char *path,
         return rc;
     }
     stream_parser_init(&p, g->group_id, g->index, g->term, restore_cb, &x);
+    p.v3_ok = true;
     rc = load_group(s, path, g, &p);
     stream_parser_free(&p);
+    if (rc == KHO_OK && p.version == STREAM_VERSION_V3) {
+        fprintf(stderr,
+                "kho store: %s: group %llu comes from a backup of store "
+                "format %u, converted as it is restored: %llu history "
+                "versions that repeat current records are left out\n",
+                s->path, (unsigned long long)g->group_id, STORE_FORMAT_V3,
+                (unsigned long long)x.dropped);
+    }
     if (rc == KHO_OK) {
         rc = store_rec_put_sessions(s, txn, x.data, x.sessions);
     }

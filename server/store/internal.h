@@ -214,6 +214,10 @@ static inline uint64_t store_hash(const struct store *s, const uint8_t *key,
 #define HIST_VALUE_BYTES_MAX                                                   \
     (HIST_HEADER_BYTES + STORE_KEY_BYTES_MAX + BODY_BYTES_MAX)
 #define HIST_DELETED 0x01u
+/* Slots under one hash and revision: every version with mod_rev R was
+ * written by an op of request R, one version per op, so at most this many
+ * share a revision (and a hash). */
+#define HIST_SLOTS STORE_TXN_OPS_MAX
 
 #define SESS_KEY_BYTES 16u
 #define SESS_VALUE_BYTES 48u
@@ -243,6 +247,9 @@ _Static_assert(STORE_WRITER_BYTES_MAX <= UINT8_MAX,
 _Static_assert(STORE_TXN_CMPS_MAX <= UINT16_MAX &&
                    STORE_TXN_OPS_MAX <= UINT16_MAX,
                "counts and op slots are stored in 16 bits");
+_Static_assert(STORE_HISTORY_VERSIONS >= 2u,
+               "a delete adds two versions at once: the record it removes "
+               "and its tombstone");
 _Static_assert(STORE_VALUE_BYTES_MAX <= UINT32_MAX,
                "value lengths are stored in 32 bits");
 _Static_assert(STORE_REQ_HEADER_BYTES +
@@ -400,9 +407,10 @@ int store_kv_decode(const struct store *s, uint64_t data, const MDB_val *k,
                     const MDB_val *v, struct store_record *r);
 /* The message for a corrupt kv record; returns KHO_ECORRUPT. */
 int store_kv_corrupt(struct store *s, uint64_t data);
-/* Finds a user key: KHO_OK with r set (pointers into the map, valid until
- * the next write in txn), or KHO_ENOTFOUND (no message); *other is set
- * when a different long key holds its LMDB key. */
+/* Finds a user key: KHO_OK with r set (r->key is `key`; writer and value
+ * point into the map, valid until the next write in txn), or KHO_ENOTFOUND
+ * (no message); *other is set when a different long key holds its LMDB
+ * key. */
 int store_kv_find(struct store *s, MDB_txn *txn, uint64_t data,
                   const uint8_t *key, size_t key_len, struct store_record *r,
                   bool *other);
@@ -418,19 +426,69 @@ void store_kv_reseal(uint64_t data, const uint8_t *key, size_t key_len,
 
 /* --- The history database (hist.c) --------------------------------------- */
 
-/* Appends r (a put's new record, or a tombstone with r->deleted) as a
- * version of its key, `slot` being the op's index in its request, and
- * drops the key's oldest version beyond STORE_HISTORY_VERSIONS. */
-int store_hist_append(struct store *s, MDB_txn *txn, uint64_t data,
-                      const struct store_record *r, uint32_t slot);
+/* Each takes the data id of the group and keeps the rules of store.h top,
+ * "History". */
+
+/* Drops the key's oldest versions in hist while it has more than `keep`
+ * there: what an op calls before it adds versions to the key, so that
+ * with the current record counted the key keeps at most
+ * STORE_HISTORY_VERSIONS. O(versions sharing the key's hash). */
+int store_hist_prune(struct store *s, MDB_txn *txn, uint64_t data,
+                     const uint8_t *key, size_t key_len, uint32_t keep);
+/* Appends the key's current record cur (as store_kv_find() gave it; only
+ * its key, mod_rev and sizes are used, so writes since are fine, and the
+ * key must not point into the map) as a superseded version, under its own
+ * mod_rev and the lowest free slot. Call it before the put or delete that
+ * replaces the record. */
+int store_hist_supersede(struct store *s, MDB_txn *txn, uint64_t data,
+                         const struct store_record *cur);
+/* Appends tombstone t (deleted set; no pointer into the map) under its
+ * mod_rev and `slot`, the delete's index in its request. */
+int store_hist_tombstone(struct store *s, MDB_txn *txn, uint64_t data,
+                         const struct store_record *t, uint32_t slot);
 /* Decodes and verifies one stored version. KHO_ECORRUPT without a
  * message. */
 int store_hist_decode(uint64_t data, const MDB_val *k, const MDB_val *v,
                       struct store_record *r);
-/* store_kv_history() inside a transaction. */
+/* store_kv_history() inside a transaction: the key's versions in hist,
+ * then its current kv record. */
 int store_hist_walk(struct store *s, MDB_txn *txn, uint64_t data,
                     const uint8_t *key, size_t key_len, uint64_t after_rev,
                     uint32_t limit, store_record_cb cb, void *ctx, bool *more);
+
+/* What format 4 makes of a version stored by format 3, which kept every
+ * key's current record in hist too and put every version at its op's
+ * slot (convert.c, and restores of KHOSNAP 3 streams in backup.c). */
+enum hist_v3_fate {
+    HIST_V3_KEEP = 1, /* as it is */
+    HIST_V3_DROP,     /* its key's current kv record: kv holds it */
+    HIST_V3_PLACE,    /* superseded, at a slot other than 0: it belongs at
+                         the lowest free slot (store_hist_place()) */
+};
+/* The fate of version r (decoded, LMDB key k) of a group whose kv records
+ * are under data id `data`. Errors: those of store_kv_find(). */
+int store_hist_v3_fate(struct store *s, MDB_txn *txn, uint64_t data,
+                       const uint8_t k[HIST_KEY_BYTES],
+                       const struct store_record *r, enum hist_v3_fate *fate);
+/* Writes the checked stored version v (len bytes) under data id `data`,
+ * key's hash and revision (key: its LMDB key without the data id) and the
+ * lowest free slot up to key's own, which must be free; resealed. *slot:
+ * the slot it took. */
+int store_hist_place(struct store *s, MDB_txn *txn, uint64_t data,
+                     const uint8_t *key, const uint8_t *v, size_t len,
+                     uint32_t *slot);
+
+/* --- Store format (store.c, convert.c) ----------------------------------- */
+
+/* The format before STORE_FORMAT_VERSION, which store_open() converts. */
+#define STORE_FORMAT_V3 3u
+/* Records STORE_FORMAT_VERSION in `info`. */
+int store_format_put(struct store *s, MDB_txn *txn);
+/* Converts a format-3 store to the current format in bounded write
+ * transactions of its own (convert.c), the last one recording the format;
+ * logs what it did. Idempotent: an interrupted run leaves format 3, and
+ * the next one starts over. */
+int store_convert_v3(struct store *s);
 
 /* --- Sessions (session.c) ------------------------------------------------ */
 

@@ -143,6 +143,9 @@ int store_kv_find(struct store *s, MDB_txn *txn, uint64_t data,
         *other = true;
         return KHO_ENOTFOUND;
     }
+    /* An inline key was decoded from k, which dies with this call: the
+     * caller's own copy of it outlives r. */
+    r->key = key;
     return KHO_OK;
 }
 

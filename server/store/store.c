@@ -400,17 +400,29 @@ static int open_env(struct store *s)
     return KHO_OK;
 }
 
-static int check_format(struct store *s, MDB_txn *txn)
+static const MDB_val format_key = {.mv_size = 6, .mv_data = "format"};
+
+int store_format_put(struct store *s, MDB_txn *txn)
 {
-    MDB_val k = {.mv_size = 6, .mv_data = "format"};
-    MDB_val v;
     uint8_t buf[4];
+    MDB_val k = format_key;
+    MDB_val v = {.mv_size = sizeof(buf), .mv_data = buf};
+    put_le32(buf, STORE_FORMAT_VERSION);
+    return store_mdb_err(s, mdb_put(txn, s->dbi_info, &k, &v, 0),
+                         "writing the format version");
+}
+
+/* The store's format in *format: the current one (written now in a new
+ * store), or STORE_FORMAT_V3, which store_open() converts; any other is
+ * refused. */
+static int check_format(struct store *s, MDB_txn *txn, uint32_t *format)
+{
+    MDB_val k = format_key;
+    MDB_val v;
+    *format = STORE_FORMAT_VERSION;
     int rc = mdb_get(txn, s->dbi_info, &k, &v);
     if (rc == MDB_NOTFOUND) {
-        put_le32(buf, STORE_FORMAT_VERSION);
-        v = (MDB_val){.mv_size = sizeof(buf), .mv_data = buf};
-        rc = mdb_put(txn, s->dbi_info, &k, &v, 0);
-        return store_mdb_err(s, rc, "writing the format version");
+        return store_format_put(s, txn);
     }
     if (rc != MDB_SUCCESS) {
         return store_mdb_err(s, rc, "reading the format version");
@@ -421,18 +433,21 @@ static int check_format(struct store *s, MDB_txn *txn)
                           "reads version %u)",
                           s->path, STORE_FORMAT_VERSION);
     }
-    if (get_le32(v.mv_data) != STORE_FORMAT_VERSION) {
+    *format = get_le32(v.mv_data);
+    if (*format != STORE_FORMAT_VERSION && *format != STORE_FORMAT_V3) {
         return store_fail(s, KHO_EINVAL,
-                          "%s holds store format %u; this build reads only "
-                          "format %u and does not convert: restore it from a "
-                          "backup, or start the node on an empty directory "
-                          "and let it catch up from its peers",
-                          s->path, get_le32(v.mv_data), STORE_FORMAT_VERSION);
+                          "%s holds store format %u; this build reads "
+                          "format %u and converts format %u, no other: "
+                          "restore it from a backup, or start the node on "
+                          "an empty directory and let it catch up from its "
+                          "peers",
+                          s->path, *format, STORE_FORMAT_VERSION,
+                          STORE_FORMAT_V3);
     }
     return KHO_OK;
 }
 
-static int open_dbis(struct store *s)
+static int open_dbis(struct store *s, uint32_t *format)
 {
     MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -454,7 +469,7 @@ static int open_dbis(struct store *s)
             return store_mdb_err(s, rc, "opening a named database");
         }
     }
-    rc = check_format(s, txn);
+    rc = check_format(s, txn, format);
     if (rc == KHO_OK) {
         rc = store_gc_open(s, txn);
     }
@@ -509,6 +524,7 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out)
     struct store_opts opts;
     struct stat st;
     bool registered = false;
+    uint32_t format = 0;
     *out = NULL;
     pthread_once(&atfork_once, atfork_init);
     if (o == NULL) {
@@ -557,7 +573,10 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out)
         rc = open_env(s);
     }
     if (rc == KHO_OK) {
-        rc = open_dbis(s);
+        rc = open_dbis(s, &format);
+    }
+    if (rc == KHO_OK && format == STORE_FORMAT_V3) {
+        rc = store_convert_v3(s);
     }
     if (rc == KHO_OK) {
         rc = sync_dir(s);

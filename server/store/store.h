@@ -32,7 +32,7 @@
  * reader or a stage is used by one thread at a time, never the raft
  * thread for a stage (its transactions wait for the raft thread's batch).
  *
- * On disk, format 3 (named LMDB databases; all integers inside keys are
+ * On disk, format 4 (named LMDB databases; all integers inside keys are
  * big-endian so that LMDB's byte order is numeric order; integers inside
  * values are little-endian like raft_conf_encode(); every value but
  * info's "format" carries a CRC-32C over its key and its bytes, so a
@@ -71,7 +71,9 @@
  *                                           [full user key], record
  *   hist      D u64 | key hash u64 |     -> u32 crc, u16 key_len, u8 flags
  *             mod_rev u64 | u16 slot        (bit 0: a delete), u8 0,
- *                                           full user key, record
+ *                                           full user key, record: a
+ *                                           version that is not current
+ *                                           (see "History")
  *   sess      D u64 | session u64        -> u32 crc, u32 result, u64 seq,
  *                                           u64 version, u64 revision,
  *                                           u64 time_ms, u32 failed_cmp,
@@ -120,16 +122,39 @@
  * exist: the second put is refused with KHO_ECONFLICT (deterministically,
  * on every replica).
  *
- * History. Every put writes its new record to `hist` too, and every delete
- * of an existing key writes a tombstone (flags bit 0, version 0, the
- * deleted record's create_rev, mod_rev = the delete's revision, no value).
- * Versions of one key sit together under the 64-bit hash of the key (of
- * every key, short ones included), oldest first; `slot` is the op's index
- * in its request, so two keys of one request that share a hash stay apart.
- * Readers filter on the full key, since keys may share a hash. A key keeps
- * at most STORE_HISTORY_VERSIONS versions: writing one more drops that
- * key's oldest (a key whose versions share a hash with another key's are
- * counted apart). The history outlives a delete of its key.
+ * History. kv holds a key's current record and hist holds only the
+ * versions before it: a put of a key without a current record writes kv
+ * alone; a put over a record first moves that record to hist, under its
+ * own mod_rev, then writes kv; a delete moves the record to hist, then
+ * writes a tombstone there (flags bit 0, version 0, the deleted record's
+ * create_rev, mod_rev = the delete's revision, no value), and removes the
+ * key from kv. So hist never holds a copy of a current record, and a
+ * key's history (store_kv_history()) is its versions in hist followed by
+ * its kv record if it has one. Versions of one key sit together under
+ * the 64-bit hash of the key (of every key, short ones included), oldest
+ * first; readers filter on the full key, since keys may share a hash.
+ * `slot` keeps apart versions that share hash and revision (keys written
+ * by one request): a tombstone takes its delete's index in the request;
+ * a replaced record, moved by a later request that cannot know the index
+ * of the op that wrote it, takes the lowest slot free under its hash and
+ * revision when it is moved, never one in use (a revision has at most
+ * STORE_TXN_OPS_MAX versions, one per op of its request, so a slot is
+ * always free). Both depend only on the requests applied, so replicas
+ * hold the same bytes. A key keeps at most
+ * STORE_HISTORY_VERSIONS versions, its current record counted: an op
+ * first drops the key's oldest versions in hist until what it adds fits
+ * (a key whose versions share a hash with another key's are counted
+ * apart). The history outlives a delete of its key.
+ *
+ * Format 3 differed only in hist: it also held every key's current record,
+ * and every version sat at the slot of the op that wrote it. store_open()
+ * converts a format-3 store (convert.c): it drops from hist every version
+ * that is its key's current kv record and moves the other replaced records
+ * to the lowest free slot, in bounded write transactions, then records
+ * format 4. A restore converts a backup of format 3 the same way. With
+ * 64-bit hashes (no two keys share one) a converted replica then holds the
+ * bytes of one that ran format 4 all along, wherever in the log each
+ * converted: consistency checks agree across a rolling upgrade.
  *
  * Sessions. `sess` holds one record per client session: the answer to its
  * last seq (store.h, "State-machine requests"). `sess_lru` indexes the
@@ -139,11 +164,11 @@
  * session count (raft_meta D | tag 4) caps a group at
  * store_opts.sessions_max.
  *
- * Snapshot stream ("KHOSNAP" version 3; what store_snap_reader_read()
+ * Snapshot stream ("KHOSNAP" version 4; what store_snap_reader_read()
  * produces, store_stage_write() takes and a backup holds per group): the
  * group's whole state machine, i.e. its data id's key ranges of kv, hist,
  * sess and sess_lru, as stored:
- *   header   "KHOSNAP" 0x03, u64 group, u64 index, u64 term,
+ *   header   "KHOSNAP" 0x04, u64 group, u64 index, u64 term,
  *            u64 data id (the sender's)                        (40 bytes)
  *   records  u8 db, u16 key_len, u32 value_len, key, value
  *   trailer  u8 0, u64 record count, u32 crc of every byte before it
@@ -160,7 +185,9 @@
  * receiver counts the sessions. index is the applied index the stream was
  * taken at, term the term of that entry. The CRC-32C of the whole stream,
  * trailer included, travels beside it (store_snap_reader_open(),
- * store_stage_begin()).
+ * store_stage_begin()). Version 3, made by store format 3, has the same
+ * layout but hist in format 3's shape ("History"): a stage refuses it (nodes
+ * of the two formats do not exchange snapshots), a restore converts it.
  */
 #ifndef KHO_STORE_H
 #define KHO_STORE_H
@@ -187,6 +214,11 @@
  * a stage holds and how long its transaction keeps the raft thread's
  * batch waiting). */
 #define STORE_STAGE_TXN_BYTES (UINT64_C(8) << 20)
+/* Converting a format-3 store at store_open() (convert.c) commits a write
+ * transaction whenever it has looked at this many history versions or
+ * this many bytes of them, so that no transaction grows with the store. */
+#define STORE_CONVERT_TXN_VERSIONS 4096u
+#define STORE_CONVERT_TXN_BYTES (UINT64_C(8) << 20)
 /* Stages open at once, or closed unfinished and not yet collected. */
 #define STORE_STAGES_MAX 64u
 /* A stage descriptor: what store_stage_finish() gives the host for its
@@ -212,10 +244,12 @@
  * comment at the top). 8 + 495 + 8 = 511, LMDB's key limit. */
 #define STORE_KV_INLINE_KEY_BYTES 495u
 #define STORE_LMDB_KEY_BYTES_MAX 511u
-/* Version of the on-disk layout above; a store with another refuses to
- * open (no in-place upgrade: restore it from a backup, or let the node
- * catch up from its peers into an empty directory). */
-#define STORE_FORMAT_VERSION 3u
+/* Version of the on-disk layout above. store_open() converts a format-3
+ * store in place (its hist also held every current record: see
+ * "History"); a store of any other version refuses to open (restore it
+ * from a backup, or let the node catch up from its peers into an empty
+ * directory). */
+#define STORE_FORMAT_VERSION 4u
 
 /* --- State-machine requests ------------------------------------------------ */
 
@@ -268,8 +302,8 @@
 #define STORE_WRITER_BYTES_MAX 64u
 #define STORE_SESSIONS_MAX 100000u
 #define STORE_SESSION_IDLE_MS (UINT64_C(3600) * 1000u)
-/* Versions of one key kept in its history (the newest included; a delete
- * is a version too). Older ones are dropped as new ones come. */
+/* Versions of one key kept in its history, its current record included
+ * (a delete is a version too). Older ones are dropped as new ones come. */
 #define STORE_HISTORY_VERSIONS 32u
 /* Most records one scan or history call returns. */
 #define STORE_SCAN_LIMIT_MAX 10000u
@@ -359,8 +393,9 @@ struct store_apply_result {
 /* --- Records, as reads return them ---------------------------------------- */
 
 /*
- * A record of the kv database (and a version in the history database).
- * In the kv value, after the crc header and the long key, come:
+ * A record of the kv database, or a version in the history database (a
+ * replaced record or a tombstone). In the kv value, after the crc header
+ * and the long key, come:
  *   u64 version, u64 create_rev, u64 mod_rev, u64 time_ms, u8 writer_len,
  *   writer bytes, user value.
  * Pointers are valid only inside the read callback that received them.
@@ -417,12 +452,16 @@ void store_opts_defaults(struct store_opts *o);
  * Opens (creating if missing) the store in directory `dir`, which is
  * created (one level, mode 0750) if it does not exist. `o` may be NULL for
  * the defaults. Durable: every commit is fsynced. Clears reader slots that
- * dead processes left behind (mdb_reader_check).
- * Errors: KHO_EINVAL (options out of range, not a directory, unknown format
- * version), KHO_EBUSY (already open in this process, or locked by another
- * process, or STORE_OPEN_MAX stores open), KHO_EDENIED, KHO_ENOMEM,
- * KHO_ECORRUPT, KHO_EIO. On failure store_errmsg(NULL) says why, in the
- * calling thread.
+ * dead processes left behind (mdb_reader_check). A store of format 3 is
+ * converted first (store.h top, "History"; it walks the whole history once,
+ * in write transactions bounded by STORE_CONVERT_TXN_VERSIONS and
+ * STORE_CONVERT_TXN_BYTES, and logs what it did); its test_key_hash_bits
+ * must be what the store was written with.
+ * Errors: KHO_EINVAL (options out of range, not a directory, a format
+ * version other than STORE_FORMAT_VERSION and 3), KHO_EBUSY (already open
+ * in this process, or locked by another process, or STORE_OPEN_MAX stores
+ * open), KHO_EDENIED, KHO_ENOMEM, KHO_ECORRUPT, KHO_ENOSPC (converting),
+ * KHO_EIO. On failure store_errmsg(NULL) says why, in the calling thread.
  */
 int store_open(const char *dir, const struct store_opts *o, struct store **out);
 /* Closes the store; every group handle, snapshot reader and stage must be
@@ -740,10 +779,11 @@ int store_kv_scan(struct store *s, uint64_t group_id,
 /*
  * The kept versions of one key, oldest first, starting after revision
  * `after_rev` (0: from the oldest kept), at most `limit`
- * (1..STORE_SCAN_LIMIT_MAX); deletes come as records with deleted set and
- * no value. *more as for scans. A key never written has no versions
- * (KHO_OK, cb never called). Errors: KHO_EINVAL, KHO_ECORRUPT, KHO_EBUSY,
- * KHO_EIO, or what cb returned.
+ * (1..STORE_SCAN_LIMIT_MAX): its versions in hist, then its current
+ * record if it has one (store.h top, "History"); deletes come as records
+ * with deleted set and no value. *more as for scans. A key never written
+ * has no versions (KHO_OK, cb never called). Errors: KHO_EINVAL,
+ * KHO_ECORRUPT, KHO_EBUSY, KHO_EIO, or what cb returned.
  */
 int store_kv_history(struct store *s, uint64_t group_id, const void *key,
                      size_t key_len, uint64_t after_rev, uint32_t limit,
@@ -869,10 +909,14 @@ int store_test_rewrite(struct store *s, uint64_t group_id, const void *key,
  * flipped bit, a truncation or a spliced file is refused before anything
  * is restored.
  */
-/* The file's framing; libkho checks it too. Since store format 3 the
- * per-group payload is the "KHOSNAP" 3 stream: a backup made by an older
- * kho (payload version 2) passes the framing checks and is then refused
- * as "a snapshot stream of another version". */
+/* The file's framing; libkho checks it too (and merges backups of
+ * several nodes under its own header), so it says nothing of the
+ * payload: each group's snapshot stream names its own version. Since
+ * store format 4 that is "KHOSNAP" 4. A backup of format 3 (KHOSNAP 3:
+ * hist also holds the current records) is still checked, listed and
+ * restored, converted as it is restored; one made by an older kho
+ * (payload version 2) passes the framing checks and is then refused as
+ * "a snapshot stream of another version". */
 #define STORE_BACKUP_VERSION 1u
 #define STORE_BACKUP_HEADER_BYTES 48u
 #define STORE_BACKUP_FRAME_HEADER_BYTES 12u
@@ -961,7 +1005,9 @@ typedef bool (*store_restore_keep_cb)(void *ctx, uint64_t group_id,
  * "Data ids"), as a snapshot at the backup's index and term (so its log
  * continues after it), the configuration given (snapshot meta and CONF),
  * hard state (term, no vote, commit = index) and applied = index. Records
- * that keep (may be NULL: keep all) refuses are left out. Every record's
+ * that keep (may be NULL: keep all) refuses are left out. A group of a
+ * format-3 backup (KHOSNAP 3) is converted on the way (store.h top,
+ * "History"), and a line on stderr says so. Every record's
  * crc is checked under the backup's data id and rewritten. The store then
  * records the backup as its origin (store_restore_state()). Nothing is
  * written unless everything is. Memory: a chunk and one record per group,

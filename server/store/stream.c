@@ -16,7 +16,8 @@
 
 #include <string.h>
 
-static const uint8_t stream_magic[8] = {'K', 'H', 'O', 'S', 'N', 'A', 'P', 3};
+static const uint8_t stream_magic[8] = {'K', 'H', 'O', 'S',
+                                        'N', 'A', 'P', STREAM_VERSION};
 
 _Static_assert(STREAM_HEADER_BYTES == sizeof(stream_magic) + 32u,
                "the header is magic, group, index, term and data id");
@@ -449,14 +450,15 @@ static void expect(struct stream_parser *p, int state, size_t need)
 
 static int on_header(struct stream_parser *p, const uint8_t *h)
 {
-    if (memcmp(h, stream_magic, sizeof(stream_magic) - 1) == 0 &&
-        h[sizeof(stream_magic) - 1] != stream_magic[sizeof(stream_magic) - 1]) {
+    const size_t at = sizeof(stream_magic) - 1; /* the version byte */
+    if (memcmp(h, stream_magic, at) != 0) {
+        return bad(p, "not a snapshot stream");
+    }
+    if (h[at] != STREAM_VERSION && !(h[at] == STREAM_VERSION_V3 && p->v3_ok)) {
         return bad(p, "a snapshot stream of another version (made by another "
                       "kho release?)");
     }
-    if (memcmp(h, stream_magic, sizeof(stream_magic)) != 0) {
-        return bad(p, "not a snapshot stream");
-    }
+    p->version = h[at];
     if (get_le64(h + 8) != p->group || get_le64(h + 16) != p->index ||
         get_le64(h + 24) != p->term) {
         return bad(p, "the stream is for another group, index or term");

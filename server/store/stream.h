@@ -9,6 +9,13 @@
 
 #include "check.h"
 
+/* The stream's version (store.h top, "Snapshot stream"), and the one
+ * before, whose records have the same layout but whose hist records
+ * include every key's current version (store format 3). Nodes refuse each
+ * other's streams across versions; restores take both. */
+#define STREAM_VERSION 4u
+#define STREAM_VERSION_V3 3u
+
 /* One record of a stream: key without the data id, value as stored (its
  * checksum covers the sender's data id). Valid only inside the call. */
 struct stream_rec {
@@ -28,8 +35,13 @@ struct stream_parser {
     uint64_t group, index, term; /* what the header must say */
     stream_rec_fn fn;            /* may be NULL: structure only */
     void *ctx;
+    /* Set by the caller before the first feed: also take a KHOSNAP 3
+     * stream (a backup of format 3, whose hist holds current records too:
+     * see STREAM_VERSION_V3). */
+    bool v3_ok;
     /* From the header once it is in. */
     uint64_t data;
+    uint8_t version; /* STREAM_VERSION, or STREAM_VERSION_V3 */
     bool header_done;
     /* Progress. */
     uint64_t pos; /* bytes taken */

@@ -3,8 +3,10 @@
  * test_session, test_check, test_backup, test_stream) share: a store in a
  * fresh directory with one group, a request builder, "apply this request
  * as the next log entry", reads that copy records out of their callbacks,
- * and a snapshot streamed from one store into a stage on another and
- * installed. Include after cmocka.h.
+ * a snapshot streamed from one store into a stage on another and
+ * installed, and raw LMDB access to a closed store's history (to look at
+ * what is stored, and to give it the shape store format 3 gave it).
+ * Include after cmocka.h.
  */
 #ifndef KHO_TEST_STORE_FIXTURE_H
 #define KHO_TEST_STORE_FIXTURE_H
@@ -16,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lmdb.h>
+
+#include "../../server/store/internal.h" /* stored layouts, for raw LMDB */
 #include "../../server/store/store.h"
 
 #define FX_GROUP 7u
@@ -494,6 +499,269 @@ static inline unsigned fx_gc_all(struct store *s, uint32_t max_keys)
     }
     assert_false(store_gc_pending(s));
     return calls;
+}
+
+/* --- Raw LMDB: the stored history ---------------------------------------- */
+
+/* A closed store opened with raw LMDB (never two handles on one
+ * environment in one process: close the store first). */
+struct fx_raw {
+    MDB_env *env;
+    MDB_txn *txn;
+};
+
+static inline void fx_raw_begin(struct fx_raw *r, const char *dir, bool write)
+{
+    unsigned flags = write ? 0u : MDB_RDONLY;
+    assert_int_equal(mdb_env_create(&r->env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(r->env, STORE_DBS_MAX), 0);
+    assert_int_equal(mdb_env_set_mapsize(r->env, UINT64_C(256) << 20), 0);
+    assert_int_equal(mdb_env_open(r->env, dir, flags, 0640), 0);
+    assert_int_equal(mdb_txn_begin(r->env, NULL, flags, &r->txn), 0);
+}
+
+static inline MDB_dbi fx_raw_dbi(struct fx_raw *r, const char *name)
+{
+    MDB_dbi dbi;
+    assert_int_equal(mdb_dbi_open(r->txn, name, 0, &dbi), 0);
+    return dbi;
+}
+
+static inline void fx_raw_end(struct fx_raw *r, bool commit)
+{
+    if (commit) {
+        assert_int_equal(mdb_txn_commit(r->txn), 0);
+    } else {
+        mdb_txn_abort(r->txn);
+    }
+    mdb_env_close(r->env);
+}
+
+/* One version as hist stores it. */
+struct fx_version {
+    uint8_t lkey[HIST_KEY_BYTES]; /* data id, hash, mod_rev, slot */
+    const uint8_t *key;           /* the user key, inside value */
+    size_t key_len;
+    uint64_t mod_rev;
+    uint32_t slot;
+    bool deleted;
+    uint8_t *value; /* malloc'd copy of the stored value */
+    size_t value_len;
+};
+
+#define FX_VERSIONS_MAX 1024u
+
+struct fx_versions {
+    struct fx_version v[FX_VERSIONS_MAX];
+    size_t n;
+};
+
+static inline void fx_versions_free(struct fx_versions *vs)
+{
+    for (size_t i = 0; i < vs->n; i++) {
+        free(vs->v[i].value);
+    }
+    vs->n = 0;
+}
+
+static inline struct fx_version *
+fx_version_add(struct fx_versions *vs, const uint8_t *value, size_t len)
+{
+    assert_true(vs->n < FX_VERSIONS_MAX && len >= HIST_HEADER_BYTES);
+    struct fx_version *x = &vs->v[vs->n++];
+    memset(x, 0, sizeof(*x));
+    x->value = malloc(len);
+    assert_non_null(x->value);
+    memcpy(x->value, value, len);
+    x->value_len = len;
+    x->key = x->value + HIST_HEADER_BYTES;
+    x->key_len = get_le16(x->value + 4);
+    x->deleted = (x->value[6] & HIST_DELETED) != 0;
+    return x;
+}
+
+/* Appends every version of data id `data` in hist to vs, in key order. */
+static inline void fx_raw_versions(struct fx_raw *r, uint64_t data,
+                                   struct fx_versions *vs)
+{
+    MDB_cursor *c = NULL;
+    uint8_t lo[8];
+    put_be64(lo, data);
+    MDB_val k = {.mv_size = sizeof(lo), .mv_data = lo}, v;
+    assert_int_equal(mdb_cursor_open(r->txn, fx_raw_dbi(r, "hist"), &c), 0);
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && get_be64(k.mv_data) == data) {
+        assert_int_equal(k.mv_size, HIST_KEY_BYTES);
+        struct fx_version *x = fx_version_add(vs, v.mv_data, v.mv_size);
+        memcpy(x->lkey, k.mv_data, HIST_KEY_BYTES);
+        x->mod_rev = get_be64(x->lkey + 16);
+        x->slot = (uint32_t)x->lkey[24] << 8 | x->lkey[25];
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    assert_true(rc == 0 || rc == MDB_NOTFOUND);
+    mdb_cursor_close(c);
+}
+
+/* Closes f->s, collects group's versions in hist into vs (every stored
+ * one, whatever its key), reopens f->s. */
+static inline void fx_hist_stored(struct fx *f, uint64_t group,
+                                  struct fx_versions *vs)
+{
+    struct fx_raw r;
+    uint64_t data = 0;
+    assert_int_equal(store_group_data_id(f->s, group, &data), KHO_OK);
+    store_close(f->s);
+    f->s = NULL;
+    fx_raw_begin(&r, f->dir, false);
+    fx_raw_versions(&r, data, vs);
+    fx_raw_end(&r, false);
+    f->s = fx_open(f->dir, &f->opts);
+}
+
+/* Asserts that hist holds no copy of a current record of group: every
+ * stored version is a tombstone or a record its key no longer has. */
+static inline void fx_expect_hist_not_current(struct fx *f, uint64_t group)
+{
+    static struct fx_versions vs;
+    static struct recs l;
+    fx_hist_stored(f, group, &vs);
+    for (size_t i = 0; i < vs.n; i++) {
+        const struct fx_version *x = &vs.v[i];
+        l.n = 0;
+        int rc =
+            store_kv_read(f->s, group, x->key, x->key_len, recs_cb, &l, NULL);
+        assert_true(rc == KHO_OK || rc == KHO_ENOTFOUND);
+        if (rc == KHO_OK && l.r[0].mod_rev == x->mod_rev) {
+            fail_msg("hist holds the current record of %.*s (rev %llu)",
+                     (int)x->key_len, (const char *)x->key,
+                     (unsigned long long)x->mod_rev);
+        }
+        recs_free(&l);
+    }
+    fx_versions_free(&vs);
+}
+
+/* --- Raw LMDB: the shape of store format 3 -------------------------------- */
+
+/* The index of the op of group's log entry `index` that wrote key (the
+ * log must still hold the entry). */
+static inline uint32_t fx_raw_op_slot(struct fx_raw *r, uint64_t group,
+                                      uint64_t index, const uint8_t *key,
+                                      size_t key_len)
+{
+    static struct store_compare cmps[STORE_TXN_CMPS_MAX];
+    static struct store_op ops[STORE_TXN_OPS_MAX];
+    struct store_request q;
+    uint8_t k[LOG_KEY_BYTES];
+    put_be64(k, group);
+    put_be64(k + 8, index);
+    MDB_val kv = {.mv_size = sizeof(k), .mv_data = k}, v;
+    assert_int_equal(mdb_get(r->txn, fx_raw_dbi(r, "raft_log"), &kv, &v), 0);
+    assert_int_equal(
+        store_request_decode((const uint8_t *)v.mv_data + ENTRY_HEADER_BYTES,
+                             v.mv_size - ENTRY_HEADER_BYTES, &q, cmps, ops),
+        KHO_OK);
+    for (size_t i = 0; i < q.n_ops; i++) {
+        if (ops[i].key_len == key_len &&
+            memcmp(ops[i].key, key, key_len) == 0) {
+            return (uint32_t)i;
+        }
+    }
+    fail_msg("entry %llu has no op on that key", (unsigned long long)index);
+    return 0;
+}
+
+/* Appends to vs the copy format 3 kept in hist of every kv record of
+ * data id `data` (its lkey's slot still to be set). */
+static inline void fx_raw_current_copies(struct fx_raw *r, uint64_t data,
+                                         uint64_t hash_mask,
+                                         struct fx_versions *vs)
+{
+    static uint8_t buf[HIST_VALUE_BYTES_MAX];
+    MDB_cursor *c = NULL;
+    uint8_t lo[8];
+    put_be64(lo, data);
+    MDB_val k = {.mv_size = sizeof(lo), .mv_data = lo}, v;
+    assert_int_equal(mdb_cursor_open(r->txn, fx_raw_dbi(r, "kv"), &c), 0);
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && get_be64(k.mv_data) == data) {
+        const uint8_t *p = v.mv_data;
+        size_t long_len = get_le16(p + 4);
+        const uint8_t *key =
+            long_len > 0 ? p + KV_HEADER_BYTES : (const uint8_t *)k.mv_data + 8;
+        size_t key_len = long_len > 0 ? long_len : k.mv_size - 8;
+        size_t body = v.mv_size - KV_HEADER_BYTES - long_len;
+        memset(buf, 0, HIST_HEADER_BYTES);
+        put_le16(buf + 4, (uint16_t)key_len);
+        memcpy(buf + HIST_HEADER_BYTES, key, key_len);
+        memcpy(buf + HIST_HEADER_BYTES + key_len,
+               p + KV_HEADER_BYTES + long_len, body);
+        struct fx_version *x =
+            fx_version_add(vs, buf, HIST_HEADER_BYTES + key_len + body);
+        x->mod_rev = get_le64(x->key + key_len + 16);
+        put_be64(x->lkey, data);
+        put_be64(x->lkey + 8, store_key_hash(x->key, key_len) & hash_mask);
+        put_be64(x->lkey + 16, x->mod_rev);
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    assert_true(rc == 0 || rc == MDB_NOTFOUND);
+    mdb_cursor_close(c);
+}
+
+/* Writes version x under its lkey with its slot set to `slot`, sealed. */
+static inline void fx_raw_put_version(struct fx_raw *r, MDB_dbi hist,
+                                      struct fx_version *x, uint32_t slot)
+{
+    x->lkey[24] = (uint8_t)(slot >> 8);
+    x->lkey[25] = (uint8_t)slot;
+    uint32_t c = store_crc32c_init();
+    c = store_crc32c_update(c, x->lkey, HIST_KEY_BYTES);
+    c = store_crc32c_update(c, x->value + 4, x->value_len - 4);
+    put_le32(x->value, store_crc32c_final(c));
+    MDB_val k = {.mv_size = HIST_KEY_BYTES, .mv_data = x->lkey};
+    MDB_val v = {.mv_size = x->value_len, .mv_data = x->value};
+    assert_int_equal(mdb_put(r->txn, hist, &k, &v, MDB_NOOVERWRITE), 0);
+}
+
+/*
+ * Gives group's hist the shape store format 3 gave it - every current kv
+ * record in hist too, and every version at the slot of the op that wrote
+ * it - and, with `as_v3`, records format 3 in `info`: a store as format 3
+ * left it. Closes f->s (reopening converts it). The group's log must hold
+ * every entry that wrote a version still stored.
+ */
+static inline void fx_make_format3(struct fx *f, uint64_t group, bool as_v3)
+{
+    static struct fx_versions vs;
+    struct fx_raw r;
+    uint64_t data = 0, bits = f->opts.test_key_hash_bits;
+    uint64_t mask = bits == 0 ? UINT64_MAX : (UINT64_C(1) << bits) - 1;
+    assert_int_equal(store_group_data_id(f->s, group, &data), KHO_OK);
+    store_close(f->s);
+    f->s = NULL;
+    fx_raw_begin(&r, f->dir, true);
+    MDB_dbi hist = fx_raw_dbi(&r, "hist");
+    fx_raw_versions(&r, data, &vs);
+    for (size_t i = 0; i < vs.n; i++) {
+        MDB_val k = {.mv_size = HIST_KEY_BYTES, .mv_data = vs.v[i].lkey};
+        assert_int_equal(mdb_del(r.txn, hist, &k, NULL), 0);
+    }
+    fx_raw_current_copies(&r, data, mask, &vs);
+    for (size_t i = 0; i < vs.n; i++) {
+        struct fx_version *x = &vs.v[i];
+        uint32_t slot = x->deleted ? x->slot
+                                   : fx_raw_op_slot(&r, group, x->mod_rev,
+                                                    x->key, x->key_len);
+        fx_raw_put_version(&r, hist, x, slot);
+    }
+    if (as_v3) {
+        uint8_t v3[4] = {3, 0, 0, 0};
+        MDB_val k = {.mv_size = 6, .mv_data = "format"};
+        MDB_val v = {.mv_size = sizeof(v3), .mv_data = v3};
+        assert_int_equal(mdb_put(r.txn, fx_raw_dbi(&r, "info"), &k, &v, 0), 0);
+    }
+    fx_raw_end(&r, true);
+    fx_versions_free(&vs);
 }
 
 #endif /* KHO_TEST_STORE_FIXTURE_H */

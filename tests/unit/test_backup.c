@@ -18,7 +18,10 @@
  *     by store_restore() with nothing written;
  *   - store_backup_write() refuses unknown groups, unordered groups and a
  *     group that applied nothing, and stops when its progress callback
- *     says so.
+ *     says so;
+ *   - a backup made by store format 3 (KHOSNAP 3 streams, the current
+ *     records in hist too) restores as format 4: the same state machine as
+ *     a store that ran format 4, no current record in hist.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -427,6 +430,132 @@ static void test_refusals(void **state)
     close(fd);
 }
 
+/* --- Backups of store format 3 ------------------------------------------- */
+
+/* A stream split over the DATA frames of one group. */
+struct pieces {
+    size_t off[64], len[64]; /* of each frame's body in the file */
+    size_t n;
+};
+
+/* Reseals the frame at b + at: its crc covers its type, length and body. */
+static void frame_seal(uint8_t *b, size_t at)
+{
+    uint32_t len = get_le32(b + at + 4);
+    uint32_t c = store_crc32c_update(store_crc32c_init(), b + at, 8);
+    c = store_crc32c_update(c, b + at + STORE_BACKUP_FRAME_HEADER_BYTES, len);
+    put_le32(b + at + 8, store_crc32c_final(c));
+}
+
+/* Gives a group's stream (in pieces) the version byte `version` and
+ * reseals its trailer and frames. */
+static void stream_mark(uint8_t *b, const struct pieces *pc, uint64_t total,
+                        uint8_t version)
+{
+    uint8_t *st = malloc((size_t)total);
+    size_t got = 0;
+    assert_non_null(st);
+    for (size_t i = 0; i < pc->n; i++) {
+        memcpy(st + got, b + pc->off[i], pc->len[i]);
+        got += pc->len[i];
+    }
+    assert_int_equal(got, total);
+    st[7] = version;
+    put_le32(st + total - 4, store_crc32c(st, (size_t)total - 4));
+    got = 0;
+    for (size_t i = 0; i < pc->n; i++) {
+        memcpy(b + pc->off[i], st + got, pc->len[i]);
+        got += pc->len[i];
+        frame_seal(b, pc->off[i] - STORE_BACKUP_FRAME_HEADER_BYTES);
+    }
+    free(st);
+}
+
+/* Rewrites the backup at path as if a node of another release had made
+ * it: every group's stream says KHOSNAP `version`, and every checksum
+ * around it is made again (trailer, frames, the file's). The records are
+ * left as they are. */
+static void mark_streams(const char *path, uint8_t version)
+{
+    size_t len = 0, at = STORE_BACKUP_HEADER_BYTES;
+    uint8_t *b = slurp(path, &len);
+    struct pieces pc = {.n = 0};
+    uint64_t total = 0, got = 0;
+    while (at < len) {
+        uint32_t type = get_le32(b + at), blen = get_le32(b + at + 4);
+        uint8_t *body = b + at + STORE_BACKUP_FRAME_HEADER_BYTES;
+        if (type == 1) { /* GROUP */
+            total = get_le64(body + 24);
+            got = 0;
+            pc.n = 0;
+        } else if (type == 2) { /* DATA */
+            assert_true(pc.n < 64);
+            pc.off[pc.n] = (size_t)(body - b);
+            pc.len[pc.n++] = blen;
+            got += blen;
+            if (got == total) {
+                stream_mark(b, &pc, total, version);
+            }
+        } else { /* END: the file's crc covers every byte before it */
+            put_le32(body + 12, store_crc32c(b, at));
+            frame_seal(b, at);
+        }
+        at += STORE_BACKUP_FRAME_HEADER_BYTES + blen;
+    }
+    spill(path, b, len);
+    free(b);
+}
+
+/* A backup made by a node of store format 3 - KHOSNAP 3 streams whose hist
+ * also holds every current record, each version at its op's slot - passes
+ * the checks, lists its records, and restores as format 4: the state
+ * machine of the store that ran format 4 (the same check hash), no
+ * current record in hist. A stream of another version is refused. */
+static void test_restore_format3_backup(void **state)
+{
+    struct fx *f = *state;
+    char path[PATH_MAX], err[256] = "";
+    static struct store_backup_info info, chk;
+    fx_start(f);
+    fill(f);
+    const uint64_t h1 = hash_of(f->s, G1), h2 = hash_of(f->s, G2);
+    fx_make_format3(f, G1, false);
+    f->s = fx_open(f->dir, &f->opts);
+    fx_make_format3(f, G2, false);
+    f->s = fx_open(f->dir, &f->opts);
+    assert_true(hash_of(f->s, G1) != h1); /* the copies are in hist */
+    backup_two(f, path, &info);
+    mark_streams(path, 3);
+    int rc = store_backup_check(path, &chk, err, sizeof(err));
+    if (rc != KHO_OK) {
+        fail_msg("check: %s: %s", kho_errname(rc), err);
+    }
+    size_t n = 0;
+    assert_int_equal(store_backup_kv(f->s, path, &chk, G1, count_cb, &n),
+                     KHO_OK);
+    assert_int_equal(n, 23);
+    open_empty(f);
+    struct store_restore_group plan[2] = {{.group_id = G1, .conf = three()},
+                                          {.group_id = G2, .conf = three()}};
+    rc = store_restore(f->s2, path, &chk, plan, 2, NULL, NULL);
+    if (rc != KHO_OK) {
+        fail_msg("restore: %s: %s", kho_errname(rc), store_errmsg(f->s2));
+    }
+    assert_true(hash_of(f->s2, G1) == h1);
+    assert_true(hash_of(f->s2, G2) == h2);
+    assert_int_equal(history_of(f->s2, "node/0000000000000002"), 2);
+    struct fx view = {.s = f->s2, .opts = f->opts};
+    memcpy(view.dir, f->dir2, sizeof(view.dir));
+    fx_expect_hist_not_current(&view, G1);
+    fx_expect_hist_not_current(&view, G2);
+    f->s2 = view.s;
+
+    mark_streams(path, 2);
+    assert_int_equal(store_backup_check(path, &chk, err, sizeof(err)),
+                     KHO_ECORRUPT);
+    assert_non_null(strstr(err, "another version"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +565,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_and_truncated, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_refusals, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_format3_backup, fx_setup,
+                                        fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

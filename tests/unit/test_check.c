@@ -12,6 +12,9 @@
  *   - a value rewritten with a valid checksum (store_test_rewrite, what a
  *     disk or a bug could do unseen) changes the hash, and so does a
  *     difference in history or sessions alone;
+ *   - a replica converted from store format 3 part-way through the log
+ *     (a rolling upgrade) records the same hash as one that applied the
+ *     whole log as format 4;
  *   - a group keeps the last STORE_CHECK_KEEP marks; asking for an older
  *     one gives the latest, so the caller can tell it was skipped;
  *   - an alarm is raised, read back after a reopen, and cleared; groups
@@ -252,6 +255,55 @@ static void test_history_and_sessions_count(void **state)
     fx_rm(g.dir2);
 }
 
+/* Rounds of requests over six keys on store s: each writes them all in
+ * one request, but deletes one, so every round replaces records written
+ * together at other slots than 0. */
+static void write_rounds(struct store *s, uint64_t *index, int from, int n)
+{
+    for (int r = from; r < from + n; r++) {
+        char key[6][16], val[6][32];
+        struct req q;
+        req_init(&q, T0 + (uint64_t)r, "rounds");
+        for (int i = 0; i < 6; i++) {
+            snprintf(key[i], sizeof(key[i]), "m%d", i);
+            snprintf(val[i], sizeof(val[i]), "m%d.%d", i, r);
+            if (i == r % 6) {
+                req_del(&q, key[i]);
+            } else {
+                req_put(&q, key[i], val[i]);
+            }
+        }
+        size_t len = 0;
+        uint8_t *buf = req_encode(&q, &len);
+        fx_apply_raw_at(s, FX_GROUP, index, buf, len);
+        free(buf);
+    }
+}
+
+/* A rolling upgrade: one replica applies every entry as store format 4;
+ * the other applies the first ones as format 3 did (hist shaped so by
+ * hand), is converted when it opens, and applies the rest as format 4.
+ * They record the same hash at the same marker. */
+static void test_converted_replica_agrees(void **state)
+{
+    struct fx *f = *state;
+    uint64_t i2 = 0;
+    fx_start(f);
+    open_second(f);
+    write_rounds(f->s2, &i2, 0, 20);
+    write_some(f->s2, &i2);
+    write_rounds(f->s2, &i2, 20, 10);
+    write_rounds(f->s, &f->index[0], 0, 20);
+    write_some(f->s, &f->index[0]);
+    fx_make_format3(f, FX_GROUP, true);
+    f->s = fx_open(f->dir, &f->opts);
+    write_rounds(f->s, &f->index[0], 20, 10);
+    uint64_t m1 = mark_at(f->s, FX_GROUP, &f->index[0]);
+    uint64_t m2 = mark_at(f->s2, FX_GROUP, &i2);
+    assert_int_equal(m1, m2);
+    assert_true(recorded(f->s, FX_GROUP, m1) == recorded(f->s2, FX_GROUP, m2));
+}
+
 static void test_marks_kept(void **state)
 {
     struct fx *f = *state;
@@ -356,6 +408,8 @@ int main(int argc, char **argv)
                                         fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_history_and_sessions_count,
                                         fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_converted_replica_agrees, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_marks_kept, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_alarm, fx_setup, fx_teardown),
     };

@@ -17,7 +17,8 @@
  *   - a flipped byte in a stored entry, hard state, kv record, history
  *     version or session (written with raw LMDB) reads as KHO_ECORRUPT, is
  *     never served and never leaves in a snapshot stream (P5); a data file
- *     of another format version does not open;
+ *     of another format version does not open, but for format 3, which is
+ *     converted (test_txn.c checks the result);
  *   - a full map gives KHO_ENOSPC, the store stays readable, and a reopen
  *     with a bigger map carries on;
  *   - one directory cannot be opened twice in one process, and a store is
@@ -1011,7 +1012,9 @@ static void test_compaction(void **state)
     assert_int_equal(raw_count(f->dir, "raft_log", other), n);
     assert_int_equal(raw_count(f->dir, "kv", dg), 3000);
     assert_int_equal(raw_count(f->dir, "kv", dother), 0);
-    assert_int_equal(raw_count(f->dir, "hist", dg), 3000);
+    /* Every key was written once: hist holds no version (the current
+     * ones are in kv alone). */
+    assert_int_equal(raw_count(f->dir, "hist", dg), 0);
     assert_int_equal(raw_count(f->dir, "snap", G), 0);
     /* A reopened store loads fine and streams the snapshot. */
     f->s = open_at(f->dir, 0);
@@ -1200,7 +1203,7 @@ static void test_corrupt_state_detected(void **state)
     struct raft_conf conf = conf_of(1, 0);
     uint32_t l1 = 0, l2 = 0;
     uint8_t *d1 = cmd_sess_put("h", 5, &l1);
-    uint8_t *d2 = cmd_put("j", "x", &l2);
+    uint8_t *d2 = cmd_put("h", "x", &l2); /* "h" of entry 1 goes to hist */
     struct raft_entry e[3] = {ent(1, 1, RAFT_ENTRY_NORMAL, d1, l1),
                               ent(2, 1, RAFT_ENTRY_NORMAL, d2, l2),
                               ent(3, 1, RAFT_ENTRY_NORMAL, d1, l1)};
@@ -1212,7 +1215,8 @@ static void test_corrupt_state_detected(void **state)
     store_close(f->s);
     f->s = NULL;
 
-    /* A version of "h" in hist: data id | hash | mod_rev 1 | slot 0. */
+    /* The replaced version of "h" in hist: data id | hash | mod_rev 1 |
+     * slot 0. */
     uint8_t kh[26] = {0}, ks[16];
     be64(kh, dg);
     be64(kh + 8, store_key_hash((const uint8_t *)"h", 1));
@@ -1224,7 +1228,7 @@ static void test_corrupt_state_detected(void **state)
         store_kv_history(f->s, G, "h", 1, 0, 10, no_cb, NULL, &more, NULL),
         KHO_ECORRUPT);
     assert_non_null(strstr(store_errmsg(f->s), "hist"));
-    expect_kv(f->s, G, "h", "v"); /* the current record is intact */
+    expect_kv(f->s, G, "h", "x"); /* the current record is intact */
     expect_no_stream(f->s, G, "hist");
     store_close(f->s);
     f->s = NULL;
@@ -1257,31 +1261,48 @@ static void test_corrupt_state_detected(void **state)
     free(d2);
 }
 
-/* A data file of another format version is refused, never misread. */
-static void test_format_version_checked(void **state)
+static void put_format(const char *dir, uint32_t format)
 {
-    struct fx *f = *state;
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;
     MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, STORE_DBS_MAX), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "info", 0, &dbi), 0);
+    uint8_t b[4];
+    for (int i = 0; i < 4; i++) {
+        b[i] = (uint8_t)(format >> (8 * i));
+    }
+    MDB_val k = {.mv_size = 6, .mv_data = "format"};
+    MDB_val v = {.mv_size = sizeof(b), .mv_data = b};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* A data file of another format version is refused, never misread;
+ * format 3 alone is converted (test_txn proves how). */
+static void test_format_version_checked(void **state)
+{
+    struct fx *f = *state;
     struct store *s = NULL;
     f->s = open_at(f->dir, 0);
     store_close(f->s);
     f->s = NULL;
-    assert_int_equal(mdb_env_create(&env), 0);
-    assert_int_equal(mdb_env_set_maxdbs(env, STORE_DBS_MAX), 0);
-    assert_int_equal(mdb_env_open(env, f->dir, 0, 0640), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "info", 0, &dbi), 0);
-    uint8_t v1[4] = {1, 0, 0, 0};
-    MDB_val k = {.mv_size = 6, .mv_data = "format"};
-    MDB_val v = {.mv_size = sizeof(v1), .mv_data = v1};
-    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-    assert_int_equal(store_open(f->dir, NULL, &s), KHO_EINVAL);
-    assert_null(s);
-    assert_non_null(strstr(store_errmsg(NULL), "store format 1"));
+    const uint32_t refused[] = {1, 2, STORE_FORMAT_VERSION + 1};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char want[32];
+        put_format(f->dir, refused[i]);
+        assert_int_equal(store_open(f->dir, NULL, &s), KHO_EINVAL);
+        assert_null(s);
+        snprintf(want, sizeof(want), "store format %u;", refused[i]);
+        assert_non_null(strstr(store_errmsg(NULL), want));
+        assert_non_null(strstr(store_errmsg(NULL), "converts format 3"));
+    }
+    put_format(f->dir, 3);
+    f->s = open_at(f->dir, 0);
 }
 
 /* --- A full map ---------------------------------------------------------- */

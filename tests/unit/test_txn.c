@@ -12,8 +12,13 @@
  *   - records carry version, create_rev, mod_rev, time_ms and writer as
  *     specified, across puts, deletes and re-creations;
  *   - history is oldest first with tombstones, bounded per key at
- *     STORE_HISTORY_VERSIONS, pages by after_rev, and keeps keys apart when
- *     their hashes collide (forced with store_opts.test_key_hash_bits);
+ *     STORE_HISTORY_VERSIONS with the current record counted, pages by
+ *     after_rev, and keeps keys apart when their hashes collide (forced
+ *     with store_opts.test_key_hash_bits), also when keys written by one
+ *     request are replaced later; `hist` (walked with raw LMDB) holds only
+ *     replaced records and tombstones, never a current record;
+ *   - a store left by format 3 (current records in hist too) is converted
+ *     when opened into the bytes format 4 would hold;
  *   - scans honour ranges, prefix-like ranges, continuation, limit and
  *     max_bytes, long keys included, and report *more truthfully;
  *   - malformed or mutated entry bytes never crash, and two replicas
@@ -716,6 +721,211 @@ static void test_history_collisions(void **state)
     free(l);
 }
 
+/* Versions stored in hist of `key`, in key order (raw LMDB: f->s is
+ * closed and reopened). */
+static size_t stored_of(struct fx *f, const char *key, struct fx_version *out,
+                        size_t cap)
+{
+    static struct fx_versions vs;
+    size_t n = 0;
+    fx_hist_stored(f, FX_GROUP, &vs);
+    for (size_t i = 0; i < vs.n; i++) {
+        struct fx_version *x = &vs.v[i];
+        if (x->key_len != strlen(key) || memcmp(x->key, key, x->key_len)) {
+            continue;
+        }
+        assert_true(n < cap);
+        out[n] = *x;
+        out[n].value = NULL; /* freed below */
+        out[n].key = NULL;
+        n++;
+    }
+    fx_versions_free(&vs);
+    return n;
+}
+
+/* hist holds what kv no longer does: a put of a new key writes kv alone,
+ * an overwrite moves the replaced record into hist under its own
+ * revision, a delete moves it there with its tombstone; the history read
+ * is hist's versions followed by the current record. */
+static void test_history_superseded(void **state)
+{
+    struct fx *f = *state;
+    struct recs *l = calloc(1, sizeof(*l));
+    struct fx_version st[8];
+    bool more = true;
+    assert_non_null(l);
+    fx_start(f);
+    uint64_t r1 = fx_put(f, "k", "v1", 10).revision;
+    assert_int_equal(stored_of(f, "k", st, 8), 0);
+    uint64_t r2 = fx_put(f, "k", "v2", 20).revision;
+    assert_int_equal(stored_of(f, "k", st, 8), 1);
+    assert_int_equal(st[0].mod_rev, r1);
+    assert_int_equal(st[0].slot, 0);
+    assert_false(st[0].deleted);
+    history(f, "k", 1, 0, 10, l, &more);
+    assert_int_equal(l->n, 2);
+    assert_true(rec_is(&l->r[0], "k", "v1") && l->r[0].mod_rev == r1);
+    assert_true(rec_is(&l->r[1], "k", "v2") && l->r[1].mod_rev == r2);
+    assert_int_equal(l->r[1].version, 2);
+    recs_free(l);
+
+    /* Paging stops between hist and the current record, and after_rev
+     * past hist serves the current one alone. */
+    history(f, "k", 1, 0, 1, l, &more);
+    assert_true(more && l->n == 1 && l->r[0].mod_rev == r1);
+    recs_free(l);
+    history(f, "k", 1, r1, 1, l, &more);
+    assert_true(!more && l->n == 1 && l->r[0].mod_rev == r2);
+    recs_free(l);
+
+    uint64_t r3 = fx_del(f, "k", 30).revision;
+    assert_int_equal(stored_of(f, "k", st, 8), 3);
+    assert_true(st[1].mod_rev == r2 && !st[1].deleted);
+    assert_true(st[2].mod_rev == r3 && st[2].deleted);
+    history(f, "k", 1, 0, 10, l, &more);
+    assert_int_equal(l->n, 3);
+    assert_true(rec_is(&l->r[1], "k", "v2") && rec_is(&l->r[2], "k", NULL));
+    assert_true(l->r[2].deleted && l->r[2].create_rev == r1);
+    recs_free(l);
+    fx_expect(f, "k", NULL);
+
+    /* One request: overwrite two keys, delete a third, create a fourth. */
+    fx_put(f, "a", "a1", 40);
+    fx_put(f, "b", "b1", 40);
+    fx_put(f, "c", "c1", 40);
+    struct req q;
+    req_init(&q, 50, "multi");
+    req_put(&q, "b", "b2");
+    req_del(&q, "c");
+    req_put(&q, "a", "a2");
+    req_put(&q, "d", "d1");
+    uint64_t r4 = fx_apply(f, &q).revision;
+    assert_int_equal(stored_of(f, "d", st, 8), 0);
+    assert_int_equal(stored_of(f, "c", st, 8), 2);
+    assert_true(st[1].deleted && st[1].mod_rev == r4 && st[1].slot == 1);
+    assert_int_equal(stored_of(f, "a", st, 8), 1);
+    assert_true(st[0].mod_rev == r4 - 3 && st[0].slot == 0);
+    history(f, "a", 1, 0, 10, l, &more);
+    assert_int_equal(l->n, 2);
+    assert_true(rec_is(&l->r[0], "a", "a1") && rec_is(&l->r[1], "a", "a2"));
+    recs_free(l);
+    fx_expect_hist_not_current(f, FX_GROUP);
+    free(l);
+}
+
+/* The bound counts the current record: a key keeps at most
+ * STORE_HISTORY_VERSIONS versions, hist's and kv's together, through
+ * overwrites, a delete and a put that creates the key again. */
+static void test_history_bound_counts_current(void **state)
+{
+    struct fx *f = *state;
+    struct recs *l = calloc(1, sizeof(*l));
+    static struct fx_version st[STORE_HISTORY_VERSIONS + 2];
+    const int max = (int)STORE_HISTORY_VERSIONS;
+    bool more = true;
+    assert_non_null(l);
+    fx_start(f);
+    put_versions(f, "d", 0, max);
+    expect_versions(f, "d", 0, max - 1, l);
+    assert_int_equal(stored_of(f, "d", st, max + 2), max - 1);
+    put_versions(f, "d", max, 1);
+    expect_versions(f, "d", 1, max, l);
+    assert_int_equal(stored_of(f, "d", st, max + 2), max - 1);
+
+    /* A delete adds two versions (the record and its tombstone) and
+     * leaves no current one. */
+    fx_del(f, "d", 99);
+    history(f, "d", 1, 0, STORE_SCAN_LIMIT_MAX, l, &more);
+    assert_int_equal(l->n, max);
+    assert_true(rec_is(&l->r[0], "d", "d.2"));
+    assert_true(rec_is(&l->r[max - 2], "d", "d.32"));
+    assert_true(l->r[max - 1].deleted);
+    recs_free(l);
+    assert_int_equal(stored_of(f, "d", st, max + 2), max);
+
+    /* Created again: no version goes to hist, yet the oldest goes. */
+    fx_put(f, "d", "again", 100);
+    history(f, "d", 1, 0, STORE_SCAN_LIMIT_MAX, l, &more);
+    assert_int_equal(l->n, max);
+    assert_true(rec_is(&l->r[0], "d", "d.3"));
+    assert_true(l->r[max - 2].deleted);
+    assert_true(rec_is(&l->r[max - 1], "d", "again"));
+    assert_int_equal(l->r[max - 1].version, 1);
+    recs_free(l);
+    assert_int_equal(stored_of(f, "d", st, max + 2), max - 1);
+    fx_expect_hist_not_current(f, FX_GROUP);
+    free(l);
+}
+
+/* n keys of the form "s<i>" whose hashes agree under the store's mask
+ * (one bit: half of all keys agree). */
+static void same_hash_keys(char keys[][16], size_t n)
+{
+    size_t got = 0;
+    for (int i = 0; got < n && i < 1000; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "s%d", i);
+        if ((store_key_hash((const uint8_t *)k, strlen(k)) & 1u) == 0) {
+            memcpy(keys[got++], k, sizeof(k));
+        }
+    }
+    assert_int_equal(got, n);
+}
+
+/* Keys sharing a hash, written by one request, then overwritten in any
+ * order and deleted by later ones: their replaced versions share hash
+ * and revision, and each takes the lowest free slot - none overwrites
+ * another, and every key's history stays its own. */
+static void test_history_shared_hash(void **state)
+{
+    struct fx *f = *state;
+    struct recs *l = calloc(1, sizeof(*l));
+    char k[3][16];
+    struct fx_version st[8];
+    bool more = true;
+    assert_non_null(l);
+    f->opts.test_key_hash_bits = 1;
+    fx_start(f);
+    same_hash_keys(k, 3);
+    struct req q;
+    req_init(&q, 1, "w");
+    req_put(&q, k[0], "a1");
+    req_put(&q, k[1], "b1");
+    req_put(&q, k[2], "c1");
+    uint64_t r1 = fx_apply(f, &q).revision;
+    req_init(&q, 2, "w");
+    q.r.flags = STORE_REQ_SINGLE;
+    req_put(&q, k[1], "b2");
+    fx_apply(f, &q);
+    req_init(&q, 3, "w");
+    req_put(&q, k[2], "c2");
+    req_put(&q, k[0], "a2");
+    fx_apply(f, &q);
+    /* At revision r1: k1's version at slot 0, k2's at 1, k0's at 2. */
+    const size_t want_slot[3] = {2, 0, 1};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(stored_of(f, k[i], st, 8), 1);
+        assert_true(st[0].mod_rev == r1 && st[0].slot == want_slot[i]);
+    }
+    req_init(&q, 4, "w");
+    for (size_t i = 0; i < 3; i++) {
+        req_del(&q, k[i]);
+    }
+    fx_apply(f, &q);
+    const char *v1[3] = {"a1", "b1", "c1"}, *v2[3] = {"a2", "b2", "c2"};
+    for (size_t i = 0; i < 3; i++) {
+        history(f, k[i], strlen(k[i]), 0, 10, l, &more);
+        assert_int_equal(l->n, 3);
+        assert_true(rec_is(&l->r[0], k[i], v1[i]));
+        assert_true(rec_is(&l->r[1], k[i], v2[i]));
+        assert_true(l->r[2].deleted && rec_is(&l->r[2], k[i], NULL));
+        recs_free(l);
+    }
+    fx_expect_hist_not_current(f, FX_GROUP);
+    free(l);
+}
+
 /* --- Long keys and their collisions -------------------------------------- */
 
 /* A long key: STORE_KV_INLINE_KEY_BYTES of `fill`, then `tail`. */
@@ -1317,6 +1527,122 @@ static void test_snapshot_carries_state(void **state)
     free(data);
 }
 
+/* --- Store format 3 ---------------------------------------------------------
+ */
+
+static const char *const v3_keys[] = {"m0",   "m1",   "m2",   "m3",
+                                      "p",    "gone", "back", "big0",
+                                      "big1", "big2", "big3", "big4"};
+#define N_V3_KEYS (sizeof(v3_keys) / sizeof(v3_keys[0]))
+
+/* Requests of every kind format 3 stored: keys written together and
+ * replaced later (in the order they were written, so that the slots they
+ * take do not depend on when a replica converted - store.h, "History"),
+ * deletes, a key past the bound, and values of a MiB. */
+static void fill_for_v3(struct fx *f)
+{
+    static uint8_t big[1000u << 10];
+    struct req q;
+    for (int round = 0; round < 3; round++) {
+        char v[4][32];
+        req_init(&q, 10 + (uint64_t)round, "multi");
+        for (int i = 0; i < 4; i++) {
+            snprintf(v[i], sizeof(v[i]), "m%d.%d", i, round);
+            req_put(&q, v3_keys[i], v[i]);
+        }
+        if (round == 1) {
+            req_del(&q, "gone");
+        }
+        fx_apply(f, &q);
+        fx_put(f, "gone", "here", 20);
+    }
+    put_versions(f, "p", 0, (int)STORE_HISTORY_VERSIONS + 3);
+    fx_put(f, "back", "1", 30);
+    fx_del(f, "back", 31);
+    fx_put(f, "back", "2", 32);
+    for (int v = 0; v < 2; v++) {
+        for (int i = 0; i < 5; i++) {
+            memset(big, 'a' + v * 5 + i, sizeof(big));
+            req_init(&q, 40, "big");
+            req_put_n(&q, v3_keys[7 + i], 4, big, sizeof(big));
+            fx_apply(f, &q);
+        }
+    }
+}
+
+static uint32_t raw_format(const char *dir)
+{
+    struct fx_raw r;
+    MDB_val k = {.mv_size = 6, .mv_data = "format"}, v;
+    fx_raw_begin(&r, dir, false);
+    assert_int_equal(mdb_get(r.txn, fx_raw_dbi(&r, "info"), &k, &v), 0);
+    assert_int_equal(v.mv_size, 4);
+    uint32_t format = get_le32(v.mv_data);
+    fx_raw_end(&r, false);
+    return format;
+}
+
+static uint64_t check_hash(struct fx *f)
+{
+    uint64_t h = 0, applied = 0;
+    assert_int_equal(store_check_hash(f->s, FX_GROUP, &h, &applied), KHO_OK);
+    return h;
+}
+
+/* A store as format 3 left it - every current record in hist too, every
+ * version at its op's slot - is converted when opened, in several
+ * transactions (the MiB values): the same bytes as the store that ran
+ * format 4 (check hash), the same histories, no current record in hist,
+ * format 4 recorded, every record sound (a stream can be made of it).
+ * Converting again finds nothing to do. Key hashes of two bits: versions
+ * of several keys share hashes and revisions. */
+static void test_history_format3_converted(void **state)
+{
+    struct fx *f = *state;
+    static struct fx_versions vs;
+    f->opts.test_key_hash_bits = 2;
+    fx_start(f);
+    fill_for_v3(f);
+    const uint64_t h4 = check_hash(f);
+    const uint32_t d4 = digest(f->s, FX_GROUP, v3_keys, N_V3_KEYS);
+    fx_hist_stored(f, FX_GROUP, &vs);
+    const size_t stored4 = vs.n;
+    fx_versions_free(&vs);
+    fx_make_format3(f, FX_GROUP, true);
+    assert_int_equal(raw_format(f->dir), 3);
+    f->s = fx_open(f->dir, &f->opts);
+    store_close(f->s);
+    assert_int_equal(raw_format(f->dir), STORE_FORMAT_VERSION);
+    f->s = fx_open(f->dir, &f->opts);
+    assert_true(check_hash(f) == h4);
+    assert_int_equal(digest(f->s, FX_GROUP, v3_keys, N_V3_KEYS), d4);
+    fx_hist_stored(f, FX_GROUP, &vs);
+    assert_int_equal(vs.n, stored4);
+    fx_versions_free(&vs);
+    fx_expect_hist_not_current(f, FX_GROUP);
+    struct store_snap_reader *r = NULL;
+    struct raft_snapshot_meta m;
+    uint64_t total = 0;
+    uint32_t crc = 0;
+    assert_int_equal(
+        store_snap_reader_open(f->s, FX_GROUP, &r, &m, &total, &crc), KHO_OK);
+    store_snap_reader_close(r);
+
+    /* Format 3 recorded again over format-4 contents: nothing changes. */
+    store_close(f->s);
+    f->s = NULL;
+    struct fx_raw raw;
+    uint8_t v3[4] = {3, 0, 0, 0};
+    MDB_val k = {.mv_size = 6, .mv_data = "format"};
+    MDB_val v = {.mv_size = sizeof(v3), .mv_data = v3};
+    fx_raw_begin(&raw, f->dir, true);
+    assert_int_equal(mdb_put(raw.txn, fx_raw_dbi(&raw, "info"), &k, &v, 0), 0);
+    fx_raw_end(&raw, true);
+    f->s = fx_open(f->dir, &f->opts);
+    assert_true(check_hash(f) == h4);
+    assert_int_equal(digest(f->s, FX_GROUP, v3_keys, N_V3_KEYS), d4);
+}
+
 /* --- Space --------------------------------------------------------------- */
 
 static void test_space(void **state)
@@ -1339,8 +1665,9 @@ static void test_space(void **state)
         assert_int_equal(fx_apply(f, &q).result, KHO_OK);
     }
     assert_int_equal(store_space(f->s, &used1, &map), KHO_OK);
-    /* Each value is in kv, in hist and in the log: at least 3 x 2.5 MiB. */
-    assert_true(used1 >= used0 + 3 * 40 * sizeof(blob));
+    /* Each value is in kv and in the log (not in hist: no key was
+     * overwritten): at least 2 x 2.5 MiB. */
+    assert_true(used1 >= used0 + 2 * 40 * sizeof(blob));
     assert_true(used1 < map);
 }
 
@@ -1369,6 +1696,14 @@ int main(int argc, char **argv)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_history_collisions, fx_setup,
                                         fx_teardown),
+        cmocka_unit_test_setup_teardown(test_history_superseded, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_history_bound_counts_current,
+                                        fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_history_shared_hash, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_history_format3_converted,
+                                        fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_long_key_collision, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_scan, fx_setup, fx_teardown),
