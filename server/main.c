@@ -65,18 +65,19 @@ struct opts {
     uint64_t compact_mb;
     char http_listen[HTTP_URL_BYTES_MAX]; /* "": no HTTP endpoints */
     char restore[MAIN_OPT_BYTES]; /* a backup to start a new cluster from */
-    bool set[16];
+    bool quorum_reads; /* --reads quorum: no leader leases */
+    bool set[32];
     struct node_peer peer[NET_PEERS_MAX];
     size_t n_peers;
 };
 
 enum { O_NAME, O_ID, O_DATA, O_PL, O_CL, O_PEERS, O_CLUSTER, O_LOG,
        O_MAP, O_QUOTA, O_JOIN, O_HTTP, O_COMPACT, O_RESTORE, O_COMPACT_MB,
-       O_COUNT };
+       O_READS, O_COUNT };
 static const char *const opt_names[O_COUNT] = {
     "name", "id", "data", "peer-listen", "client-listen", "peers",
     "cluster", "log-level", "map-size-mb", "quota-mb", "join",
-    "http-listen", "compact-entries", "restore", "compact-mb"};
+    "http-listen", "compact-entries", "restore", "compact-mb", "reads"};
 
 static void usage(FILE *f)
 {
@@ -87,7 +88,7 @@ static void usage(FILE *f)
             "            [--cluster NAME] "
             "[--log-level error|warn|info|debug]\n"
             "            [--map-size-mb N] [--quota-mb N] [--compact-entries N]\n"
-            "            [--compact-mb N]\n"
+            "            [--compact-mb N] [--reads lease|quorum]\n"
             "            [--config FILE]\n"
             "            [--restore FILE]  (first start of a new cluster from "
             "a backup)\n"
@@ -166,6 +167,13 @@ static int set_opt(struct opts *o, int which, const char *v, bool override)
                     (unsigned long long)(NODE_COMPACT_BYTES_MAX >> 20));
             return -1;
         }
+        break;
+    case O_READS:
+        if (strcmp(v, "lease") != 0 && strcmp(v, "quorum") != 0) {
+            fprintf(stderr, "khod: --reads must be lease or quorum\n");
+            return -1;
+        }
+        o->quorum_reads = strcmp(v, "quorum") == 0;
         break;
     case O_JOIN:
         snprintf(o->join, sizeof(o->join), "%s", v);
@@ -466,6 +474,7 @@ static int build_node_config(const struct opts *o, struct node_config *nc)
     memcpy(nc->peers, o->peer, o->n_peers * sizeof(o->peer[0]));
     nc->n_peers = o->n_peers;
     nc->compact_entries = (uint32_t)o->compact_entries;
+    nc->lease_reads = !o->quorum_reads;
     nc->compact_bytes = o->compact_mb << 20;
     if (o->set[O_JOIN]) {
         /* The cluster's members are in its meta group, which this node

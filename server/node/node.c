@@ -72,7 +72,9 @@ struct group {
     uint64_t want_rev;     /* mod revision of the record they came from */
     uint64_t led_rev;      /* want_rev whose leader preference was met */
     size_t n_pending;
-    uint64_t applied;
+    uint64_t applied;         /* as committed in the store: reads see it */
+    uint64_t applied_pending; /* applied in n->open, not committed yet */
+    uint64_t synced_term, synced_vote; /* hard state as last persisted */
     uint64_t compact_retry; /* after a failed compaction: not before this */
     uint64_t log_bytes;     /* entry bytes appended since the last snapshot
                                (counted from this process's start) */
@@ -126,6 +128,15 @@ struct node {
     uint64_t next_reconcile_ms;
     uint32_t compact_entries;
     uint64_t compact_bytes;
+    bool lease_reads;
+    /* A batch that only applied committed entries, left open for the next
+     * loop to add to (NODE_APPLY_DEFER_MS; raft thread). */
+    struct store_batch *open;
+    uint64_t open_applied; /* entries applied in it */
+    uint64_t open_until_ms;
+    /* When the last tick given to the groups was due (raft thread): how
+     * far the groups' ticks trail the clock (NODE_LEASE_LAG_MAX_MS). */
+    uint64_t tick_due_ms;
     struct xfer *xfer; /* snapshots streamed to and from peers */
     /* Peer links' ages at the last liveness() (raft thread). */
     struct peer_age {
@@ -157,6 +168,8 @@ struct node {
     size_t out_cap;
 };
 
+static void flush_open(struct node *n);
+
 static void raft_panic_cb(void *ctx, const char *what, uint64_t group_id,
                           raft_id id, uint64_t term, uint64_t index)
 {
@@ -173,6 +186,7 @@ static int bootstrap_group(struct node *n, uint64_t gid,
                            size_t err_len)
 {
     struct store_batch *b = NULL;
+    flush_open(n);
     int rc = store_write_begin(n->st, &b);
     if (rc == KHO_OK) {
         rc = store_batch_group_create(b, gid, conf);
@@ -218,11 +232,19 @@ static int open_group(struct node *n, struct group *g,
     c.election_ticks = NODE_ELECTION_TICKS;
     c.heartbeat_ticks = NODE_HEARTBEAT_TICKS;
     c.quiesce_ticks = NODE_QUIESCE_TICKS;
+    /* Leases on in the core whatever --reads says: a node then holds its
+     * votes after a restart as other nodes' leases need (raft.h), so nodes
+     * may differ in --reads. Without leases, handle_req() drops the lease
+     * before every read. */
+    c.lease_reads = true;
+    c.lease_drift_ticks = NODE_LEASE_DRIFT_TICKS;
     c.seed = clock_mono_ms() ^ (n->id * UINT64_C(0x9e3779b97f4a7c15)) ^ g->id;
     c.storage = store_raft_storage(g->sg);
     c.panic = raft_panic_cb;
     c.panic_ctx = n;
     g->applied = c.applied;
+    g->synced_term = c.hs.term;
+    g->synced_vote = c.hs.vote;
     const char *why = NULL;
     rc = raft_create(&c, &g->raft, &why);
     if (rc != KHO_OK) {
@@ -696,6 +718,7 @@ int node_create(const struct node_config *c, struct store *st,
     meta_group_conf(ids, c->initial.n, &n->initial);
     n->compact_entries =
         c->compact_entries != 0 ? c->compact_entries : NODE_COMPACT_ENTRIES;
+    n->lease_reads = c->lease_reads;
     n->compact_bytes =
         c->compact_bytes != 0 ? c->compact_bytes : NODE_COMPACT_BYTES;
     n->n_peers = c->n_peers < RAFT_MEMBERS_MAX ? c->n_peers : RAFT_MEMBERS_MAX;
@@ -1068,6 +1091,10 @@ static void handle_req(struct node *n, struct node_req *r)
                                   1, memory_order_relaxed);
     } else {
         r->index_ = 0;
+        if (!n->lease_reads ||
+            clock_mono_ms() > n->tick_due_ms + NODE_LEASE_LAG_MAX_MS) {
+            raft_lease_drop(g->raft); /* off, or our ticks trail the clock */
+        }
         rc = raft_read_index(g->raft, r->id_);
         if (rc == KHO_OK) {
             push(&g->reads, r);
@@ -1146,6 +1173,19 @@ static void answer_props(struct group *g)
     }
 }
 
+static void finish_applied_reads(struct group *g);
+
+/* The batch holding g's pending applies was committed: reads may see them. */
+static void applied_committed(struct group *g)
+{
+    if (g->applied_pending > g->applied) {
+        g->applied = g->applied_pending;
+    }
+    g->applied_pending = 0;
+}
+
+/* Gives the pending reads their read index from the ready batch, then
+ * answers those it allows. */
 static void answer_reads(struct group *g)
 {
     for (size_t i = 0; i < g->rd.n_reads; i++) {
@@ -1160,6 +1200,13 @@ static void answer_reads(struct group *g)
             }
         }
     }
+    finish_applied_reads(g);
+}
+
+/* Answers the reads whose read index the store's applied state reached
+ * (or that failed). */
+static void finish_applied_reads(struct group *g)
+{
     struct node_req **pp = &g->reads;
     while (*pp != NULL) {
         struct node_req *r = *pp;
@@ -1251,6 +1298,7 @@ static void collect_garbage(struct node *n)
     }
     struct store_batch *b = NULL;
     bool more = false;
+    flush_open(n);
     int rc = store_write_begin(n->st, &b);
     if (rc == KHO_OK) {
         rc = store_batch_gc(b, NODE_GC_KEYS_PER_LOOP, &more);
@@ -1266,18 +1314,47 @@ static void collect_garbage(struct node *n)
     }
 }
 
-/* Step 4 of the loop up to, not including, the commit: every group's
- * persist and apply in batch *out (left open on success). */
-static int persist_and_apply(struct node *n, struct store_batch **out,
-                             uint64_t *applied_out)
+/* Whether g's ready batch must be committed before the loop goes on: it
+ * persists something (raft.h: entries, a snapshot, a term or vote - a
+ * changed commit index alone can wait, since it is only ever learnt
+ * again), or reads wait for its apply, or it applies to the meta group
+ * (whose records the loop reads back from the store). */
+static bool ready_needs_commit(const struct group *g)
 {
-    struct store_batch *b = NULL;
+    const struct raft_ready *rd = &g->rd;
+    return rd->snapshot != NULL || rd->n_entries > 0 ||
+           (rd->hs_changed && (rd->hs.term != g->synced_term ||
+                               rd->hs.vote != g->synced_vote)) ||
+           rd->n_reads > 0 || g->reads != NULL ||
+           (g->id == NODE_META_GROUP && rd->n_committed > 0);
+}
+
+/* Step 4 of the loop up to, not including, the commit: every group's
+ * persist and apply in batch *out (left open on success), added to the
+ * batch a previous loop left open if there is one. *must_commit: some
+ * group's ready needs the commit before the loop goes on. */
+static int persist_and_apply(struct node *n, struct store_batch **out,
+                             uint64_t *applied_out, bool *must_commit)
+{
+    struct store_batch *b = n->open;
     uint64_t apply_us = 0, applied = 0;
-    int rc = store_write_begin(n->st, &b);
+    int rc = KHO_OK;
+    if (b == NULL) {
+        rc = store_write_begin(n->st, &b);
+    }
+    n->open = NULL;
+    *must_commit = n->n_staged > 0;
     for (size_t i = 0; rc == KHO_OK && i < n->n_groups; i++) {
         struct group *g = &n->groups[i];
         if (!g->has_rd) {
             continue;
+        }
+        if (ready_needs_commit(g)) {
+            *must_commit = true;
+        }
+        if (g->rd.hs_changed) {
+            g->synced_term = g->rd.hs.term;
+            g->synced_vote = g->rd.hs.vote;
         }
         if (g->rd.snapshot != NULL) {
             LOGI("group %llu: installing a snapshot at index %llu (staged "
@@ -1535,8 +1612,12 @@ static bool ready_cycle(struct node *n)
     }
     send_all(n, true);
     struct store_batch *b = NULL;
-    uint64_t applied = 0;
-    int rc = persist_and_apply(n, &b, &applied);
+    uint64_t applied = 0, carried = n->open_applied;
+    bool was_open = n->open != NULL, must_commit = false;
+    int rc = persist_and_apply(n, &b, &applied, &must_commit);
+    uint64_t now = clock_mono_ms();
+    bool defer = rc == KHO_OK && !must_commit &&
+                 (!was_open || now < n->open_until_ms);
     if (rc == KHO_OK) {
         /* Committed entries are durable on a majority already (the core
          * counts each node only up to what it persisted), so their answers
@@ -1549,7 +1630,19 @@ static bool ready_cycle(struct node *n)
                 answer_props(&n->groups[i]);
             }
         }
-        rc = commit_batch(n, b, applied);
+        if (defer) {
+            /* Nothing here needs the fsync before the loop goes on: leave
+             * the batch open for the next loop's persist to share one
+             * commit with it (flush_open() bounds how long). */
+            n->open = b;
+            n->open_applied = carried + applied;
+            if (!was_open) {
+                n->open_until_ms = now + NODE_APPLY_DEFER_MS;
+            }
+        } else {
+            n->open_applied = 0;
+            rc = commit_batch(n, b, carried + applied);
+        }
     }
     if (rc != KHO_OK) {
         /* The core believes nothing of this ready is durable yet and may
@@ -1565,6 +1658,10 @@ static bool ready_cycle(struct node *n)
     for (size_t i = 0; i < n->n_groups; i++) {
         struct group *g = &n->groups[i];
         if (!g->has_rd) {
+            if (!defer) {
+                applied_committed(g);
+                finish_applied_reads(g);
+            }
             continue;
         }
         if (g->rd.snapshot != NULL &&
@@ -1574,13 +1671,39 @@ static bool ready_cycle(struct node *n)
             g->applied = g->rd.snapshot->meta.index;
         }
         if (g->rd.n_committed > 0) {
-            g->applied = g->rd.committed[g->rd.n_committed - 1].index;
+            g->applied_pending = g->rd.committed[g->rd.n_committed - 1].index;
+        }
+        if (!defer) {
+            applied_committed(g);
         }
         answer_reads(g);
         raft_advance(g->raft);
         g->has_rd = false;
     }
     return true;
+}
+
+/* Commits the batch a loop left open, if any; every later store write of
+ * the raft thread must come after this (LMDB has one writer). */
+static void flush_open(struct node *n)
+{
+    if (n->open == NULL) {
+        return;
+    }
+    int rc = commit_batch(n, n->open, n->open_applied);
+    n->open = NULL;
+    n->open_applied = 0;
+    if (rc != KHO_OK) {
+        /* As in ready_cycle(): the applies are in the log of a majority,
+         * and a restart applies them again. */
+        LOGE("store write failed: %s (%s); stopping", kho_strerror(rc),
+             store_errmsg(n->st));
+        abort();
+    }
+    for (size_t i = 0; i < n->n_groups; i++) {
+        applied_committed(&n->groups[i]);
+        finish_applied_reads(&n->groups[i]);
+    }
 }
 
 /* --- Node records in the meta group -------------------------------------- */
@@ -1944,6 +2067,7 @@ static void drop_moved_groups(struct node *n)
             continue;
         }
         uint64_t gid = g->id;
+        flush_open(n);
         if (n->xfer != NULL) {
             xfer_cancel(n->xfer, gid);
         }
@@ -2012,6 +2136,7 @@ static void after_cycle(struct node *n)
         }
         struct raft_conf conf;
         raft_applied_conf(g->raft, &conf);
+        flush_open(n);
         int rc = store_compact(n->st, g->id, g->applied, &conf);
         if (rc != KHO_OK) {
             LOGW("group %llu: compaction at %llu failed: %s (%s); the log "
@@ -2115,21 +2240,66 @@ static void liveness(struct node *n)
 
 /* --- The raft thread ---------------------------------------------------- */
 
+/* Gives every group that is not quiet the ticks that fell due by `now`
+ * (at least one): up to NODE_TICK_CATCHUP_MAX, so the groups' clocks keep
+ * up with a loop slowed by a long commit. After a longer stall it gives
+ * one and counts afresh from now, as if the ticks in between never came
+ * due: election timers do not all fire at once after a pause, and since
+ * the groups' clocks then fall behind real time, every lease goes (the
+ * bound in node.h). */
+static void tick_groups(struct node *n, uint64_t now, uint64_t *next_tick)
+{
+    uint64_t due = (now - *next_tick) / NODE_TICK_MS + 1u;
+    bool stalled = due > NODE_TICK_CATCHUP_MAX;
+    if (stalled) {
+        due = 1;
+    }
+    for (size_t i = 0; i < n->n_groups; i++) {
+        struct group *g = &n->groups[i];
+        if (stalled) {
+            raft_lease_drop(g->raft);
+        }
+        for (uint64_t t = 0; t < due && !raft_quiet(g->raft); t++) {
+            raft_tick(g->raft);
+        }
+        expire_list(g, &g->props, now);
+        expire_list(g, &g->reads, now);
+    }
+    if (stalled) {
+        *next_tick = now + NODE_TICK_MS;
+        n->tick_due_ms = now;
+    } else {
+        n->tick_due_ms = *next_tick + (due - 1u) * NODE_TICK_MS;
+        *next_tick = n->tick_due_ms + NODE_TICK_MS;
+    }
+}
+
 static void *raft_main(void *arg)
 {
     struct node *n = arg;
-    uint64_t next_tick = clock_mono_ms() + NODE_TICK_MS;
+    n->tick_due_ms = clock_mono_ms();
+    uint64_t next_tick = n->tick_due_ms + NODE_TICK_MS;
     uint64_t next_status = 0, next_beacon = 0;
     for (;;) {
+        /* Nothing to tick while every group is quiet: sleep until the next
+         * beacon (any message or request wakes the thread at once). */
+        uint64_t wake = next_tick;
+        if (all_quiet(n) && !store_gc_pending(n->st) && wake < next_beacon) {
+            wake = next_beacon;
+        }
+        if (n->open != NULL && n->open_until_ms < wake) {
+            wake = n->open_until_ms;
+        }
         pthread_mutex_lock(&n->mu);
-        while (!n->stopping && n->queued == 0 && clock_mono_ms() < next_tick) {
+        while (!n->stopping && n->queued == 0 && clock_mono_ms() < wake) {
             struct timespec ts;
-            ts.tv_sec = (time_t)(next_tick / 1000u);
-            ts.tv_nsec = (long)(next_tick % 1000u) * 1000000L;
+            ts.tv_sec = (time_t)(wake / 1000u);
+            ts.tv_nsec = (long)(wake % 1000u) * 1000000L;
             pthread_cond_timedwait(&n->cv, &n->mu, &ts);
         }
         if (n->stopping) {
             pthread_mutex_unlock(&n->mu);
+            flush_open(n);
             return NULL;
         }
         struct inbatch *ib = n->in_head;
@@ -2155,19 +2325,12 @@ static void *raft_main(void *arg)
         }
         uint64_t now = clock_mono_ms();
         if (now >= next_tick) {
-            for (size_t i = 0; i < n->n_groups; i++) {
-                if (!raft_quiet(n->groups[i].raft)) {
-                    raft_tick(n->groups[i].raft);
-                }
-                expire_list(&n->groups[i], &n->groups[i].props, now);
-                expire_list(&n->groups[i], &n->groups[i].reads, now);
-            }
-            next_tick += NODE_TICK_MS;
-            if (now > next_tick + 10u * NODE_TICK_MS) {
-                next_tick = now + NODE_TICK_MS; /* do not burst after a stall */
-            }
+            tick_groups(n, now, &next_tick);
         }
         bool worked = ready_cycle(n);
+        if (n->open != NULL && clock_mono_ms() >= n->open_until_ms) {
+            flush_open(n);
+        }
         collect_garbage(n);
         if (worked || now >= next_status) {
             after_cycle(n);
@@ -2179,11 +2342,6 @@ static void *raft_main(void *arg)
         if (now >= next_beacon) {
             liveness(n);
             next_beacon = now + NODE_BEACON_MS;
-        }
-        /* Nothing to tick while every group is quiet: sleep until the next
-         * beacon (any message or request wakes the thread at once). */
-        if (all_quiet(n) && !store_gc_pending(n->st) && next_tick < next_beacon) {
-            next_tick = next_beacon;
         }
     }
 }

@@ -75,6 +75,24 @@
 #define NODE_TICK_MS 10u
 #define NODE_ELECTION_TICKS 15u
 #define NODE_HEARTBEAT_TICKS 3u
+/* Leader leases (raft.h, lease_reads). A leader answers a linearizable
+ * read from its own state while its tick count is below T + 15 - 6, where
+ * T is the tick at which it sent a heartbeat round a quorum acknowledged.
+ * The raft thread keeps every node's tick count close to its monotonic
+ * clock: it delivers overdue ticks, at most NODE_TICK_CATCHUP_MAX in one
+ * loop, and after a longer stall starts counting afresh and drops every
+ * lease; and a leader whose ticks trail its clock by more than
+ * NODE_LEASE_LAG_MAX_MS when a read arrives drops its lease and asks a
+ * quorum instead (a paused process, or a loop stuck in a long fsync, never
+ * answers from a lease that may have run out meanwhile). So a lease ends at
+ * most (15 - 6 - 1) ticks + 20 ms = 100 ms of real time after its round
+ * was sent, while a follower that acknowledged the round refuses votes for
+ * 15 of its own ticks, at least (15 - 1 - 3) ticks = 110 ms of real time,
+ * since its ticks may be caught up; the 10 ms left over absorb clocks that
+ * run at different rates. `khod --reads quorum` turns leases off. */
+#define NODE_LEASE_DRIFT_TICKS 6u
+#define NODE_TICK_CATCHUP_MAX 3u
+#define NODE_LEASE_LAG_MAX_MS 20u
 /* Quiet groups (raft.h, "Quiescence"): a leader with nothing to do for
  * this many ticks quiets its group - no ticks, no heartbeats. Every
  * NODE_BEACON_MS a node sends a beacon to the voters of the quiet groups it
@@ -90,6 +108,13 @@
  * timeout (check-quorum), so one reading right after that would show a
  * healthy member inactive until its next heartbeat answer. */
 #define NODE_ACTIVE_HOLD_MS (2u * NODE_ELECTION_TICKS * NODE_TICK_MS)
+/* A loop whose store batch only applied committed entries (no entries,
+ * snapshot, term or vote to persist; no read waiting for it) leaves the
+ * batch open, so that the next loop's persist - a single client's next
+ * write, typically - shares one commit and fsync with it; it is committed
+ * at the latest this long after it was opened. Linearizable reads wait for
+ * that commit (they read what is committed). */
+#define NODE_APPLY_DEFER_MS 2u
 /* Inbound queue bound (peer frames and client requests together). */
 #define NODE_QUEUE_MAX 16384u
 /* Proposals and reads waiting for an answer, per group. */
@@ -143,6 +168,9 @@ struct node_config {
     uint32_t compact_entries;
     /* ... or this many bytes of entries (0: NODE_COMPACT_BYTES). */
     uint64_t compact_bytes;
+    /* Linearizable reads from leader leases (NODE_LEASE_DRIFT_TICKS);
+     * false: every read waits for a quorum heartbeat round. */
+    bool lease_reads;
     /* Every node of the initial cluster, this one included: the meta
      * group's leader records each in the meta group. */
     struct node_peer peers[RAFT_MEMBERS_MAX];

@@ -86,8 +86,7 @@ bool leader_maybe_quiesce(struct raft *r)
     /* No lease survives a quiet spell: the host may stop ticking us, and
      * our clock would then lag behind the followers' (raft.h,
      * lease_reads). No round sent so far may extend one again. */
-    r->lease_until = 0;
-    r->lease_min_round = r->round + 1;
+    raft_lease_drop(r);
     return true;
 }
 
@@ -112,8 +111,7 @@ void leader_wake(struct raft *r, bool heartbeat)
         pr->recent_active = true;
         pr->heard_at = pr->id == r->cfg.id ? r->now_ticks + 1 : 0;
     }
-    r->lease_until = 0;
-    r->lease_min_round = r->round + 1;
+    raft_lease_drop(r);
     if (heartbeat) {
         heartbeat_round(r, false);
     }

@@ -479,6 +479,12 @@ int raft_propose_conf(struct raft *r, enum raft_conf_op op, raft_id id,
  * KHO_EBUSY (max_pending_reads waiting). */
 int raft_read_index(struct raft *r, uint64_t ctx);
 
+/* Forgets the leader's lease, and every lease a heartbeat round sent so far
+ * could still give: the next read waits for a new round. For a host whose
+ * ticks fell behind its clock (a paused process, a stall it does not catch
+ * up), which would otherwise break the assumption leases rest on. */
+void raft_lease_drop(struct raft *r);
+
 /* Hands leadership to `to` (§3.10): proposals are refused until the
  * transfer completes or times out after election_ticks. A second call for
  * the same target is KHO_OK; for another target it retargets. Errors:

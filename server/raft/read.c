@@ -33,6 +33,12 @@ static bool lease_valid(const struct raft *r)
            r->now_ticks < r->lease_until;
 }
 
+void raft_lease_drop(struct raft *r)
+{
+    r->lease_until = 0;
+    r->lease_min_round = r->round + 1;
+}
+
 static bool voters_only_self(const struct raft *r)
 {
     return raft_conf_voters(&r->conf) == 1 &&
