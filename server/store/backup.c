@@ -235,7 +235,7 @@ int store_backup_write(struct store *s, const uint64_t *groups, size_t n,
                                            .node_id = node_id,
                                            .created_ms = created_ms};
         rc = write_all(&w, txn, groups, n, mine);
-        mdb_txn_abort(txn);
+        store_rtxn_end(s, txn);
     }
     if (rc == KHO_OK && info != NULL) {
         *info = *mine;
@@ -905,7 +905,7 @@ int store_restore_state(struct store *s, bool *empty, bool *marked,
         return rc;
     }
     rc = state_in(s, txn, empty, marked, mark);
-    mdb_txn_abort(txn);
+    store_rtxn_end(s, txn);
     return rc;
 }
 

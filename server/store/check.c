@@ -254,7 +254,7 @@ int store_check_get(struct store *s, uint64_t group_id, uint64_t index,
     if (rc == KHO_OK) {
         rc = marks_get(s, txn, group_id, marks, &n);
     }
-    mdb_txn_abort(txn);
+    store_rtxn_end(s, txn);
     for (uint32_t i = 0; rc == KHO_OK && i < n; i++) {
         if (marks[i].index == index) {
             *out = marks[i];
@@ -280,7 +280,7 @@ int store_check_hash(struct store *s, uint64_t group_id, uint64_t *hash,
     if (rc == KHO_OK) {
         rc = sm_hash(s, txn, data, hash);
     }
-    mdb_txn_abort(txn);
+    store_rtxn_end(s, txn);
     return rc;
 }
 
@@ -310,7 +310,7 @@ int store_check_alarm(struct store *s, uint64_t group_id,
             out->time_ms = get_le64(p + META_HEADER_BYTES + 24);
         }
     }
-    mdb_txn_abort(txn);
+    store_rtxn_end(s, txn);
     return rc;
 }
 

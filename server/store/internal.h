@@ -57,6 +57,14 @@ struct store {
      * storage error as fatal for the group). */
     pthread_mutex_t raft_mu;
     MDB_txn *raft_txn;
+    /* Reset read transactions for store_rtxn_begin() to renew: a stack,
+     * so the one used last (its pages likeliest in cache) goes out
+     * first. Each keeps its reader slot while it waits here. */
+    pthread_mutex_t rtxn_mu; /* guards the four fields below */
+    MDB_txn *rtxn_pool[STORE_RTXN_POOL_MAX];
+    uint32_t rtxn_n;   /* idle transactions in rtxn_pool */
+    uint32_t rtxn_cap; /* min(STORE_RTXN_POOL_MAX, max_readers / 2) */
+    uint32_t rtxn_out; /* begun by store_rtxn_begin(), not yet ended */
     char errmsg[STORE_ERRMSG_BYTES];
 };
 
@@ -89,10 +97,17 @@ int store_batch_fail(struct store_batch *b, int err);
 /* KHO_EINVAL if the process forked since `s` was opened. */
 int store_check_fork(struct store *s);
 
-/* A read transaction, or an error with the message recorded. */
+/* A read transaction on the latest commit, or an error with the message
+ * recorded: a pooled one renewed, else a fresh one. End it with
+ * store_rtxn_end(), not mdb_txn_abort(): store_close() asserts that every
+ * one was ended. Close its cursors first. */
 int store_rtxn_begin(struct store *s, MDB_txn **txn);
+/* Resets txn and keeps it in the pool, or aborts it when the pool is
+ * full. In a forked child it does nothing: the transaction and its reader
+ * slot are the parent's. */
+void store_rtxn_end(struct store *s, MDB_txn *txn);
 /* The same for raft_storage callbacks: the reserved transaction when it is
- * free (*reserved set), else a fresh one. End it with
+ * free (*reserved set), else one of store_rtxn_begin(). End it with
  * store_rtxn_raft_end(), passing *reserved back. */
 int store_rtxn_raft_begin(struct store *s, MDB_txn **txn, bool *reserved);
 void store_rtxn_raft_end(struct store *s, MDB_txn *txn, bool reserved);

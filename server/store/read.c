@@ -48,18 +48,19 @@ static int read_begin(struct store *s, uint64_t group, MDB_txn **txn,
     }
     rc = store_rec_group_data(s, *txn, group, applied, data);
     if (rc != KHO_OK) {
-        mdb_txn_abort(*txn);
+        store_rtxn_end(s, *txn);
         *txn = NULL;
     }
     return rc;
 }
 
-static int read_end(MDB_txn *txn, int rc, uint64_t ap, uint64_t *applied)
+static int read_end(struct store *s, MDB_txn *txn, int rc, uint64_t ap,
+                    uint64_t *applied)
 {
     if (applied != NULL) {
         *applied = ap;
     }
-    mdb_txn_abort(txn);
+    store_rtxn_end(s, txn);
     return rc;
 }
 
@@ -88,7 +89,7 @@ int store_kv_read(struct store *s, uint64_t group_id, const void *key,
     if (rc == KHO_OK) {
         rc = cb(ctx, &r);
     }
-    return read_end(txn, rc, ap, applied);
+    return read_end(s, txn, rc, ap, applied);
 }
 
 /* --- Scans --------------------------------------------------------------- */
@@ -270,7 +271,7 @@ int store_kv_scan(struct store *s, uint64_t group_id,
     }
     rc = scan_in(s, txn, data, &sc);
     *more = sc.more;
-    return read_end(txn, rc, ap, applied);
+    return read_end(s, txn, rc, ap, applied);
 }
 
 /* --- History ------------------------------------------------------------- */
@@ -296,7 +297,7 @@ int store_kv_history(struct store *s, uint64_t group_id, const void *key,
     }
     rc = store_hist_walk(s, txn, data, key, key_len, after_rev, limit, cb, ctx,
                          more);
-    return read_end(txn, rc, ap, applied);
+    return read_end(s, txn, rc, ap, applied);
 }
 
 /* --- Space --------------------------------------------------------------- */
@@ -346,7 +347,7 @@ int store_space(struct store *s, uint64_t *used_bytes, uint64_t *map_bytes)
     if (rc == KHO_OK) {
         rc = free_pages(s, txn, &free_n);
     }
-    mdb_txn_abort(txn);
+    store_rtxn_end(s, txn);
     if (rc != KHO_OK) {
         return rc;
     }

@@ -193,17 +193,78 @@ int store_check_fork(struct store *s)
     return KHO_OK;
 }
 
+_Static_assert(STORE_RTXN_POOL_MAX + 128u <= STORE_READERS_DEFAULT,
+               "the default reader table holds the pool and, beside it, "
+               "the raft thread's transaction, every API worker, snapshot "
+               "senders, a backup and the checks (STORE_RTXN_POOL_MAX)");
+
+/* A pooled transaction, or NULL when the pool is empty; counts the one
+ * the caller is about to hold either way. */
+static MDB_txn *rtxn_take(struct store *s)
+{
+    MDB_txn *txn = NULL;
+    pthread_mutex_lock(&s->rtxn_mu);
+    if (s->rtxn_n > 0) {
+        s->rtxn_n--;
+        txn = s->rtxn_pool[s->rtxn_n];
+        s->rtxn_pool[s->rtxn_n] = NULL;
+    }
+    s->rtxn_out++;
+    pthread_mutex_unlock(&s->rtxn_mu);
+    return txn;
+}
+
+/* Gives a reset transaction (or NULL: a begin that failed) back; false
+ * when the pool is full and the caller must abort it. */
+static bool rtxn_give(struct store *s, MDB_txn *txn)
+{
+    bool kept = false;
+    pthread_mutex_lock(&s->rtxn_mu);
+    STORE_ASSERT(s->rtxn_out > 0);
+    s->rtxn_out--;
+    if (txn != NULL && s->rtxn_n < s->rtxn_cap) {
+        s->rtxn_pool[s->rtxn_n] = txn;
+        s->rtxn_n++;
+        kept = true;
+    }
+    pthread_mutex_unlock(&s->rtxn_mu);
+    return kept;
+}
+
 int store_rtxn_begin(struct store *s, MDB_txn **txn)
 {
     int rc = store_check_fork(s);
     if (rc != KHO_OK) {
         return rc;
     }
-    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+    MDB_txn *t = rtxn_take(s);
+    if (t != NULL) {
+        /* A fresh snapshot: renew reads the latest meta page, as a begin
+         * would, and reuses the slot without the reader-table mutex. */
+        rc = mdb_txn_renew(t);
+        if (rc != MDB_SUCCESS) {
+            mdb_txn_abort(t);
+        }
+    } else {
+        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t);
+    }
     if (rc != MDB_SUCCESS) {
+        rtxn_give(s, NULL);
         return store_mdb_err(s, rc, "beginning a read transaction");
     }
+    *txn = t;
     return KHO_OK;
+}
+
+void store_rtxn_end(struct store *s, MDB_txn *txn)
+{
+    if (s->fork_gen != fork_gen) {
+        return; /* aborting would free the parent's reader slot under it */
+    }
+    mdb_txn_reset(txn); /* outside the lock: it touches the reader slot */
+    if (!rtxn_give(s, txn)) {
+        mdb_txn_abort(txn);
+    }
 }
 
 int store_rtxn_raft_begin(struct store *s, MDB_txn **txn, bool *reserved)
@@ -237,7 +298,7 @@ int store_rtxn_raft_begin(struct store *s, MDB_txn **txn, bool *reserved)
 void store_rtxn_raft_end(struct store *s, MDB_txn *txn, bool reserved)
 {
     if (!reserved) {
-        mdb_txn_abort(txn);
+        store_rtxn_end(s, txn);
         return;
     }
     mdb_txn_reset(txn); /* releases the snapshot, keeps the slot */
@@ -504,6 +565,10 @@ static void free_store(struct store *s, bool registered)
     if (s->raft_txn != NULL && s->env != NULL) {
         mdb_txn_abort(s->raft_txn);
     }
+    for (uint32_t i = 0; i < s->rtxn_n && s->env != NULL; i++) {
+        mdb_txn_abort(s->rtxn_pool[i]); /* before the env they live in */
+    }
+    s->rtxn_n = 0;
     if (s->env != NULL) {
         mdb_env_close(s->env);
     }
@@ -515,6 +580,7 @@ static void free_store(struct store *s, bool registered)
     }
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->raft_mu);
+    pthread_mutex_destroy(&s->rtxn_mu);
     free(s->path);
     free(s);
 }
@@ -557,6 +623,10 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out)
     s->fork_gen = fork_gen;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->raft_mu, NULL);
+    pthread_mutex_init(&s->rtxn_mu, NULL);
+    s->rtxn_cap = opts.max_readers / 2 < STORE_RTXN_POOL_MAX
+                      ? opts.max_readers / 2
+                      : STORE_RTXN_POOL_MAX;
     s->path = strdup(dir);
     if (s->path == NULL) {
         rc = store_fail(s, KHO_ENOMEM, "out of memory");
@@ -610,6 +680,7 @@ void store_close(struct store *s)
     STORE_ASSERT(s->n_readers == 0);
     STORE_ASSERT(s->n_stages == 0);
     STORE_ASSERT(!s->writing);
+    STORE_ASSERT(s->rtxn_out == 0); /* every read transaction was ended */
     free_store(s, true);
 }
 
@@ -654,7 +725,7 @@ int store_group_load(struct store *s, uint64_t group_id,
         return rc;
     }
     rc = load(s, txn, group_id, hs, applied);
-    mdb_txn_abort(txn);
+    store_rtxn_end(s, txn);
     return rc;
 }
 
@@ -667,7 +738,7 @@ int store_group_data_id(struct store *s, uint64_t group_id, uint64_t *data_id)
         return rc;
     }
     rc = store_rec_group_data(s, txn, group_id, &applied, data_id);
-    mdb_txn_abort(txn);
+    store_rtxn_end(s, txn);
     return rc;
 }
 

@@ -25,12 +25,14 @@
  * raft_storage` made from it are used by that thread only. Reads
  * (store_kv_read, store_kv_scan, store_kv_history, store_space,
  * store_group_load, store_check_*) may come from any thread at any time:
- * each runs on its own short LMDB read transaction (MDB_NOTLS), which
- * never blocks the writer and is never blocked by it, and maps the group
- * to its data id inside that transaction, so a read running during an
- * install sees either the old or the new state machine, whole. A snapshot
- * reader or a stage is used by one thread at a time, never the raft
- * thread for a stage (its transactions wait for the raft thread's batch).
+ * each runs on its own short LMDB read transaction (MDB_NOTLS; a reset
+ * one from a small pool, renewed, which sees the latest commit just as a
+ * fresh one would: STORE_RTXN_POOL_MAX), which never blocks the writer
+ * and is never blocked by it, and maps the group to its data id inside
+ * that transaction, so a read running during an install sees either the
+ * old or the new state machine, whole. A snapshot reader or a stage is
+ * used by one thread at a time, never the raft thread for a stage (its
+ * transactions wait for the raft thread's batch).
  *
  * On disk, format 4 (named LMDB databases; all integers inside keys are
  * big-endian so that LMDB's byte order is numeric order; integers inside
@@ -231,6 +233,18 @@
 /* Concurrent read transactions (reader-table slots). */
 #define STORE_READERS_DEFAULT 512u
 #define STORE_READERS_MAX 8192u
+/* Idle read transactions the store keeps for reuse: a read takes one and
+ * renews it (mdb_txn_renew: no malloc, no reader-table mutex) instead of
+ * beginning a fresh one, and gives it back reset. An idle one keeps its
+ * reader slot, so the pool holds at most this many and never more than
+ * half of max_readers. It never makes the table fuller than the reads
+ * alone would: a transaction is only created when the pool is empty, so
+ * pooled plus busy ones never outnumber the most reads ever in flight at
+ * once. With the default max_readers, 512 slots leave room for the pool
+ * (32), the raft thread's reserved transaction (1), every API worker
+ * context (64), snapshot senders (4), a backup and the checks, with
+ * several times that to spare. */
+#define STORE_RTXN_POOL_MAX 32u
 /* Named databases the environment may hold (8 used today). */
 #define STORE_DBS_MAX 16u
 /* Environments open at once in one process. */

@@ -339,7 +339,7 @@ static int reader_new(struct store *s, MDB_txn *txn, bool own_txn,
     struct store_snap_reader *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         if (own_txn) {
-            mdb_txn_abort(txn);
+            store_rtxn_end(s, txn);
         }
         return store_fail(s, KHO_ENOMEM, "out of memory");
     }
@@ -387,7 +387,7 @@ void store_snap_reader_close(struct store_snap_reader *r)
         mdb_cursor_close(r->cur);
     }
     if (r->own_txn) {
-        mdb_txn_abort(r->txn);
+        store_rtxn_end(r->s, r->txn);
     }
     reader_count(r->s, -1);
     free(r);

@@ -22,7 +22,14 @@
  *   - a full map gives KHO_ENOSPC, the store stays readable, and a reopen
  *     with a bigger map carries on;
  *   - one directory cannot be opened twice in one process, and a store is
- *     not usable in a forked child;
+ *     not usable in a forked child (nor are its pooled read transactions,
+ *     which the parent keeps using);
+ *   - reads from many threads while another commits each see one whole
+ *     commit, never older than the last one finished before they began,
+ *     and reuse a bounded pool of read transactions: the reader table
+ *     never holds more slots than reads in flight, the pool keeps at most
+ *     STORE_RTXN_POOL_MAX (and half of max_readers) idle, and close frees
+ *     them;
  *   - requests, limits, long keys beyond LMDB's key size, group commit and
  *     the group lifecycle behave as store.h says, and the checksum is the
  *     standard CRC-32C on every machine.
@@ -40,6 +47,8 @@
 #include <ftw.h>
 #include <limits.h>
 #include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +56,7 @@
 #include <unistd.h>
 
 #include "../../server/raft/raft.h"
-#include "../../server/store/internal.h" /* crc32c, for its known vector */
+#include "../../server/store/internal.h" /* crc32c; the read pool */
 #include "../../server/store/store.h"
 #include "../harness/memstore.h"
 
@@ -1411,15 +1420,21 @@ static void test_not_usable_after_fork(void **state)
     struct raft_conf conf = conf_of(1, 0);
     f->s = open_at(f->dir, 0);
     create_group(f->s, G, &conf);
+    assert_int_equal(applied_of(f->s, G), 0); /* leaves a pooled txn */
+    assert_true(f->s->rtxn_n > 0);
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        /* The child may not renew the parent's pooled transaction, and
+         * closing must leave its reader slot alone: the parent renews it
+         * below. */
         struct raft_hard_state hs;
         uint64_t applied = 0;
         struct store_batch *b = NULL;
         int ok = store_group_load(f->s, G, &hs, &applied) == KHO_EINVAL &&
                  store_write_begin(f->s, &b) == KHO_EINVAL;
+        store_close(f->s);
         _exit(ok ? 0 : 1);
     }
     int status = 0;
@@ -1427,6 +1442,300 @@ static void test_not_usable_after_fork(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(applied_of(f->s, G), 0); /* the parent is unaffected */
+}
+
+/* --- Read transactions from many threads -------------------------------- */
+
+#define POOL_READERS 8u
+#define POOL_READS 10000u
+#define POOL_WRITES_MIN 20u
+#define POOL_WRITES_MAX 100000u
+
+/* One put of "k" per entry: entry n leaves "k" at version n, mod_rev n,
+ * applied n, with a value that spells n. */
+static void pool_value(uint64_t n, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "value-%llu-%llu", (unsigned long long)n,
+             (unsigned long long)(n * 2654435761u));
+}
+
+struct pool_run {
+    struct store *s;
+    atomic_uint_fast64_t committed; /* the last entry known committed */
+    atomic_uint readers_left;
+    atomic_uint fail_line; /* first failed check, from any thread */
+    char fail_what[128];
+};
+
+struct pool_reader {
+    struct pool_run *run;
+    uint64_t seen_max;
+    size_t distinct; /* values this reader saw change */
+};
+
+struct pool_got {
+    uint64_t version, mod_rev;
+    char value[64];
+    size_t value_len;
+    bool too_long;
+};
+
+static void pool_fail(struct pool_run *run, unsigned line, const char *what)
+{
+    unsigned none = 0;
+    if (atomic_compare_exchange_strong(&run->fail_line, &none, line)) {
+        snprintf(run->fail_what, sizeof(run->fail_what), "%s", what);
+    }
+}
+
+#define POOL_CHECK(run, cond)                                                  \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            pool_fail((run), __LINE__, #cond);                                 \
+        }                                                                      \
+    } while (0)
+
+static int pool_got_cb(void *ctx, const struct store_record *r)
+{
+    struct pool_got *g = ctx;
+    g->version = r->version;
+    g->mod_rev = r->mod_rev;
+    g->too_long = r->value_len >= sizeof(g->value);
+    g->value_len = g->too_long ? 0 : r->value_len;
+    memcpy(g->value, r->value, g->value_len);
+    g->value[g->value_len] = '\0';
+    return KHO_OK;
+}
+
+/* Reads "k" POOL_READS times. Each read must see one whole commit (value,
+ * version, mod_rev and applied index of the same entry), never older than
+ * the last commit finished before it began (a renewed transaction is a
+ * fresh snapshot), and never older than its previous read. */
+static void *pool_reader_main(void *arg)
+{
+    struct pool_reader *rd = arg;
+    struct pool_run *run = rd->run;
+    for (uint32_t i = 0; i < POOL_READS; i++) {
+        uint64_t floor = atomic_load(&run->committed);
+        struct pool_got g = {0};
+        uint64_t applied = 0;
+        char want[64];
+        int rc = store_kv_read(run->s, G, "k", 1, pool_got_cb, &g, &applied);
+        POOL_CHECK(run, rc == KHO_OK);
+        if (rc != KHO_OK) {
+            break;
+        }
+        pool_value(g.version, want, sizeof(want));
+        POOL_CHECK(run, !g.too_long && strcmp(g.value, want) == 0);
+        POOL_CHECK(run, g.mod_rev == g.version && applied == g.version);
+        POOL_CHECK(run, g.version >= floor);
+        POOL_CHECK(run, g.version >= rd->seen_max);
+        rd->distinct += g.version != rd->seen_max;
+        rd->seen_max = g.version;
+    }
+    atomic_fetch_sub(&run->readers_left, 1);
+    return NULL;
+}
+
+/* Applies entry n: a put of "k". KHO_OK or the failing call's error. */
+static int pool_put(struct store *s, uint64_t n)
+{
+    char v[64];
+    uint32_t len = 0;
+    struct store_batch *b = NULL;
+    struct store_apply_result res = {0};
+    pool_value(n, v, sizeof(v));
+    struct store_op op = {.op = STORE_OP_PUT,
+                          .key = (const uint8_t *)"k",
+                          .key_len = 1,
+                          .value = (const uint8_t *)v,
+                          .value_len = strlen(v)};
+    struct store_request r = {
+        .flags = STORE_REQ_SINGLE, .time_ms = 1, .ops = &op, .n_ops = 1};
+    uint8_t buf[256];
+    size_t enc = 0;
+    int rc = store_request_encode(&r, buf, sizeof(buf), &enc);
+    len = (uint32_t)enc;
+    struct raft_entry e = ent(n, 1, RAFT_ENTRY_NORMAL, buf, len);
+    if (rc == KHO_OK) {
+        rc = store_write_begin(s, &b);
+    }
+    if (rc != KHO_OK) {
+        return rc;
+    }
+    rc = store_batch_apply(b, G, &e, &res);
+    if (rc == KHO_OK && res.result != KHO_OK) {
+        rc = res.result;
+    }
+    int crc = store_write_commit(b);
+    return rc != KHO_OK ? rc : crc;
+}
+
+/* Commits puts until every reader is done (at least POOL_WRITES_MIN, so
+ * that some commits land while they read; at most POOL_WRITES_MAX). */
+static void *pool_writer_main(void *arg)
+{
+    struct pool_run *run = arg;
+    uint64_t n = atomic_load(&run->committed);
+    while (n < POOL_WRITES_MAX &&
+           (n < POOL_WRITES_MIN || atomic_load(&run->readers_left) > 0)) {
+        n++;
+        int rc = pool_put(run->s, n);
+        POOL_CHECK(run, rc == KHO_OK);
+        if (rc != KHO_OK) {
+            break;
+        }
+        atomic_store(&run->committed, n);
+    }
+    return NULL;
+}
+
+static int count_reader_cb(const char *msg, void *ctx)
+{
+    size_t *n = ctx;
+    if (strstr(msg, "pid") == NULL && strstr(msg, "no active") == NULL) {
+        (*n)++;
+    }
+    return 0;
+}
+
+/* Reader slots held now (busy or reset), from LMDB's reader table. */
+static size_t live_readers(struct store *s)
+{
+    size_t n = 0;
+    assert_int_equal(mdb_reader_list(s->env, count_reader_cb, &n), 0);
+    return n;
+}
+
+/* Slots the reader table has ever had in use at once (its high-water
+ * mark: LMDB takes the lowest free slot). */
+static size_t readers_high_water(struct store *s)
+{
+    MDB_envinfo info;
+    assert_int_equal(mdb_env_info(s->env, &info), 0);
+    return info.me_numreaders;
+}
+
+static void test_read_txn_pool_threads(void **state)
+{
+    struct fx *f = *state;
+    struct raft_conf conf = conf_of(1, 0);
+    struct pool_run run = {0};
+    struct pool_reader rd[POOL_READERS];
+    pthread_t th[POOL_READERS], wth;
+    f->s = open_at(f->dir, 0);
+    create_group(f->s, G, &conf);
+    assert_int_equal(pool_put(f->s, 1), KHO_OK);
+    run.s = f->s;
+    atomic_init(&run.committed, 1);
+    atomic_init(&run.readers_left, POOL_READERS);
+    atomic_init(&run.fail_line, 0);
+    for (size_t i = 0; i < POOL_READERS; i++) {
+        rd[i] = (struct pool_reader){.run = &run};
+        assert_int_equal(pthread_create(&th[i], NULL, pool_reader_main, &rd[i]),
+                         0);
+    }
+    assert_int_equal(pthread_create(&wth, NULL, pool_writer_main, &run), 0);
+    for (size_t i = 0; i < POOL_READERS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    }
+    assert_int_equal(pthread_join(wth, NULL), 0);
+    if (atomic_load(&run.fail_line) != 0) {
+        fail_msg("line %u: %s (%s)", atomic_load(&run.fail_line), run.fail_what,
+                 store_errmsg(f->s));
+    }
+    uint64_t last = atomic_load(&run.committed);
+    size_t distinct = 0;
+    for (size_t i = 0; i < POOL_READERS; i++) {
+        distinct += rd[i].distinct;
+    }
+    printf("rtxn pool: %u readers x %u reads, %llu commits, %zu changes "
+           "seen, %zu slots at most, %zu held after\n",
+           POOL_READERS, POOL_READS, (unsigned long long)last, distinct,
+           readers_high_water(f->s), live_readers(f->s));
+
+    /* A transaction is only made when the pool is empty, so the table
+     * never held more slots than reads in flight at once: the readers
+     * (this thread and the writer read nothing meanwhile). The idle ones
+     * stay in the pool, each with its slot. */
+    assert_true(readers_high_water(f->s) <= POOL_READERS);
+    assert_true(live_readers(f->s) >= 1);
+    assert_true(live_readers(f->s) <= POOL_READERS);
+    assert_true(live_readers(f->s) <= STORE_RTXN_POOL_MAX);
+    /* A pooled transaction renewed now sees the last commit. */
+    assert_int_equal(applied_of(f->s, G), last);
+    assert_int_equal(pool_put(f->s, last + 1), KHO_OK);
+    assert_int_equal(applied_of(f->s, G), last + 1);
+}
+
+/* Holding more transactions than the pool keeps: ending them keeps
+ * STORE_RTXN_POOL_MAX (the rest give their slots back), each renewed one
+ * sees the latest commit, close frees them all; a table of few slots
+ * keeps at most half of them idle. */
+static void test_read_txn_pool_bounded(void **state)
+{
+    struct fx *f = *state;
+    struct raft_conf conf = conf_of(1, 0);
+    enum { HOLD = STORE_RTXN_POOL_MAX + 8 };
+    MDB_txn *txn[HOLD];
+    f->s = open_at(f->dir, 0);
+    create_group(f->s, G, &conf);
+    assert_int_equal(live_readers(f->s), 0);
+    for (size_t i = 0; i < HOLD; i++) {
+        assert_int_equal(store_rtxn_begin(f->s, &txn[i]), KHO_OK);
+    }
+    assert_int_equal(live_readers(f->s), HOLD);
+    for (size_t i = 0; i < HOLD; i++) {
+        store_rtxn_end(f->s, txn[i]);
+    }
+    assert_int_equal(live_readers(f->s), STORE_RTXN_POOL_MAX);
+    assert_int_equal(f->s->rtxn_n, STORE_RTXN_POOL_MAX);
+
+    /* Every pooled transaction, renewed after a commit, sees it. */
+    assert_int_equal(pool_put(f->s, 1), KHO_OK);
+    for (size_t i = 0; i < HOLD; i++) {
+        struct raft_hard_state hs;
+        uint64_t applied = 0;
+        assert_int_equal(store_rtxn_begin(f->s, &txn[i]), KHO_OK);
+        assert_int_equal(store_rec_get_applied(f->s, txn[i], G, &applied),
+                         KHO_OK);
+        assert_int_equal(applied, 1);
+        assert_int_equal(store_rec_get_hs(f->s, txn[i], G, &hs), KHO_OK);
+    }
+    assert_int_equal(live_readers(f->s), HOLD);
+    for (size_t i = 0; i < HOLD; i++) {
+        store_rtxn_end(f->s, txn[i]);
+    }
+    /* store_close() aborts the pooled ones before closing the env (ASan
+     * and the reader table would see any left). */
+    store_close(f->s);
+    f->s = NULL;
+
+    /* max_readers 4 keeps at most 2 idle. LMDB rounds the table up to
+     * fill its lock file's page: a full table is KHO_EBUSY. */
+    struct store_opts o;
+    unsigned slots = 0;
+    store_opts_defaults(&o);
+    o.max_readers = 4;
+    make_tmp(f->dir2);
+    assert_int_equal(store_open(f->dir2, &o, &f->s2), KHO_OK);
+    assert_int_equal(mdb_env_get_maxreaders(f->s2->env, &slots), 0);
+    assert_true(slots >= 4 && slots <= STORE_READERS_MAX);
+    MDB_txn **many = calloc(slots, sizeof(*many));
+    assert_non_null(many);
+    for (size_t i = 0; i < slots; i++) {
+        assert_int_equal(store_rtxn_begin(f->s2, &many[i]), KHO_OK);
+    }
+    MDB_txn *extra = NULL;
+    assert_int_equal(store_rtxn_begin(f->s2, &extra), KHO_EBUSY);
+    assert_null(extra);
+    for (size_t i = 0; i < slots; i++) {
+        store_rtxn_end(f->s2, many[i]);
+    }
+    free(many);
+    assert_int_equal(live_readers(f->s2), 2);
+    assert_int_equal(store_rtxn_begin(f->s2, &extra), KHO_OK);
+    store_rtxn_end(f->s2, extra);
 }
 
 /* --- Commands and the state machine -------------------------------------- */
@@ -1703,6 +2012,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_twice_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_not_usable_after_fork, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_read_txn_pool_threads, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_read_txn_pool_bounded, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_commands_and_limits, setup,
                                         teardown),
