@@ -174,12 +174,22 @@ static void reply_read_err(struct worker *w, int rc)
     }
 }
 
-static void serve_get(struct worker *w, uint64_t gid)
+/* Answers a get from the store; with floor > 0 (a leased read,
+ * serve_data()) only if the store has applied the group up to floor:
+ * otherwise it answers nothing and returns false. */
+static bool serve_get_from(struct worker *w, uint64_t gid, uint64_t floor)
 {
     const Kho__Api__Request *q = w->rq;
     struct page pg = {0};
+    uint64_t applied = 0;
     int rc = store_kv_read(w->api->st, gid, q->key.data, q->key.len, page_add,
-                           &pg, NULL);
+                           &pg, &applied);
+    /* applied is known once the group was found (a missing key too). */
+    if (floor > 0 &&
+        ((rc != KHO_OK && rc != KHO_ENOTFOUND) || applied < floor)) {
+        page_free(&pg);
+        return false;
+    }
     if (rc == KHO_OK && pg.n == 1) {
         Kho__Api__Response rs = KHO__API__RESPONSE__INIT;
         Kho__Api__Record *r = pg.recs[0];
@@ -192,6 +202,12 @@ static void serve_get(struct worker *w, uint64_t gid)
         reply_read_err(w, rc == KHO_OK ? KHO_ECORRUPT : rc);
     }
     page_free(&pg);
+    return true;
+}
+
+static void serve_get(struct worker *w, uint64_t gid)
+{
+    serve_get_from(w, gid, 0);
 }
 
 /* The first key after every key starting with p, or 0 when there is none
@@ -1022,8 +1038,14 @@ static void serve_data(struct worker *w)
     if (!route(w, &reg)) {
         return;
     }
+    uint64_t floor = 0;
     if (is_read(q) && q->serializable) {
         serve_read(w, reg.group_id);
+    } else if (q->op == KHO__API__OP__OP_GET &&
+               node_lease_floor(w->api->node, reg.group_id, &floor) &&
+               serve_get_from(w, reg.group_id, floor)) {
+        /* Answered here from the leader's lease, as the raft thread would
+         * have (a get with the store behind the floor goes to it). */
     } else if (is_read(q)) {
         api_submit(w, NODE_REQ_READ, reg.group_id, NULL, 0);
     } else if (q->op == KHO__API__OP__OP_TXN) {

@@ -75,6 +75,9 @@ struct group {
     uint64_t applied;         /* as committed in the store: reads see it */
     uint64_t applied_pending; /* applied in n->open, not committed yet */
     uint64_t synced_term, synced_vote; /* hard state as last persisted */
+    /* Its slot in node.leases (+1; 0: none) and what was last put there. */
+    uint32_t lease_slot;
+    uint64_t pub_until_ms, pub_commit;
     uint64_t compact_retry; /* after a failed compaction: not before this */
     uint64_t log_bytes;     /* entry bytes appended since the last snapshot
                                (counted from this process's start) */
@@ -97,6 +100,12 @@ struct group {
 struct node_counters {
     atomic_uint_fast64_t proposals, proposals_refused, reads, entries_applied;
     struct metrics_hist commit_latency, apply_latency;
+};
+
+/* A leader lease as request threads read it (node_lease_floor): a
+ * seqlock, written by the raft thread only. key = group id + 1 (0: free). */
+struct lease_slot {
+    atomic_uint_fast64_t seq, key, until_ms, commit;
 };
 
 struct node {
@@ -134,6 +143,8 @@ struct node {
     struct store_batch *open;
     uint64_t open_applied; /* entries applied in it */
     uint64_t open_until_ms;
+    struct lease_slot leases[NODE_LEASE_SLOTS];
+    bool lease_used[NODE_LEASE_SLOTS]; /* raft thread */
     /* When the last tick given to the groups was due (raft thread): how
      * far the groups' ticks trail the clock (NODE_LEASE_LAG_MAX_MS). */
     uint64_t tick_due_ms;
@@ -177,6 +188,100 @@ static void raft_panic_cb(void *ctx, const char *what, uint64_t group_id,
          "%llu)",
          what, (unsigned long long)group_id, (unsigned long long)id,
          (unsigned long long)term, (unsigned long long)index);
+}
+
+/* --- Leases for request threads ----------------------------------------- */
+
+static uint32_t lease_home(uint64_t gid)
+{
+    return (uint32_t)((gid * UINT64_C(0x9E3779B97F4A7C15)) >> 32) %
+           NODE_LEASE_SLOTS;
+}
+
+static void lease_write(struct lease_slot *sl, uint64_t key, uint64_t until,
+                        uint64_t commit)
+{
+    uint64_t seq = atomic_load_explicit(&sl->seq, memory_order_relaxed);
+    atomic_store_explicit(&sl->seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&sl->key, key, memory_order_relaxed);
+    atomic_store_explicit(&sl->until_ms, until, memory_order_relaxed);
+    atomic_store_explicit(&sl->commit, commit, memory_order_relaxed);
+    atomic_store_explicit(&sl->seq, seq + 2, memory_order_release);
+}
+
+/* Publishes g's lease as of now: until when (monotonic ms) it lasts, and
+ * the commit index a read under it must have applied. The core's lease
+ * lasts while its tick count is below now_ticks + left; tick k comes due
+ * (k - now_ticks) ticks after the last one given, which was due at
+ * n->tick_due_ms - the same bound the core applies, on the clock. */
+static void publish_lease(struct node *n, struct group *g)
+{
+    uint64_t commit = 0;
+    uint64_t left = raft_lease_left(g->raft, &commit);
+    uint64_t until = n->lease_reads && left > 0
+                         ? n->tick_due_ms + left * NODE_TICK_MS
+                         : 0;
+    if (g->lease_slot == 0) {
+        for (uint32_t k = 0; until != 0 && k < NODE_LEASE_PROBES; k++) {
+            uint32_t i = (lease_home(g->id) + k) % NODE_LEASE_SLOTS;
+            if (!n->lease_used[i]) {
+                n->lease_used[i] = true;
+                g->lease_slot = i + 1;
+                g->pub_until_ms = g->pub_commit = 0;
+                break;
+            }
+        }
+        if (g->lease_slot == 0) {
+            return;
+        }
+    }
+    if (until != g->pub_until_ms || commit != g->pub_commit) {
+        lease_write(&n->leases[g->lease_slot - 1], g->id + 1, until, commit);
+        g->pub_until_ms = until;
+        g->pub_commit = commit;
+    }
+}
+
+static void publish_leases(struct node *n)
+{
+    for (size_t i = 0; i < n->n_groups; i++) {
+        publish_lease(n, &n->groups[i]);
+    }
+}
+
+/* Frees g's slot (its group goes). */
+static void unpublish_lease(struct node *n, struct group *g)
+{
+    if (g->lease_slot != 0) {
+        lease_write(&n->leases[g->lease_slot - 1], 0, 0, 0);
+        n->lease_used[g->lease_slot - 1] = false;
+        g->lease_slot = 0;
+    }
+}
+
+bool node_lease_floor(struct node *n, uint64_t group_id, uint64_t *floor)
+{
+    uint32_t home = lease_home(group_id);
+    for (uint32_t k = 0; k < NODE_LEASE_PROBES; k++) {
+        struct lease_slot *sl = &n->leases[(home + k) % NODE_LEASE_SLOTS];
+        uint64_t s1 = atomic_load_explicit(&sl->seq, memory_order_acquire);
+        uint64_t key = atomic_load_explicit(&sl->key, memory_order_relaxed);
+        uint64_t until =
+            atomic_load_explicit(&sl->until_ms, memory_order_relaxed);
+        uint64_t commit =
+            atomic_load_explicit(&sl->commit, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        uint64_t s2 = atomic_load_explicit(&sl->seq, memory_order_relaxed);
+        if ((s1 & 1u) != 0 || s1 != s2) {
+            return false; /* being written: the raft thread decides */
+        }
+        if (key == group_id + 1) {
+            *floor = commit;
+            return until != 0 && clock_mono_ms() < until;
+        }
+    }
+    return false;
 }
 
 /* --- Set-up ------------------------------------------------------------- */
@@ -1625,6 +1730,10 @@ static bool ready_cycle(struct node *n)
          * applies them again from the log, with the same outcome. Reads
          * still wait for it (answer_reads() below, after g->applied moves
          * past the commit). */
+        /* Request threads learn the commit index before any write up to
+         * it is answered (node_lease_floor), and a transfer's end of the
+         * lease before its message leaves (send_all below). */
+        publish_leases(n);
         for (size_t i = 0; i < n->n_groups; i++) {
             if (n->groups[i].has_rd) {
                 answer_props(&n->groups[i]);
@@ -2068,6 +2177,7 @@ static void drop_moved_groups(struct node *n)
         }
         uint64_t gid = g->id;
         flush_open(n);
+        unpublish_lease(n, g);
         if (n->xfer != NULL) {
             xfer_cancel(n->xfer, gid);
         }
@@ -2328,6 +2438,7 @@ static void *raft_main(void *arg)
             tick_groups(n, now, &next_tick);
         }
         bool worked = ready_cycle(n);
+        publish_leases(n);
         if (n->open != NULL && clock_mono_ms() >= n->open_until_ms) {
             flush_open(n);
         }

@@ -93,6 +93,11 @@
 #define NODE_LEASE_DRIFT_TICKS 6u
 #define NODE_TICK_CATCHUP_MAX 3u
 #define NODE_LEASE_LAG_MAX_MS 20u
+/* Leases are published to request threads in a table of this many slots
+ * (group id hashed, at most NODE_LEASE_PROBES slots probed); a group that
+ * finds no free slot has its leased reads go through the raft thread. */
+#define NODE_LEASE_SLOTS 1024u
+#define NODE_LEASE_PROBES 8u
 /* Quiet groups (raft.h, "Quiescence"): a leader with nothing to do for
  * this many ticks quiets its group - no ticks, no heartbeats. Every
  * NODE_BEACON_MS a node sends a beacon to the voters of the quiet groups it
@@ -244,6 +249,15 @@ void node_on_batch(void *ctx, uint64_t from, struct codec_batch *b);
 /* Queues a request. Errors (done_cb is then NOT called): KHO_EBUSY (queue
  * full), KHO_EUNAVAILABLE (node stopping). */
 int node_submit(struct node *n, struct node_req *r);
+
+/* Whether a linearizable read of group_id may be answered by the calling
+ * thread from the store, without the raft thread: this node leads the
+ * group under a lease that lasts beyond now (node.h, "Leader leases"). The
+ * read must then see the store applied up to *floor (the group's commit
+ * index when the lease was published, which is published before any write
+ * up to it is answered); if it does not, it goes through node_submit().
+ * Lock-free; any thread. */
+bool node_lease_floor(struct node *n, uint64_t group_id, uint64_t *floor);
 
 /*
  * The registry table is an immutable map (registries by name, then shard,

@@ -485,6 +485,14 @@ int raft_read_index(struct raft *r, uint64_t ctx);
  * up), which would otherwise break the assumption leases rest on. */
 void raft_lease_drop(struct raft *r);
 
+/* For a host that serves lease reads outside the core: the ticks left of
+ * the leader's lease (0: none - not leader, no entry of this term committed
+ * yet, a transfer under way, quiet, or no round acknowledged recently), and
+ * the commit index, which such a read must have applied before it answers.
+ * A read answered while the host's clock is short of the moment the core
+ * reaches now + ticks left is as safe as one raft_read_index() answers. */
+uint64_t raft_lease_left(const struct raft *r, uint64_t *commit);
+
 /* Hands leadership to `to` (§3.10): proposals are refused until the
  * transfer completes or times out after election_ticks. A second call for
  * the same target is KHO_OK; for another target it retargets. Errors:

@@ -39,6 +39,16 @@ void raft_lease_drop(struct raft *r)
     r->lease_min_round = r->round + 1;
 }
 
+uint64_t raft_lease_left(const struct raft *r, uint64_t *commit)
+{
+    *commit = r->commit;
+    if (r->err != KHO_OK || r->role != RAFT_LEADER || !r->committed_in_term || r->quiet ||
+        !lease_valid(r)) {
+        return 0;
+    }
+    return r->lease_until - r->now_ticks;
+}
+
 static bool voters_only_self(const struct raft *r)
 {
     return raft_conf_voters(&r->conf) == 1 &&

@@ -101,7 +101,7 @@ cdir=$dir/lease
 out=$(KHO_REGISTRIES=$REG "$CL" start 3 "$cdir") || fail "cluster start"
 ALL=$(echo "$out" | sed -n 's/^KHO_ENDPOINTS=//p')
 rounds lease
-"$CL" stop "$cdir" >/dev/null || fail "cluster stop"
+stop_checked "$cdir"
 
 step "--reads quorum: the same without leases"
 cdir=$dir/quorum
@@ -109,6 +109,6 @@ out=$(KHO_REGISTRIES=$REG KHOD_FLAGS="--reads quorum" "$CL" start 3 "$cdir") ||
     fail "cluster start (--reads quorum)"
 ALL=$(echo "$out" | sed -n 's/^KHO_ENDPOINTS=//p')
 rounds quorum
-"$CL" stop "$cdir" >/dev/null || fail "cluster stop"
+stop_checked "$cdir"
 echo "PASS: tests/integration/lease.sh ($ROUNDS paused leaders per mode," \
     "no stale read)"

@@ -27,3 +27,16 @@ until_ok() {
         sleep 0.2
     done
 }
+
+# stop_checked CLUSTER_DIR: stops a cluster.sh cluster; fails on a sanitizer
+# report (KHOD may be an ASan+UBSan build) or a node that did not stop
+# cleanly.
+stop_checked() {
+    "$root/scripts/cluster.sh" stop "$1" >/dev/null
+    if grep -l 'Sanitizer\|runtime error' "$1"/node*.log >&2; then
+        fail "sanitizer report in the node logs above"
+    fi
+    for f in "$1"/node*.log; do
+        grep -q 'stopped cleanly' "$f" || fail "$f: no clean stop"
+    done
+}
