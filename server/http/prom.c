@@ -15,6 +15,7 @@
  * Per node:
  *   kho_node_info{node,name} 1, kho_groups, kho_groups_quiet;
  *   kho_proposals_total, kho_proposals_refused_total, kho_read_index_total,
+ *   kho_lease_reads_total,
  *   kho_entries_applied_total; histograms kho_apply_duration_seconds and
  *   kho_store_commit_duration_seconds (one LMDB commit, the fsync);
  *   kho_store_used_bytes, kho_store_map_bytes, kho_store_quota_bytes;
@@ -274,6 +275,11 @@ static void render_node(const struct http_sources *src, const struct scrape *s,
             m->proposals_refused);
     counter(b, "kho_read_index_total",
             "Read-index rounds started for linearizable reads.", m->reads);
+    counter(b, "kho_lease_reads_total",
+            "Linearizable gets a request thread found a leader lease for "
+            "(answered there, unless the store was behind the lease's "
+            "commit index).",
+            m->lease_reads);
     counter(b, "kho_entries_applied_total",
             "Log entries applied to the state machine.", m->entries_applied);
     family(b, "kho_apply_duration_seconds", "histogram",

@@ -98,7 +98,8 @@ struct group {
 /* Counters of the raft thread (node_metrics()): written by it alone,
  * atomics so that the HTTP server reads them without a lock. */
 struct node_counters {
-    atomic_uint_fast64_t proposals, proposals_refused, reads, entries_applied;
+    atomic_uint_fast64_t proposals, proposals_refused, reads, entries_applied,
+        lease_reads;
     struct metrics_hist commit_latency, apply_latency;
 };
 
@@ -278,7 +279,12 @@ bool node_lease_floor(struct node *n, uint64_t group_id, uint64_t *floor)
         }
         if (key == group_id + 1) {
             *floor = commit;
-            return until != 0 && clock_mono_ms() < until;
+            if (until == 0 || clock_mono_ms() >= until) {
+                return false;
+            }
+            atomic_fetch_add_explicit(&n->counters.lease_reads, 1,
+                                      memory_order_relaxed);
+            return true;
         }
     }
     return false;
@@ -1030,6 +1036,8 @@ void node_metrics(struct node *n, struct node_metrics *out)
     out->reads = atomic_load_explicit(&c->reads, memory_order_relaxed);
     out->entries_applied =
         atomic_load_explicit(&c->entries_applied, memory_order_relaxed);
+    out->lease_reads =
+        atomic_load_explicit(&c->lease_reads, memory_order_relaxed);
     metrics_hist_read(&c->commit_latency, &out->commit_latency);
     metrics_hist_read(&c->apply_latency, &out->apply_latency);
 }

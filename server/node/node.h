@@ -308,6 +308,7 @@ struct node_metrics {
     uint64_t proposals;         /* accepted by a local leader */
     uint64_t proposals_refused; /* not leader, no room, too large */
     uint64_t reads;             /* read-index rounds started */
+    uint64_t lease_reads;       /* node_lease_floor() found a lease */
     uint64_t entries_applied;
     /* One write transaction per loop: its commit (the fsync) and the part
      * spent applying committed entries before it. */

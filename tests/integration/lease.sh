@@ -14,11 +14,15 @@
 #   5. resume L: the get must answer "new" (L asked a quorum, stepped down
 #      and its client followed the hint) or fail - never "old".
 # Then the same with `khod --reads quorum` on every node (no leases).
+# /metrics shows gets answered from a lease in the first run only
+# (kho_lease_reads_total).
 #
 # Ports: KHO_BASE_PORT (default: 27000 + a per-run offset); data in a fresh
 # temporary directory; KHOD honoured through cluster.sh. Every process is
 # cleaned up on exit.
 set -eu
+command -v curl >/dev/null 2>&1 ||
+    { echo "FAIL: curl is missing (scripts/install-deps.sh installs it)" >&2; exit 1; }
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 CL="$root/scripts/cluster.sh"
@@ -45,32 +49,46 @@ leader() {
     "$CTL" --timeout 2000 shard list "$REG" --json 2>/dev/null |
         grep -o '"leader":[0-9]*' | head -n 1 | cut -d: -f2
 }
-leader_is_not() {
-    now=$(leader)
-    [ -n "$now" ] && [ "$now" != 0 ] && [ "$now" != "$1" ]
+# leader_not X: whether the nodes of $KHO_ENDPOINTS name a leader other
+# than node X (0: any leader); it is then in $found.
+leader_not() {
+    found=$(leader)
+    [ -n "$found" ] && [ "$found" != 0 ] && [ "$found" != "$1" ]
 }
-has_leader() { leader_is_not 0; }
 
 # url I: node I's client URL.
 url() { echo "$ALL" | tr ',' '\n' | sed -n "${1}p"; }
 # others I: the client URLs of the nodes other than I.
 others() { echo "$ALL" | tr ',' '\n' | sed "${1}d" | paste -sd, -; }
 
+# lease_reads: kho_lease_reads_total summed over the nodes of $HTTP.
+lease_reads() {
+    sum=0
+    for u in $(echo "$HTTP" | tr ',' ' '); do
+        v=$(curl -s --max-time 5 "$u/metrics" |
+            sed -n 's/^kho_lease_reads_total \([0-9]*\)$/\1/p')
+        [ -n "$v" ] || fail "no kho_lease_reads_total at $u/metrics"
+        sum=$((sum + v))
+    done
+    echo "$sum"
+}
+
 rounds() {
     mode=$1
     for r in $(seq 1 "$ROUNDS"); do
         key="k$r"
-        KHO_ENDPOINTS=$ALL until_ok 20 "a leader of $REG" has_leader
-        l=$(KHO_ENDPOINTS=$ALL leader)
-        KHO_ENDPOINTS=$ALL "$CTL" put "$REG" "$key" "old$r" \
+        export KHO_ENDPOINTS="$ALL"
+        until_ok 20 "a leader of $REG" leader_not 0
+        l=$found
+        "$CTL" put "$REG" "$key" "old$r" \
             >"$dir/put.out" 2>&1 || fail "put $key=old$r: $(cat "$dir/put.out")"
         # The leader answers one read from its lease before it is paused.
         got=$("$CTL" --endpoints "$(url "$l")" get "$REG" "$key") ||
             fail "get $key from the leader, node $l"
         [ "$got" = "old$r" ] || fail "get $key: '$got', want old$r"
         "$CL" pause "$l" "$cdir" >/dev/null
-        KHO_ENDPOINTS=$(others "$l") until_ok 20 "a new leader without node $l" \
-            leader_is_not "$l"
+        KHO_ENDPOINTS=$(others "$l")
+        until_ok 20 "a new leader without node $l" leader_not "$l"
         "$CTL" --endpoints "$(others "$l")" put "$REG" "$key" "new$r" \
             >"$dir/put.out" 2>&1 ||
             fail "put $key=new$r without node $l: $(cat "$dir/put.out")"
@@ -100,7 +118,11 @@ step "leases (the default): a paused leader never answers from its lease"
 cdir=$dir/lease
 out=$(KHO_REGISTRIES=$REG "$CL" start 3 "$cdir") || fail "cluster start"
 ALL=$(echo "$out" | sed -n 's/^KHO_ENDPOINTS=//p')
+HTTP=$(echo "$out" | sed -n 's/^KHO_HTTP=//p')
 rounds lease
+n=$(lease_reads)
+[ "$n" -gt 0 ] || fail "no get was answered from a lease"
+echo "gets answered from a lease: $n"
 stop_checked "$cdir"
 
 step "--reads quorum: the same without leases"
@@ -108,7 +130,10 @@ cdir=$dir/quorum
 out=$(KHO_REGISTRIES=$REG KHOD_FLAGS="--reads quorum" "$CL" start 3 "$cdir") ||
     fail "cluster start (--reads quorum)"
 ALL=$(echo "$out" | sed -n 's/^KHO_ENDPOINTS=//p')
+HTTP=$(echo "$out" | sed -n 's/^KHO_HTTP=//p')
 rounds quorum
+n=$(lease_reads)
+[ "$n" = 0 ] || fail "--reads quorum, yet $n gets answered from a lease"
 stop_checked "$cdir"
 echo "PASS: tests/integration/lease.sh ($ROUNDS paused leaders per mode," \
     "no stale read)"
