@@ -33,6 +33,14 @@
  *                                       as its leader reports it: "id:voter
  *                                       id:learner ..." in id order (exit 1
  *                                       when no endpoint leads it)
+ *   khocheck ryw REG N THREADS          THREADS clients, N rounds each: put
+ *                                       ryw-T = i, then a linearizable get
+ *                                       of ryw-T must return i (its own
+ *                                       write) and one of ryw-0 a value no
+ *                                       older than it last saw (thread 0's
+ *                                       writes, as they happen): what
+ *                                       leases, early answers and shared
+ *                                       commits must never break
  *   khocheck garbage CLIENTURL PEERURL  sends random and truncated messages
  *                                       to a node's client port (REQ) and
  *                                       peer port (PUSH); the caller then
@@ -158,6 +166,84 @@ static void *bench_main(void *arg)
     }
     kho_client_close(c);
     return NULL;
+}
+
+struct ryw {
+    const char *reg;
+    long n;
+    int id;
+    long bad;
+};
+
+/* Reads key as a decimal number (-1: missing, -2: an error). */
+static long get_number(struct kho_client *c, const char *reg, const char *k)
+{
+    void *v = NULL;
+    size_t len = 0;
+    int rc = kho_get(c, reg, k, strlen(k), 0, &v, &len, NULL);
+    long x = rc == KHO_ENOTFOUND ? -1 : -2;
+    if (rc == KHO_OK && len > 0 && len < 32) {
+        char buf[32];
+        memcpy(buf, v, len);
+        buf[len] = '\0';
+        x = atol(buf);
+    }
+    free(v);
+    return x;
+}
+
+static void *ryw_main(void *arg)
+{
+    struct ryw *w = arg;
+    struct kho_client *c = NULL;
+    if (kho_client_open(eps, 10000, &c) != KHO_OK) {
+        w->bad = w->n;
+        return NULL;
+    }
+    char mine[32];
+    snprintf(mine, sizeof(mine), "ryw-%d", w->id);
+    long seen0 = -1;
+    for (long i = 0; i < w->n; i++) {
+        char v[32];
+        int len = snprintf(v, sizeof(v), "%ld", i);
+        int rc = kho_put(c, w->reg, mine, strlen(mine), v, (size_t)len,
+                         KHO_COND_NONE, 0, NULL);
+        long got = rc == KHO_OK ? get_number(c, w->reg, mine) : -2;
+        long other = get_number(c, w->reg, "ryw-0");
+        if (rc != KHO_OK || got != i || other < seen0) {
+            fprintf(stderr,
+                    "ryw: thread %d round %ld: put %s, read back %ld, "
+                    "ryw-0 %ld after %ld\n",
+                    w->id, i, kho_strerror(rc), got, other, seen0);
+            w->bad++;
+        }
+        if (other > seen0) {
+            seen0 = other;
+        }
+    }
+    kho_client_close(c);
+    return NULL;
+}
+
+static int do_ryw(const char *reg, long n, int threads)
+{
+    struct ryw w[64];
+    pthread_t t[64];
+    if (threads > 64) {
+        threads = 64;
+    }
+    for (int i = 0; i < threads; i++) {
+        w[i] = (struct ryw){.reg = reg, .n = n, .id = i};
+        pthread_create(&t[i], NULL, ryw_main, &w[i]);
+    }
+    long bad = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(t[i], NULL);
+        bad += w[i].bad;
+    }
+    printf("ryw: %d clients x %ld rounds, %ld stale or failed reads\n",
+           threads, n, bad);
+    return bad == 0 ? 0 : 1;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -747,6 +833,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "fill") == 0 && argc == 3) {
         return do_fill(argv[2]);
+    }
+    if (strcmp(argv[1], "ryw") == 0 && argc == 5) {
+        int th = atoi(argv[4]);
+        return do_ryw(argv[2], atol(argv[3]), th > 0 ? th : 1);
     }
     if (strcmp(argv[1], "bench") == 0 && argc == 5) {
         int th = atoi(argv[4]);

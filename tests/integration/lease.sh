@@ -13,6 +13,10 @@
 #      it resumes, before it hears of the new term;
 #   5. resume L: the get must answer "new" (L asked a quorum, stepped down
 #      and its client followed the hint) or fail - never "old".
+# Before the rounds, `khocheck ryw` has 8 clients write and read back
+# their own keys and one shared key 300 times each: a get never misses a
+# write answered before it was sent (leased gets answered on a request
+# thread must wait for what the raft thread answered early).
 # Then the same with `khod --reads quorum` on every node (no leases).
 # /metrics shows gets answered from a lease in the first run only
 # (kho_lease_reads_total).
@@ -27,6 +31,7 @@ command -v curl >/dev/null 2>&1 ||
 root=$(cd "$(dirname "$0")/../.." && pwd)
 CL="$root/scripts/cluster.sh"
 CTL="$root/build/bin/khoctl"
+CHECK="$root/build/bin/khocheck"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kho-lease.XXXXXX")
 export KHO_BASE_PORT=${KHO_BASE_PORT:-$((27000 + ($$ % 10) * 300))}
 ROUNDS=${ROUNDS:-4}
@@ -75,6 +80,8 @@ lease_reads() {
 
 rounds() {
     mode=$1
+    KHO_ENDPOINTS=$ALL "$CHECK" ryw "$REG" 300 8 ||
+        fail "$mode: a read missed a write answered before it"
     for r in $(seq 1 "$ROUNDS"); do
         key="k$r"
         export KHO_ENDPOINTS="$ALL"
@@ -88,7 +95,24 @@ rounds() {
         [ "$got" = "old$r" ] || fail "get $key: '$got', want old$r"
         "$CL" pause "$l" "$cdir" >/dev/null
         KHO_ENDPOINTS=$(others "$l")
-        until_ok 20 "a new leader without node $l" leader_not "$l"
+        t=100
+        while ! leader_not "$l"; do
+            t=$((t - 1))
+            if [ "$t" -le 0 ]; then
+                for i in 1 2 3; do
+                    "$CTL" --timeout 2000 cluster status 2>&1 |
+                        grep "$REG" >&2 || true
+                    sleep 1
+                done
+                for u in $(echo "$HTTP" | tr ',' ' '); do
+                    echo "$u:" >&2
+                    curl -s --max-time 5 "$u/metrics" | grep -v '^#' |
+                        grep 'group="3"\|quiet\|peer' >&2 || true
+                done
+                fail "$mode, round $r: no new leader without node $l"
+            fi
+            sleep 0.2
+        done
         "$CTL" --endpoints "$(others "$l")" put "$REG" "$key" "new$r" \
             >"$dir/put.out" 2>&1 ||
             fail "put $key=new$r without node $l: $(cat "$dir/put.out")"
