@@ -8,7 +8,9 @@
 #                              the same for a NEW cluster from a backup
 #                              (khoctl backup): every node's first start is
 #                              khod --restore FILE; no registry is created
-#   cluster.sh stop DIR        SIGTERM every node (SIGKILL after 10 s)
+#   cluster.sh stop DIR        SIGTERM every node (SIGKILL after 10 s, said
+#                              on stderr; with KHO_STOP_STACKS=FILE, gdb
+#                              writes the stuck node's stacks there first)
 #   cluster.sh kill I DIR      SIGKILL node I (1-based)
 #   cluster.sh restart I DIR   start node I again (killing it first if alive)
 #   cluster.sh pause I DIR     SIGSTOP node I;  resume I DIR: SIGCONT
@@ -137,6 +139,14 @@ stop_node() {
         sleep 0.1
         t=$((t + 1))
     done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "cluster.sh: node $i (pid $pid) did not stop within 10 s; killed" >&2
+        # KHO_STOP_STACKS=FILE: every thread's stack goes there first.
+        if [ -n "${KHO_STOP_STACKS:-}" ] && command -v gdb >/dev/null 2>&1; then
+            gdb -batch -p "$pid" -ex "thread apply all bt" \
+                >>"$KHO_STOP_STACKS" 2>&1 || true
+        fi
+    fi
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$dir/node$i.pid"
 }
