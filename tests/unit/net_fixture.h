@@ -1,7 +1,8 @@
 /*
  * net_fixture.h - the one-cluster-per-test fixture shared by the unit tests
  * that drive tests/harness/net: the net of the running test is kept here so
- * teardown frees it even when an assertion fails half-way.
+ * teardown frees it even when an assertion fails half-way. Include it
+ * after <cmocka.h> and <stdio.h>.
  */
 #ifndef KHO_TEST_NET_FIXTURE_H
 #define KHO_TEST_NET_FIXTURE_H
@@ -22,6 +23,19 @@ static inline int teardown(void **state)
     net_free(g_net);
     g_net = NULL;
     return 0;
+}
+
+/* Ends a test: no safety violation and no error in the run (the trace is
+ * printed otherwise), then frees the net. */
+static inline void done(struct net *n)
+{
+    if (n->violations > 0 || n->errors > 0) {
+        fprintf(stderr, "trace:\n%s\n", n->out.p ? n->out.p : "");
+    }
+    assert_int_equal(n->violations, 0);
+    assert_int_equal(n->errors, 0);
+    net_free(n);
+    g_net = NULL;
 }
 
 static inline struct raft_status status_of(struct net *n, raft_id id)

@@ -29,19 +29,6 @@
 
 #include "net_fixture.h"
 
-
-
-static void done(struct net *n)
-{
-    if (n->violations > 0 || n->errors > 0) {
-        fprintf(stderr, "trace:\n%s\n", n->out.p ? n->out.p : "");
-    }
-    assert_int_equal(n->violations, 0);
-    assert_int_equal(n->errors, 0);
-    net_free(n);
-    g_net = NULL;
-}
-
 static void propose_n(struct net *n, raft_id id, int count)
 {
     uint64_t index, term;

@@ -68,17 +68,6 @@ static struct net *cluster(uint32_t count, struct tune *t)
     return n;
 }
 
-static void done(struct net *n)
-{
-    if (n->violations > 0 || n->errors > 0) {
-        fprintf(stderr, "trace:\n%s\n", n->out.p ? n->out.p : "");
-    }
-    assert_int_equal(n->violations, 0);
-    assert_int_equal(n->errors, 0);
-    net_free(n);
-    g_net = NULL;
-}
-
 
 static int propose(struct net *n, raft_id id, size_t len)
 {

@@ -76,17 +76,6 @@ static struct net *cluster(bool check_quorum)
     return cluster_with(3, &o);
 }
 
-static void done(struct net *n)
-{
-    if (n->violations > 0 || n->errors > 0) {
-        fprintf(stderr, "trace:\n%s\n", n->out.p ? n->out.p : "");
-    }
-    assert_int_equal(n->violations, 0);
-    assert_int_equal(n->errors, 0);
-    net_free(n);
-    g_net = NULL;
-}
-
 static bool quiet(struct net *n, raft_id id)
 {
     return raft_quiet(n->nodes[id].r);
