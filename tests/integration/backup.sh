@@ -55,14 +55,23 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 . "$root/tests/integration/lib/common.sh"
 
-stop_checked() {
-    "$CL" stop "$1"
-    if grep -l 'Sanitizer\|runtime error' "$1"/node*.log >&2; then
-        fail "sanitizer report in the node logs above"
-    fi
-    for f in "$1"/node*.log; do
-        grep -q 'stopped cleanly' "$f" || fail "$f: no clean stop"
+# start_writer REG FILE: a background writer of REG (keys run/...) that
+# appends each acknowledged key to FILE; returns once 30 are acknowledged.
+start_writer() {
+    : >"$2"
+    "$CHK" write "$1" run/ 1000000 "$2" >/dev/null 2>&1 &
+    writer=$!
+    i=0
+    until [ "$(wc -l <"$2")" -ge 30 ]; do
+        i=$((i + 1))
+        [ "$i" -lt 200 ] || fail "the writer does not write"
+        sleep 0.05
     done
+}
+stop_writer() {
+    kill "$writer"
+    wait "$writer" 2>/dev/null || true
+    writer=""
 }
 # expect CODE CMD...: runs CMD, fails unless it exits with CODE.
 expect() {
@@ -115,24 +124,14 @@ grep -q '"ok":true' "$dir/out" || fail "check --json: $(cat "$dir/out")"
 expect 1 "$CTL" check nosuch
 
 step "backup from one node while a writer runs"
-: >"$dir/run.acked"
-"$CHK" write licences run/ 1000000 "$dir/run.acked" >/dev/null 2>&1 &
-writer=$!
-i=0
-until [ "$(wc -l <"$dir/run.acked")" -ge 30 ]; do
-    i=$((i + 1))
-    [ "$i" -lt 200 ] || fail "the writer does not write"
-    sleep 0.05
-done
+start_writer licences "$dir/run.acked"
 cp "$dir/run.acked" "$dir/run.before"
 expect 0 "$CTL" backup "$dir/full.bak" --json
 grep -q '"groups":3' "$dir/out" || fail "backup: $(cat "$dir/out")"
 [ -s "$dir/full.bak" ] || fail "no backup file"
 ls "$dir"/full.bak.tmp.* >/dev/null 2>&1 && fail "a temporary file was left"
 sleep 0.3
-kill "$writer"
-wait "$writer" 2>/dev/null || true
-writer=""
+stop_writer
 [ "$(wc -l <"$dir/run.acked")" -gt "$(wc -l <"$dir/run.before")" ] ||
     fail "the writer stopped during the backup"
 expect 0 "$CTL" scan citizens --json
@@ -317,20 +316,10 @@ export KHO_ENDPOINTS
 expect 0 "$CTL" check citizens
 
 step "backup of the sharded cluster from several nodes while a writer runs"
-: >"$dir/c-run.acked"
-"$CHK" write citizens run/ 1000000 "$dir/c-run.acked" >/dev/null 2>&1 &
-writer=$!
-i=0
-until [ "$(wc -l <"$dir/c-run.acked")" -ge 30 ]; do
-    i=$((i + 1))
-    [ "$i" -lt 200 ] || fail "the writer does not write"
-    sleep 0.05
-done
+start_writer citizens "$dir/c-run.acked"
 expect 0 "$CTL" backup "$dir/sharded.bak" --json
 grep -q '"groups":9' "$dir/out" || fail "sharded backup: $(cat "$dir/out")"
-kill "$writer"
-wait "$writer" 2>/dev/null || true
-writer=""
+stop_writer
 listed_nodes "$dir/c"
 [ "$n_listed" -ge 2 ] || fail "the backup came from $n_listed node(s)"
 ls "$dir"/sharded.bak.tmp.* >/dev/null 2>&1 && fail "a temporary file was left"

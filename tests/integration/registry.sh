@@ -31,15 +31,6 @@ trap 'exit 1' INT TERM
 
 # Stops a cluster and fails if a node reported a sanitizer error (when khod
 # is an ASan+UBSan build: KHOD=build/asan/bin/khod) or did not stop cleanly.
-stop_checked() {
-    "$CL" stop "$1"
-    if grep -l 'Sanitizer\|runtime error' "$1"/node*.log >&2; then
-        fail "sanitizer report in the node logs above"
-    fi
-    for f in "$1"/node*.log; do
-        grep -q 'stopped cleanly' "$f" || fail "$f: no clean stop"
-    done
-}
 # expect CODE CMD...: runs CMD, fails unless it exits with CODE.
 expect() {
     want=$1

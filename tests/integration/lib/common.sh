@@ -32,7 +32,7 @@ until_ok() {
 # report (KHOD may be an ASan+UBSan build) or a node that did not stop
 # cleanly.
 stop_checked() {
-    "$root/scripts/cluster.sh" stop "$1" >/dev/null
+    "$root/scripts/cluster.sh" stop "$1"
     if grep -l 'Sanitizer\|runtime error' "$1"/node*.log >&2; then
         fail "sanitizer report in the node logs above"
     fi
